@@ -1,0 +1,3 @@
+from jobgroup.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Thin click commands over the public Python API (`jobgroup`). The core never imports this."""
