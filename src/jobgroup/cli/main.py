@@ -14,6 +14,12 @@ from jobgroup.errors import JobGroupError
 _COMMANDS = {
     "validate": ("jobgroup.cli.spec_cmds", "validate"),
     "schema": ("jobgroup.cli.spec_cmds", "schema"),
+    "launch": ("jobgroup.cli.jobs", "launch"),
+    "queue": ("jobgroup.cli.jobs", "queue"),
+    "cancel": ("jobgroup.cli.jobs", "cancel"),
+    "wait": ("jobgroup.cli.jobs", "wait"),
+    "logs": ("jobgroup.cli.logs", "logs"),
+    "controller": ("jobgroup.cli.controller", "controller"),
 }
 
 

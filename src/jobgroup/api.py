@@ -1,0 +1,254 @@
+"""The public Python API: launch, queue, get_job, cancel, wait (logs: `jobgroup.logs`).
+
+Contract: every verb validates, records intent in the store and returns; none waits for the
+controller except `wait`. Reads come straight from the store. Errors meant for the user are
+`jobgroup.errors.JobGroupError` subclasses (the CLI turns them into messages and exit codes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+import msgspec
+
+from jobgroup.errors import NotFound, UsageError
+from jobgroup.spec import Loaded, check, dump, load_file
+from jobgroup.spec.models import JobGroup
+from jobgroup.state.status import Status
+from jobgroup.state.store import JobRec, Store, TaskRec, default_home
+
+SUPPORTED_INFRA = ("local",)
+# Variables of the launching shell that nodes inherit even if the controller was started
+# from another shell (PATH matters most: a venv activated at launch time).
+_BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH")
+
+
+class TaskInfo(msgspec.Struct, kw_only=True):
+    index: int
+    name: str
+    status: Status
+    reason: str
+    num_nodes: int
+    primary: bool
+    restarts: int
+    started_at: float | None
+    ended_at: float | None
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """A job as the store knows it (a snapshot: call `get_job` again for news)."""
+
+    id: int
+    name: str
+    status: Status
+    reason: str
+    execution: str
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    tasks: list[TaskInfo]
+    has_auxiliaries: bool
+
+    @property
+    def done(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (or to now while running); None if never started."""
+        if self.started_at is None:
+            return None
+        return (self.ended_at or time.time()) - self.started_at
+
+
+def _job(rec: JobRec, tasks: list[TaskRec]) -> Job:
+    return Job(
+        id=rec.id, name=rec.name, status=rec.status, reason=rec.reason,
+        execution=rec.execution, submitted_at=rec.submitted_at, started_at=rec.started_at,
+        ended_at=rec.ended_at,
+        tasks=[
+            TaskInfo(index=t.idx, name=t.name, status=t.status, reason=t.reason,
+                     num_nodes=t.num_nodes, primary=t.is_primary, restarts=t.restarts,
+                     started_at=t.started_at, ended_at=t.ended_at)
+            for t in tasks
+        ],
+        has_auxiliaries=not all(t.is_primary for t in tasks),
+    )
+
+
+def _store(home: Path | str | None) -> Store:
+    return Store(Path(home) if home else default_home())
+
+
+def _home(home: Path | str | None) -> Path:
+    return (Path(home) if home else default_home()).absolute()
+
+
+def parse_env(pairs: Iterable[str]) -> dict[str, str]:
+    """`K=V` strings -> dict; a clear UsageError for anything else."""
+    out: dict[str, str] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise UsageError(f"--env {p!r}: expected KEY=VALUE with a valid variable name")
+        out[key] = value
+    return out
+
+
+def backend_problems(group: JobGroup, infra: str | None) -> list[str]:
+    """What the chosen backend cannot honour, in the user's terms (empty: fine)."""
+    problems: list[str] = []
+    for t in group.tasks:
+        want = infra or t.resources.infra or "local"
+        kind = want.split("/")[0].lower()
+        if kind not in SUPPORTED_INFRA:
+            problems.append(
+                f"task '{t.name}' asks for infra '{want}', which this installation cannot run"
+                " yet; add --infra local to run it on this machine"
+            )
+            continue
+        if t.volumes:
+            problems.append(f"task '{t.name}': volumes are not supported by the local backend yet")
+        if t.file_mounts:
+            problems.append(
+                f"task '{t.name}': file_mounts are not supported by the local backend yet"
+            )
+        if t.workdir is not None and not isinstance(t.workdir, str):
+            problems.append(
+                f"task '{t.name}': a git workdir (mapping form) cannot be used locally;"
+                " give a directory"
+            )
+    return problems
+
+
+def launch(
+    spec: JobGroup | str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    env: dict[str, str] | None = None,
+    infra: str | None = None,
+    grace: float = 10.0,
+    home: Path | str | None = None,
+) -> Job:
+    """Validate `spec` (a JobGroup, a path or YAML text), record it PENDING, wake the controller.
+
+    Returns at once with the new job; use `wait` to block until it ends.
+    """
+    if isinstance(spec, JobGroup):
+        group = check(spec)
+        loaded = Loaded(group=group, warnings=[], path=None, base_dir=Path.cwd())
+    else:
+        loaded = load_file(spec, name=name)
+        group = loaded.group
+    if name and isinstance(spec, JobGroup):
+        group = check(msgspec.structs.replace(group, name=name))
+    if grace < 0:
+        raise UsageError("--grace must be 0 or more seconds")
+    problems = backend_problems(group, infra)
+    if problems:
+        raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
+    if loaded.base_dir and not loaded.base_dir.is_dir():
+        raise UsageError(f"{loaded.base_dir}: not a directory")
+    for t in group.tasks:
+        if isinstance(t.workdir, str):
+            wd = Path(os.path.expanduser(t.workdir))
+            wd = wd if wd.is_absolute() else loaded.base_dir / wd
+            if not wd.is_dir():
+                raise UsageError(f"task '{t.name}': workdir {wd} does not exist")
+    base_env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
+    options = {"env": dict(env or {}), "grace": grace, "infra": infra or "local",
+               "base_env": base_env}
+    store = _store(home)
+    try:
+        primaries = set(group.primaries)
+        job_id = store.create_job(
+            name=group.name, execution=group.execution, spec=dump(group),
+            base_dir=str(loaded.base_dir), options=options,
+            tasks=[(t.name or "", t.num_nodes, (t.name in primaries)) for t in group.tasks],
+        )
+        job = get_job(job_id, store=store)
+    finally:
+        store.close()
+    from jobgroup.controller.wake import wake
+
+    wake(_home(home), job_id)
+    return job
+
+
+def get_job(job_id: int, *, home: Path | str | None = None, store: Store | None = None) -> Job:
+    """The job `job_id`; NotFound (listing recent ids) if there is none."""
+    own = store is None
+    st = store or _store(home)
+    try:
+        rec = st.job(job_id)
+        if rec is None:
+            recent = [str(j.id) for j in st.jobs(limit=10)]
+            hint = f" Recent jobs: {', '.join(recent)}." if recent else " There are no jobs yet."
+            raise NotFound(f"no job {job_id}.{hint}")
+        return _job(rec, st.tasks(job_id))
+    finally:
+        if own:
+            st.close()
+
+
+def queue(*, all: bool = False, limit: int | None = None,
+          home: Path | str | None = None) -> list[Job]:
+    """Jobs, newest first: active ones, or every job with `all=True`."""
+    st = _store(home)
+    try:
+        recs = st.jobs(active_only=not all, limit=limit)
+        tasks = st.tasks_of([r.id for r in recs])
+        return [_job(r, tasks[r.id]) for r in recs]
+    finally:
+        st.close()
+
+
+def cancel(job_ids: Iterable[int] | int, *, home: Path | str | None = None) -> dict[int, str]:
+    """Record cancel requests. Returns {job_id: 'cancelling' | 'already ended (STATUS)'}."""
+    ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+    st = _store(home)
+    out: dict[int, str] = {}
+    try:
+        for job_id in ids:
+            get_job(job_id, store=st)  # NotFound for unknown ids, before anything is changed
+        for job_id in ids:
+            if st.request_cancel(job_id):
+                out[job_id] = "cancelling"
+            else:
+                rec = st.job(job_id)
+                out[job_id] = f"already ended ({rec.status.value if rec else '?'})"
+    finally:
+        st.close()
+    if any(v == "cancelling" for v in out.values()):
+        from jobgroup.controller.wake import wake
+
+        for job_id, v in out.items():
+            if v == "cancelling":
+                wake(_home(home), job_id)
+    return out
+
+
+def cancel_all(*, home: Path | str | None = None) -> dict[int, str]:
+    """Cancel every job that has not ended."""
+    return cancel([j.id for j in queue(home=home)], home=home)
+
+
+def wait(job_id: int, *, timeout: float | None = None, home: Path | str | None = None,
+         poll: float = 0.05) -> Job:
+    """Block until the job ends (or `timeout` seconds pass) and return its last snapshot."""
+    from jobgroup.controller.wake import ensure_running
+
+    ensure_running(_home(home))  # a job can only end if a controller supervises it
+    deadline = None if timeout is None else time.monotonic() + timeout
+    st = _store(home)
+    try:
+        while True:
+            job = get_job(job_id, store=st)
+            if job.done or (deadline is not None and time.monotonic() >= deadline):
+                return job
+            time.sleep(poll)
+    finally:
+        st.close()

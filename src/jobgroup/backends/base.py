@@ -1,0 +1,93 @@
+"""The narrow interface every backend implements. Policy (gang start, primaries, fail-fast,
+delays, restarts) lives in the controller; a backend only prepares a group's network, starts a
+node's phase, lets the controller observe its end, stops it, points at its logs, and cleans up.
+
+Contract for every implementation:
+- `start` returns a `Handle` that survives a controller restart when stored (pid + start time,
+  or backend labels); the node's outcome is recorded durably by the backend's own supervisor,
+  never only in the controller's memory.
+- `watch` arranges one call of `on_end` when the started phase has ended (immediately-ish when
+  it ended already); no polling loop measured in seconds.
+- `outcome` reads the recorded result; None while the phase still runs. A phase whose
+  supervisor vanished without a record reads as `Outcome(lost=True)`.
+- `stop` asks a phase to end (SIGTERM-like, escalating to a kill after the grace period);
+  stopping a node that is already gone returns quietly. `kill=True` skips the grace.
+- `cleanup` removes everything the backend created for a group; calling it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from jobgroup.spec.models import JobGroup
+
+
+@dataclass(frozen=True)
+class Handle:
+    """How to find a running phase again (stored in the node's row)."""
+
+    pid: int
+    pid_start: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int | None = None
+    signal: int | None = None
+    stopped: bool = False  # a stop had been requested before it ended
+    lost: bool = False  # the supervisor vanished without recording a result
+
+
+@dataclass(frozen=True)
+class PhaseLaunch:
+    """Everything needed to start one phase (setup or run) of one node."""
+
+    job_id: int
+    task: str
+    task_idx: int
+    rank: int
+    phase: str
+    script: str
+    env: dict[str, str]
+    workdir: str | None
+    log_path: Path
+    status_path: Path
+    grace: float
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def prepare(self, job_id: int, group: JobGroup) -> dict[tuple[int, int], str]:
+        """Create the group's network; return each node's address keyed by (task_idx, rank)."""
+
+    @abstractmethod
+    def start(self, launch: PhaseLaunch) -> Handle:
+        """Start one phase of one node; its output goes straight to `launch.log_path`."""
+
+    @abstractmethod
+    def alive(self, handle: Handle) -> bool:
+        """True while the phase's supervisor still runs (identity-checked, not just the pid)."""
+
+    @abstractmethod
+    def watch(
+        self, loop: asyncio.AbstractEventLoop, handle: Handle, on_end: Callable[[], None]
+    ) -> None:
+        """Call `on_end` (from the loop) once the phase's supervisor has ended."""
+
+    @abstractmethod
+    def outcome(self, handle: Handle | None, status_path: Path) -> Outcome | None:
+        """The recorded result of a phase, or None while it runs."""
+
+    @abstractmethod
+    def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
+        """Ask the phase to end; quiet if it is already gone."""
+
+    @abstractmethod
+    def cleanup(self, job_id: int) -> None:
+        """Remove what `prepare` created for the group; idempotent."""

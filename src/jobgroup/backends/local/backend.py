@@ -1,0 +1,161 @@
+"""The local backend: every node phase is a process tree on this machine under a C shim.
+
+Why a shim: the controller may be SIGKILLed at any moment. The shim (`shim.c`) is the phase's
+parent, owns its whole process tree (subreaper, so even setsid'ed grandchildren are found),
+escalates SIGTERM to SIGKILL after the grace period by itself, and writes the exit status to a
+file atomically. The controller only spawns shims, watches them through pidfds (the kernel tells
+it the moment a shim exits, whether or not it is the shim's parent) and reads their status files.
+
+Addresses: each node gets its own loopback address (127.N.N.N, all routed to `lo` by Linux), so a
+server may bind its own address and peers reach it by that address. Full per-node network
+namespaces and resolvable names are the isolation layer's job (issue 'Every node its own host').
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Callable
+
+from jobgroup.backends.base import Backend, Handle, Outcome, PhaseLaunch
+from jobgroup.backends.local import shim
+from jobgroup.spec.models import JobGroup
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks since boot), None if no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    rest = data[data.rindex(b")") + 2 :].split()
+    return int(rest[19])
+
+
+def loopback_address(job_id: int, index: int) -> str:
+    """A distinct 127/8 address per node of a job (index < 254)."""
+    block = job_id % (64 * 256)
+    return f"127.{64 + block // 256}.{block % 256}.{index % 254 + 1}"
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self) -> None:
+        self._shim = shim.shim_path()
+
+    def prepare(self, job_id: int, group: JobGroup) -> dict[tuple[int, int], str]:
+        out: dict[tuple[int, int], str] = {}
+        n = 0
+        for i, t in enumerate(group.tasks):
+            for r in range(t.num_nodes):
+                out[(i, r)] = loopback_address(job_id, n)
+                n += 1
+        return out
+
+    def start(self, launch: PhaseLaunch) -> Handle:
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        launch.status_path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in (launch.status_path, Path(f"{launch.status_path}.pid")):
+            stale.unlink(missing_ok=True)
+        argv = [self._shim, "-s", str(launch.status_path), "-o", str(launch.log_path),
+                "-g", f"{launch.grace:g}"]
+        if launch.workdir:
+            argv += ["-C", launch.workdir]
+        argv += ["--", "/bin/bash", "-c", launch.script]
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            pid = os.posix_spawn(
+                self._shim,
+                argv,
+                launch.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, devnull, 1),
+                    (os.POSIX_SPAWN_DUP2, devnull, 2),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(devnull)
+        start = proc_start_time(pid)
+        return Handle(pid=pid, pid_start=start or 0)
+
+    def alive(self, handle: Handle) -> bool:
+        start = proc_start_time(handle.pid)
+        if start is None or start != handle.pid_start:
+            return False
+        try:  # a zombie (our own unreaped child) has ended
+            with open(f"/proc/{handle.pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+            return state != b"Z"
+        except OSError:
+            return False
+
+    def watch(
+        self, loop: asyncio.AbstractEventLoop, handle: Handle, on_end: Callable[[], None]
+    ) -> None:
+        try:
+            fd = os.pidfd_open(handle.pid)
+        except ProcessLookupError:
+            loop.call_soon(on_end)
+            return
+        if not self.alive(handle):  # pid reused or ended between start and here
+            os.close(fd)
+            self._reap(handle.pid)
+            loop.call_soon(on_end)
+            return
+
+        def ready() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._reap(handle.pid)
+            on_end()
+
+        loop.add_reader(fd, ready)
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        """Collect the exit of a shim we spawned ourselves (others are reaped by init)."""
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+    def outcome(self, handle: Handle | None, status_path: Path) -> Outcome | None:
+        st = shim.read_status(status_path)
+        if st is not None:
+            return Outcome(exit_code=st.exit_code, signal=st.signal, stopped=st.stopped)
+        if handle is not None and self.alive(handle):
+            return None
+        # The shim is gone without a record (killed by SIGKILL or the OOM killer): its direct
+        # child died with it (PDEATHSIG); kill what may be left of the node's session.
+        self._kill_session(status_path)
+        return Outcome(signal=signal.SIGKILL, lost=True)
+
+    def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
+        if not self.alive(handle):
+            self._kill_session(status_path)
+            return
+        try:
+            os.kill(handle.pid, signal.SIGUSR1 if kill else signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def _kill_session(status_path: Path) -> None:
+        info = shim.read_pid_file(status_path)
+        if info is None:
+            return
+        child = info.child_pid
+        try:
+            os.killpg(child, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def cleanup(self, job_id: int) -> None:
+        return None

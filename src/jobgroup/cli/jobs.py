@@ -1,0 +1,186 @@
+"""`launch`, `queue`, `cancel`, `wait`: thin commands over `jobgroup.api`."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from jobgroup import api
+from jobgroup.cli.logs import follow_job
+from jobgroup.cli.output import paint, table, use_colour
+from jobgroup.state.status import Status
+
+_STATUS_COLOUR = {
+    Status.SUCCEEDED: "green", Status.RUNNING: "cyan", Status.STARTING: "cyan",
+    Status.PENDING: "yellow", Status.CANCELLING: "yellow", Status.CANCELLED: "yellow",
+}
+
+
+def status_text(status: Status, colour: bool) -> str:
+    c = _STATUS_COLOUR.get(status, "red" if status.failed else None)
+    return paint(status.value, c, colour)
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def human_ago(ts: float) -> str:
+    return human_duration(max(0.0, time.time() - ts)).split(" ")[0] + " ago"
+
+
+def _exit_for(job: api.Job) -> int:
+    return 0 if job.status == Status.SUCCEEDED else 1
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=False))
+@click.option("--name", help="Name of the group (overrides the header's name).")
+@click.option("--env", "envs", multiple=True, metavar="K=V",
+              help="Set an environment variable in every node (wins over the YAML's envs).")
+@click.option("-d", "--detach", is_flag=True, help="Print the job ID and return at once.")
+@click.option("--infra", help="Run every task on this infra (e.g. 'local'), whatever the YAML says.")
+@click.option("--grace", type=float, default=10.0, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL when stopping a node.")
+def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
+           infra: str | None, grace: float) -> None:
+    """Launch the job group in FILE.
+
+    Without -d, streams every task's logs until the group ends and exits 0 only if it
+    SUCCEEDED (1 otherwise). Ctrl-C detaches: the group keeps running.
+
+    \b
+    Examples:
+      jobgroup launch examples/hello/hello.yaml
+      jobgroup launch rl.yaml --infra local --env STEPS=10 -d
+    """
+    env = api.parse_env(envs)
+    job = api.launch(file, name=name, env=env, infra=infra, grace=grace)
+    click.echo(f"Job {job.id} ({job.name}) submitted: {len(job.tasks)} task(s), "
+               f"{sum(t.num_nodes for t in job.tasks)} node(s).")
+    if detach:
+        click.echo(f"Follow: jobgroup logs {job.id}   Status: jobgroup queue   "
+                   f"Cancel: jobgroup cancel {job.id}")
+        return
+    try:
+        follow_job(job.id, task=None, rank=None, follow=True)
+        final = api.wait(job.id)
+    except KeyboardInterrupt:
+        click.echo(f"\nDetached; job {job.id} keeps running. Re-attach: jobgroup logs {job.id}"
+                   f"   Cancel: jobgroup cancel {job.id}", err=True)
+        sys.exit(130)
+    _print_end(final)
+    sys.exit(_exit_for(final))
+
+
+def _print_end(job: api.Job) -> None:
+    colour = use_colour(sys.stderr)
+    reason = f": {job.reason}" if job.reason else ""
+    click.echo(f"Job {job.id} ({job.name}) {status_text(job.status, colour)}{reason}", err=True)
+
+
+@click.command()
+@click.option("-a", "--all", "all_", is_flag=True, help="Include ended jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-n", "--limit", type=int, default=None, help="Show at most N jobs.")
+def queue(all_: bool, as_json: bool, limit: int | None) -> None:
+    """List jobs and their tasks (active ones; --all for every job).
+
+    \b
+    Examples:
+      jobgroup queue
+      jobgroup queue --all --json | jq '.[0].status'
+    """
+    jobs = api.queue(all=all_, limit=limit)
+    if as_json:
+        import msgspec
+
+        click.echo(msgspec.json.encode(jobs).decode())
+        return
+    if not jobs:
+        click.echo("No jobs." if all_ else "No active jobs (jobgroup queue --all shows ended ones).")
+        return
+    colour = use_colour()
+    rows = []
+    for j in jobs:
+        rows.append([str(j.id), "-", j.name, human_ago(j.submitted_at),
+                     human_duration(j.duration), str(sum(t.num_nodes for t in j.tasks)),
+                     str(sum(t.restarts for t in j.tasks)), _job_status(j, colour)])
+        for k, t in enumerate(j.tasks):
+            branch = "└" if k == len(j.tasks) - 1 else "├"
+            mark = " [P]" if t.primary and j.has_auxiliaries else ""
+            dur = None if t.started_at is None else (t.ended_at or time.time()) - t.started_at
+            rows.append(["", str(t.index), f"{branch} {t.name}{mark}", "", human_duration(dur),
+                         str(t.num_nodes), str(t.restarts), status_text(t.status, colour)])
+    click.echo(table(["ID", "TASK", "NAME", "SUBMITTED", "DURATION", "NODES", "RESTARTS",
+                      "STATUS"], rows))
+    waiting = [j for j in jobs if j.status == Status.PENDING and j.reason]
+    for j in waiting:
+        click.echo(f"Job {j.id} is pending: {j.reason}")
+
+
+def _job_status(j: api.Job, colour: bool) -> str:
+    text = status_text(j.status, colour)
+    if j.status == Status.RUNNING:
+        running = [t.index for t in j.tasks if t.status == Status.RUNNING]
+        if j.execution == "serial" and running:
+            text += f" (task: {running[0]})"
+        elif running:
+            text += f" (tasks: {len(running)}/{len(j.tasks)})"
+    return text
+
+
+@click.command()
+@click.argument("job_ids", type=int, nargs=-1)
+@click.option("-a", "--all", "all_", is_flag=True, help="Cancel every job that has not ended.")
+def cancel(job_ids: tuple[int, ...], all_: bool) -> None:
+    """Cancel whole job groups (every node is stopped).
+
+    \b
+    Examples:
+      jobgroup cancel 3
+      jobgroup cancel 3 4 5
+      jobgroup cancel --all
+    """
+    if bool(job_ids) == all_:
+        raise click.UsageError("give job IDs or --all (not both)")
+    result = api.cancel_all() if all_ else api.cancel(list(job_ids))
+    if not result:
+        click.echo("No active jobs to cancel.")
+    for job_id, what in result.items():
+        click.echo(f"Job {job_id}: {'cancelling' if what == 'cancelling' else what}.")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.option("--timeout", type=float, default=None, help="Give up after S seconds (exit 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final job as JSON.")
+def wait(job_id: int, timeout: float | None, as_json: bool) -> None:
+    """Block until a job ends; exit 0 if it SUCCEEDED, 1 otherwise.
+
+    \b
+    Examples:
+      jobgroup wait 3 && echo done
+      jobgroup wait 3 --timeout 600
+    """
+    job = api.wait(job_id, timeout=timeout)
+    if as_json:
+        import msgspec
+
+        click.echo(msgspec.json.encode(job).decode())
+    elif not job.done:
+        click.echo(f"Job {job_id} is still {job.status.value} after {timeout:g}s.", err=True)
+    else:
+        _print_end(job)
+    sys.exit(_exit_for(job))

@@ -1,0 +1,85 @@
+"""`jobgroup logs`: every selected node's lines, interleaved as they come, with aligned
+`(task, rank=N)` prefixes, one colour per task on a terminal."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from jobgroup.api import get_job
+from jobgroup.cli.output import TASK_COLOURS, paint, use_colour
+from jobgroup.errors import NotFound
+from jobgroup.logs.follow import lines
+from jobgroup.state.store import Store, default_home
+
+
+def resolve_task(job_id: int, task: str, names: list[str]) -> int:
+    """TASK given by index or name -> index; NotFound listing the valid choices."""
+    if task.isdigit() and int(task) < len(names):
+        return int(task)
+    if task in names:
+        return names.index(task)
+    listing = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+    raise NotFound(
+        f"no task matching '{task}' in job {job_id}. Valid tasks: {listing} "
+        f"(by ID 0-{len(names) - 1} or by name)."
+    )
+
+
+def follow_job(job_id: int, task: str | None, rank: int | None, follow: bool) -> None:
+    """Print the job's logs (all tasks unless `task`); return when done (see `lines`)."""
+    job = get_job(job_id)
+    names = [t.name for t in job.tasks]
+    if task is None:
+        selected = list(range(len(names)))
+        if len(names) > 1:
+            click.echo(
+                f"Hint: This job has {len(names)} tasks. Use 'jobgroup logs {job_id} TASK' to view "
+                "logs for a specific task (TASK can be task ID or name).", err=True,
+            )
+    else:
+        selected = [resolve_task(job_id, task, names)]
+    if rank is not None:
+        nodes = {job.tasks[i].num_nodes for i in selected}
+        if all(rank >= n for n in nodes):
+            raise NotFound(f"no node {rank}: the selected task(s) have ranks 0-{max(nodes) - 1}.")
+    colour = use_colour()
+    prefixes = {
+        (job.tasks[i].name, r): f"({job.tasks[i].name}, rank={r})"
+        for i in selected for r in range(job.tasks[i].num_nodes)
+    }
+    width = max(len(p) for p in prefixes.values())
+    colours = {job.tasks[i].name: TASK_COLOURS[k % len(TASK_COLOURS)]
+               for k, i in enumerate(selected)}
+    out = sys.stdout
+    store = Store(default_home())
+    try:
+        for line in lines(store, job_id, task_indices=selected, rank=rank, follow=follow):
+            prefix = prefixes[(line.task, line.rank)].ljust(width)
+            out.write(f"{paint(prefix, colours[line.task], colour)} {line.text}\n")
+            out.flush()
+    finally:
+        store.close()
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.argument("task", required=False)
+@click.option("--node", "rank", type=int, default=None, help="Only the node with this rank.")
+@click.option("--no-follow", is_flag=True, help="Print what is there and return.")
+def logs(job_id: int, task: str | None, rank: int | None, no_follow: bool) -> None:
+    """Show a job's logs: every task interleaved, or TASK (by index or name).
+
+    Follows while the selected tasks run; returns as soon as they have ended.
+
+    \b
+    Examples:
+      jobgroup logs 3
+      jobgroup logs 3 ppo-trainer --node 1
+      jobgroup logs 3 0 --no-follow
+    """
+    try:
+        follow_job(job_id, task, rank, follow=not no_follow)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,384 @@
+"""The controller: one long-lived asyncio process per state directory supervising every group.
+
+Contract:
+- At most one runs per state directory (an exclusive flock on `controller.lock`, held for life).
+- Commands never talk to it except to wake it (a datagram on an abstract unix socket named
+  after the state directory): they write intent to the store, then wake it. It reconciles each
+  job that changed: load the job's rows, `decide()` purely, apply the actions, repeat.
+- It learns of every phase's end from the kernel (pidfds via the backend) and settles it from
+  the shim's durable status file, so a restarted controller (`adopt`) picks up exactly where
+  the previous one was killed: running phases are watched again, ended ones settled.
+- SIGTERM/SIGINT stop the controller only; the groups keep running and are adopted next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from jobgroup import discovery
+from jobgroup.backends.base import Backend, Handle, PhaseLaunch
+from jobgroup.controller import paths
+from jobgroup.controller.decide import (
+    Abandon, JobView, MarkReady, Plan, SetJob, SetOutcome, SetTask, StartPhase, StopNode,
+    TaskInfo, decide,
+)
+from jobgroup.controller.wake import socket_name
+from jobgroup.spec import load
+from jobgroup.spec.durations import delay_for
+from jobgroup.spec.models import JobGroup
+from jobgroup.state import transitions
+from jobgroup.state.status import Phase, Status
+from jobgroup.state.store import NodeRec, Store
+
+log = logging.getLogger("jobgroup.controller")
+
+SWEEP_SECONDS = 60.0  # safety net only: every state change also wakes the controller at once
+MAX_ROUNDS = 50  # decide/apply rounds per reconcile before yielding (converges in a few)
+
+
+class Controller:
+    def __init__(self, home: Path, backend: Backend | None = None) -> None:
+        self.home = home
+        self.store = Store(home)
+        if backend is None:
+            from jobgroup.backends.local.backend import LocalBackend
+
+            backend = LocalBackend()
+        self.backend = backend
+        self.loop = asyncio.new_event_loop()
+        self._dirty: set[int] = set()
+        self._scheduled = False
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._specs: dict[int, tuple[JobGroup, list[TaskInfo]]] = {}
+        self._addresses: dict[int, dict[tuple[int, int], str]] = {}
+        self._watched: set[tuple[int, int, int, str, int]] = set()
+        self.started_at = time.time()
+
+    # ---- life -------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run until SIGTERM/SIGINT or `controller stop`. The lock must already be held."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        sock.bind(socket_name(self.home))
+        self.loop.add_reader(sock.fileno(), self._on_wake, sock)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.loop.stop)
+        self.loop.add_signal_handler(signal.SIGCHLD, self._reap_children)
+        self.adopt()
+        self.loop.call_later(SWEEP_SECONDS, self._sweep)
+        log.info("controller %d serving %s", os.getpid(), self.home)
+        try:
+            self.loop.run_forever()
+        finally:
+            sock.close()
+            log.info("controller %d stopped; running groups are left running", os.getpid())
+
+    def adopt(self) -> None:
+        """Watch every phase that still runs; settle every one that ended while we were away."""
+        for job in self.store.jobs(active_only=True):
+            for n in self.store.nodes(job.id):
+                if n.live:
+                    self._watch(job.id, n)
+            self._mark(job.id)
+
+    def _sweep(self) -> None:
+        for job in self.store.jobs(active_only=True):
+            self._mark(job.id)
+        self.loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    def _reap_children(self) -> None:
+        # Shims we spawned are our children: collect any that ended (their pidfds tell us the
+        # rest). Nothing else is a child of the controller.
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def _on_wake(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(512)
+            except BlockingIOError:
+                return
+            msg = data.decode(errors="replace").split()
+            if msg[:1] == ["job"] and len(msg) == 2 and msg[1].isdigit():
+                self._mark(int(msg[1]))
+            elif msg[:1] == ["ping"]:
+                continue
+            elif msg[:1] == ["stop"]:
+                self.loop.stop()
+            else:
+                for job in self.store.jobs(active_only=True):
+                    self._mark(job.id)
+
+    # ---- reconcile --------------------------------------------------------------------------
+
+    def _mark(self, job_id: int) -> None:
+        self._dirty.add(job_id)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._run_dirty)
+
+    def _run_dirty(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for job_id in sorted(dirty):
+            try:
+                self.reconcile(job_id)
+            except Exception:  # one broken job must not stop the others
+                log.exception("reconcile of job %d failed", job_id)
+                self._fail_job(job_id)
+
+    def _fail_job(self, job_id: int) -> None:
+        try:
+            for n in self.store.nodes(job_id):
+                if n.live and n.pid:
+                    self.backend.stop(Handle(n.pid, n.pid_start or 0), self._status(job_id, n),
+                                      kill=True)
+            transitions.set_job_status(
+                self.store, job_id, Status.FAILED_CONTROLLER,
+                "the controller hit an internal error; see controller.log",
+            )
+        except Exception:
+            log.exception("could not fail job %d", job_id)
+
+    def reconcile(self, job_id: int) -> None:
+        for _ in range(MAX_ROUNDS):
+            job = self.store.job(job_id)
+            if job is None or job.status.terminal:
+                self._forget(job_id)
+                return
+            group, info = self._spec(job_id, job.spec)
+            view = JobView(job=job, tasks=self.store.tasks(job_id),
+                           nodes=self.store.nodes(job_id), info=info)
+            plan = decide(view, time.time())
+            self._set_timer(job_id, plan)
+            if not plan.actions:
+                return
+            for action in plan.actions:
+                self._apply(job_id, group, view, action)
+        self._mark(job_id)  # not converged yet: continue on the next loop turn
+
+    def _set_timer(self, job_id: int, plan: Plan) -> None:
+        old = self._timers.pop(job_id, None)
+        if old:
+            old.cancel()
+        if plan.wake_at is not None:
+            delay = max(0.0, plan.wake_at - time.time())
+            self._timers[job_id] = self.loop.call_later(delay, self._mark, job_id)
+
+    def _forget(self, job_id: int) -> None:
+        self._specs.pop(job_id, None)
+        self._addresses.pop(job_id, None)
+        timer = self._timers.pop(job_id, None)
+        if timer:
+            timer.cancel()
+
+    def _spec(self, job_id: int, text: str) -> tuple[JobGroup, list[TaskInfo]]:
+        cached = self._specs.get(job_id)
+        if cached is None:
+            group = load(text)
+            info = [
+                TaskInfo(has_setup=bool(t.setup), delay=delay_for(group, t.name or ""))
+                for t in group.tasks
+            ]
+            cached = self._specs[job_id] = (group, info)
+        return cached
+
+    # ---- actions ----------------------------------------------------------------------------
+
+    def _apply(self, job_id: int, group: JobGroup, view: JobView, action: object) -> None:
+        now = time.time()
+        match action:
+            case StartPhase(task_idx, rank, phase):
+                self._start(job_id, group, view, task_idx, rank, phase)
+            case MarkReady(task_idx, rank):
+                self.store.update_node(job_id, task_idx, rank, phase=Phase.READY)
+            case StopNode(task_idx, rank, reason):
+                node = next(n for n in view.nodes if (n.task_idx, n.rank) == (task_idx, rank))
+                self.store.update_node(job_id, task_idx, rank, stop_requested_at=now)
+                self.store.add_event(job_id, "stop", reason, task_idx, rank)
+                if node.pid:
+                    self.backend.stop(Handle(node.pid, node.pid_start or 0),
+                                      self._status(job_id, node))
+            case Abandon(task_idx, rank):
+                self.store.update_node(job_id, task_idx, rank, phase=Phase.ENDED, stopped=1,
+                                       ended_at=now)
+            case SetTask(idx, status, reason):
+                transitions.set_task_status(self.store, job_id, idx, status, reason)
+            case SetOutcome(status, reason, primaries_done):
+                facts: dict[str, object] = {"outcome": status, "outcome_reason": reason}
+                if primaries_done:
+                    facts["primaries_done_at"] = now
+                self.store.set_job_facts(job_id, **facts)
+                self.store.add_event(job_id, "outcome", f"{status.value}: {reason}")
+            case SetJob(status, reason):
+                if status.terminal:
+                    self.backend.cleanup(job_id)
+                transitions.set_job_status(self.store, job_id, status, reason)
+            case _:
+                raise TypeError(f"unknown action {action!r}")
+
+    def _addresses_of(self, job_id: int, group: JobGroup) -> dict[tuple[int, int], str]:
+        addrs = self._addresses.get(job_id)
+        if addrs is None:
+            addrs = self.backend.prepare(job_id, group)
+            self._addresses[job_id] = addrs
+            topo = paths.topology_path(self.home, job_id)
+            topo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = topo.with_suffix(".tmp")
+            tmp.write_text(json.dumps(discovery.topology(group, job_id, addrs), indent=2))
+            os.replace(tmp, topo)
+            for (t, r), a in addrs.items():
+                self.store.update_node(job_id, t, r, address=a,
+                                       hostname=discovery.hostname(group.tasks[t].name or "", r))
+        return addrs
+
+    def _start(self, job_id: int, group: JobGroup, view: JobView, task_idx: int, rank: int,
+               phase: Phase) -> None:
+        job = view.job
+        task = group.tasks[task_idx]
+        node = next(n for n in view.nodes if (n.task_idx, n.rank) == (task_idx, rank))
+        addrs = self._addresses_of(job_id, group)
+        opts = job.options
+        env = dict(os.environ)
+        env.pop("JOBGROUP_HOME", None)
+        env.update(opts.get("base_env", {}))
+        env.update(discovery.node_env(
+            group, job_id, task_idx, rank, addrs,
+            topology_path=str(paths.topology_path(self.home, job_id)),
+            overrides=opts.get("env", {}), setup=phase == Phase.SETUP,
+        ))
+        script = (task.setup if phase == Phase.SETUP else task.run) or "true"
+        launch = PhaseLaunch(
+            job_id=job_id, task=task.name or "", task_idx=task_idx, rank=rank, phase=phase.value,
+            script=script, env=env, workdir=_workdir(job.base_dir, task.workdir),
+            log_path=paths.log_path(self.home, job_id, task.name or "", rank, node.attempt),
+            status_path=paths.status_path(self.home, job_id, task_idx, rank, phase.value,
+                                          node.attempt),
+            grace=float(opts.get("grace", 10.0)),
+        )
+        # Record the intent before acting, so a crash in between is visible on restart.
+        self.store.update_node(job_id, task_idx, rank, phase=phase, pid=None, pid_start=None,
+                               started_at=time.time())
+        handle = self.backend.start(launch)
+        self.store.update_node(job_id, task_idx, rank, pid=handle.pid, pid_start=handle.pid_start)
+        self.store.add_event(job_id, f"{phase.value}-started", f"pid {handle.pid}", task_idx, rank)
+        started = NodeRec(**{**_fields(node), "phase": phase, "pid": handle.pid,
+                             "pid_start": handle.pid_start})
+        self._watch(job_id, started)
+
+    def _status(self, job_id: int, n: NodeRec) -> Path:
+        return paths.status_path(self.home, job_id, n.task_idx, n.rank, n.phase.value, n.attempt)
+
+    def _watch(self, job_id: int, n: NodeRec) -> None:
+        key = (job_id, n.task_idx, n.rank, n.phase.value, n.attempt)
+        if key in self._watched:
+            return
+        self._watched.add(key)
+        handle = Handle(n.pid, n.pid_start or 0) if n.pid else None
+
+        def ended() -> None:
+            self._watched.discard(key)
+            self._settle(job_id, n, handle)
+
+        if handle is None:
+            self.loop.call_soon(ended)
+        else:
+            self.backend.watch(self.loop, handle, ended)
+
+    def _settle(self, job_id: int, n: NodeRec, handle: Handle | None) -> None:
+        """The phase `n` was in has ended: record how, then reconcile the job."""
+        status_file = self._status(job_id, n)
+        out = self.backend.outcome(handle, status_file)
+        if out is None:  # still running after all (spurious wake-up): keep watching
+            self._watch(job_id, n)
+            return
+        cur = next((m for m in self.store.nodes(job_id)
+                    if (m.task_idx, m.rank) == (n.task_idx, n.rank)), None)
+        if cur is None or cur.phase != n.phase or cur.attempt != n.attempt:
+            return  # already settled
+        now = time.time()
+        what = ("lost (its supervisor was killed)" if out.lost else
+                f"signal {out.signal}" if out.signal is not None else f"exit code {out.exit_code}")
+        self.store.add_event(job_id, f"{n.phase.value}-ended", what, n.task_idx, n.rank)
+        if n.phase == Phase.SETUP and out.exit_code == 0 and not out.stopped:
+            self.store.update_node(job_id, n.task_idx, n.rank, phase=Phase.READY, pid=None)
+        else:
+            stopped = out.stopped or cur.stop_requested_at is not None
+            self.store.update_node(
+                job_id, n.task_idx, n.rank, phase=Phase.ENDED, exit_code=out.exit_code,
+                signal=out.signal, stopped=int(stopped), ended_at=now, ended_phase=n.phase,
+            )
+        self._mark(job_id)
+
+
+def _fields(n: NodeRec) -> dict[str, object]:
+    return {f: getattr(n, f) for f in n.__struct_fields__}
+
+
+def _workdir(base_dir: str, workdir: object) -> str | None:
+    if not isinstance(workdir, str) or not workdir:
+        return None
+    p = Path(os.path.expanduser(workdir))
+    return str(p if p.is_absolute() else Path(base_dir) / p)
+
+
+# ---- process entry ------------------------------------------------------------------------------
+
+
+def acquire_lock(home: Path) -> int | None:
+    """The controller lock's fd if we got it, None if another controller holds it."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(paths.lock_path(home), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jobgroup.controller.daemon HOME`: serve HOME until stopped."""
+    args = sys.argv[1:] if argv is None else argv
+    home = Path(args[0]).absolute()
+    lock = acquire_lock(home)
+    if lock is None:
+        return 0  # another controller serves this state directory
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        filename=paths.controller_log(home),
+    )
+    try:
+        from jobgroup.backends.local.backend import LocalBackend
+
+        backend = LocalBackend()
+    except Exception as e:  # e.g. no C compiler for the shim: say why, in the log
+        log.error("cannot start the local backend: %s", e)
+        return 1
+    tmp = paths.pid_path(home).with_suffix(".tmp")
+    tmp.write_text(f"{os.getpid()} {time.time()}\n")
+    os.replace(tmp, paths.pid_path(home))
+    try:
+        Controller(home, backend).serve()
+    finally:
+        paths.pid_path(home).unlink(missing_ok=True)
+        os.close(lock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

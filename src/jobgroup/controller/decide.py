@@ -1,0 +1,291 @@
+"""Pure decisions: what to do next for one job, from its stored state alone.
+
+`decide(view, now)` returns a `Plan` (actions + when to look again). It performs no I/O, so every
+rule of the group's life is unit-tested without processes:
+
+- Start: every node runs its setup (if any); when every node of the group (of the current step,
+  for a pipeline) is READY, every run starts together.
+- A node that ends by itself with a non-zero code or a signal fails its task (FAILED, or
+  FAILED_SETUP during setup) and the group fails fast: every other node is stopped.
+- Primaries (`primary_tasks`, or all tasks): once every primary SUCCEEDED, the group's outcome is
+  SUCCEEDED and each auxiliary still running is stopped after its termination delay; it ends
+  CANCELLED. An auxiliary that exits 0 early simply SUCCEEDED.
+- Cancel: every live node is stopped (group CANCELLING), then the group ends CANCELLED.
+- The group's terminal status is written only when no node of it is live any more, so `wait`
+  returning means no process of the group remains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobgroup.state.status import Phase, Status
+from jobgroup.state.store import JobRec, NodeRec, TaskRec
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What decide() needs from the spec of a task."""
+
+    has_setup: bool
+    delay: float  # termination delay when it is an auxiliary (seconds)
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: JobRec
+    tasks: list[TaskRec]
+    nodes: list[NodeRec]
+    info: list[TaskInfo]
+
+
+# ---- actions ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartPhase:
+    task_idx: int
+    rank: int
+    phase: Phase  # SETUP or RUN
+
+
+@dataclass(frozen=True)
+class MarkReady:
+    """A node without setup is READY at once."""
+
+    task_idx: int
+    rank: int
+
+
+@dataclass(frozen=True)
+class StopNode:
+    task_idx: int
+    rank: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Abandon:
+    """A node that never started (or waits at the barrier) and never will: ENDED, stopped."""
+
+    task_idx: int
+    rank: int
+
+
+@dataclass(frozen=True)
+class SetTask:
+    idx: int
+    status: Status
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SetJob:
+    status: Status
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SetOutcome:
+    """The group's fate is decided (it will end with `status` once its nodes are gone)."""
+
+    status: Status
+    reason: str
+    primaries_done: bool = False
+
+
+Action = StartPhase | MarkReady | StopNode | Abandon | SetTask | SetJob | SetOutcome
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    wake_at: float | None = None  # look again at this time even if nothing happens
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def describe_exit(node: NodeRec) -> str:
+    """'exited with code 3' / 'was killed by signal 9 (SIGKILL)'."""
+    if node.signal is not None:
+        import signal as _signal
+
+        try:
+            name = _signal.Signals(node.signal).name
+        except ValueError:
+            name = "?"
+        return f"was killed by signal {node.signal} ({name})"
+    return f"exited with code {node.exit_code}"
+
+
+def task_state(task: TaskRec, nodes: list[NodeRec]) -> tuple[Status, str]:
+    """A task's status derived from its nodes (before the group-level rules)."""
+    failed = sorted((n for n in nodes if n.failed), key=lambda n: n.ended_at or 0.0)
+    if failed:
+        n = failed[0]
+        where = "setup" if n.ended_phase == Phase.SETUP else "run"
+        status = Status.FAILED_SETUP if n.ended_phase == Phase.SETUP else Status.FAILED
+        rank = f" node {n.rank}" if task.num_nodes > 1 else ""
+        return status, f"task '{task.name}'{rank} {where} {describe_exit(n)}"
+    if nodes and all(n.succeeded for n in nodes):
+        return Status.SUCCEEDED, ""
+    if nodes and all(n.phase == Phase.ENDED for n in nodes):
+        return Status.CANCELLED, ""
+    if any(n.stop_requested_at is not None and n.live for n in nodes):
+        return Status.CANCELLING, ""
+    if nodes and all(n.phase == Phase.RUN or n.succeeded for n in nodes):
+        return Status.RUNNING, ""
+    if any(n.phase != Phase.WAITING for n in nodes):
+        return Status.STARTING, ""
+    return Status.PENDING, ""
+
+
+# ---- the decision -------------------------------------------------------------------------------
+
+
+def decide(view: JobView, now: float) -> Plan:
+    """The next actions for one job. Applying them and calling again converges."""
+    job = view.job
+    plan = Plan()
+    if job.status.terminal:
+        return plan
+    by_task: dict[int, list[NodeRec]] = {t.idx: [] for t in view.tasks}
+    for n in view.nodes:
+        by_task[n.task_idx].append(n)
+    derived = {t.idx: task_state(t, by_task[t.idx]) for t in view.tasks}
+
+    # Tasks reach SUCCEEDED / FAILED* as soon as their nodes say so.
+    for t in view.tasks:
+        status, reason = derived[t.idx]
+        if status.terminal and status != Status.CANCELLED and t.status != status:
+            plan.actions.append(SetTask(t.idx, status, reason))
+
+    outcome, outcome_reason = job.outcome, job.outcome_reason
+    if outcome is None:
+        outcome, outcome_reason, primaries_done = _outcome(view, derived)
+        if outcome is not None:
+            plan.actions.append(SetOutcome(outcome, outcome_reason, primaries_done))
+            if primaries_done:
+                job_primaries_done_at: float | None = now
+            else:
+                job_primaries_done_at = None
+        else:
+            job_primaries_done_at = None
+    else:
+        job_primaries_done_at = job.primaries_done_at
+
+    if outcome is None:
+        _progress(view, by_task, derived, plan)
+        return plan
+
+    # The outcome is decided: wind the group down.
+    live = [n for n in view.nodes if n.live]
+    if outcome == Status.SUCCEEDED and job_primaries_done_at is not None:
+        for t, info in zip(view.tasks, view.info):
+            if t.is_primary:
+                continue
+            due = job_primaries_done_at + info.delay
+            for n in by_task[t.idx]:
+                if n.live and n.stop_requested_at is None:
+                    if now >= due:
+                        plan.actions.append(StopNode(
+                            t.idx, n.rank,
+                            f"primary tasks finished; auxiliary stopped after {info.delay:g}s",
+                        ))
+                    else:
+                        plan.wake_at = due if plan.wake_at is None else min(plan.wake_at, due)
+    else:
+        why = "cancelled by the user" if outcome == Status.CANCELLED else outcome_reason
+        for n in live:
+            if n.stop_requested_at is None:
+                plan.actions.append(StopNode(n.task_idx, n.rank, why))
+        if outcome == Status.CANCELLED and job.status != Status.CANCELLING:
+            plan.actions.append(SetJob(Status.CANCELLING, "cancel requested by the user"))
+    for n in view.nodes:
+        if n.phase in (Phase.WAITING, Phase.READY):
+            plan.actions.append(Abandon(n.task_idx, n.rank))
+    if not live:
+        for t in view.tasks:
+            status, reason = derived[t.idx]
+            if status.terminal and status != Status.CANCELLED:
+                continue  # already set above
+            if t.status != Status.CANCELLED and not t.status.terminal:
+                plan.actions.append(SetTask(t.idx, Status.CANCELLED, _cancel_reason(outcome, t)))
+        plan.actions.append(SetJob(outcome, outcome_reason))
+    return plan
+
+
+def _cancel_reason(outcome: Status, task: TaskRec) -> str:
+    if outcome == Status.CANCELLED:
+        return "cancelled by the user"
+    if outcome == Status.SUCCEEDED:
+        return "auxiliary stopped: primary tasks finished"
+    return "stopped: another task failed"
+
+
+def _outcome(
+    view: JobView, derived: dict[int, tuple[Status, str]]
+) -> tuple[Status | None, str, bool]:
+    """(outcome, reason, primaries_done) once the group's fate is known, else (None, '', False)."""
+    if view.job.cancel_requested:
+        return Status.CANCELLED, "cancelled by the user", False
+    failures = [(derived[t.idx], t) for t in view.tasks if derived[t.idx][0].failed]
+    if failures:
+        (status, reason), _ = failures[0]
+        return status, reason, False
+    primaries = [t for t in view.tasks if t.is_primary]
+    if primaries and all(derived[t.idx][0] == Status.SUCCEEDED for t in primaries):
+        if view.job.execution == "serial":
+            if all(derived[t.idx][0] == Status.SUCCEEDED for t in view.tasks):
+                return Status.SUCCEEDED, "all tasks succeeded", False
+            return None, "", False
+        aux = len(view.tasks) - len(primaries)
+        why = "all primary tasks succeeded" if aux else "all tasks succeeded"
+        return Status.SUCCEEDED, why, aux > 0
+    return None, "", False
+
+
+def _progress(
+    view: JobView,
+    by_task: dict[int, list[NodeRec]],
+    derived: dict[int, tuple[Status, str]],
+    plan: Plan,
+) -> None:
+    """Start what may start; keep task and job statuses in step with the nodes."""
+    if view.job.execution == "serial":
+        step = next(
+            (t for t in view.tasks if derived[t.idx][0] != Status.SUCCEEDED), None
+        )
+        active = [step] if step else []
+    else:
+        active = list(view.tasks)
+    active_nodes = [n for t in active for n in by_task[t.idx]]
+    for t in active:
+        info = view.info[t.idx]
+        for n in by_task[t.idx]:
+            if n.phase == Phase.WAITING:
+                if info.has_setup:
+                    plan.actions.append(StartPhase(t.idx, n.rank, Phase.SETUP))
+                else:
+                    plan.actions.append(MarkReady(t.idx, n.rank))
+    # The barrier: runs start together once every node of the step finished its setup.
+    if active_nodes and all(n.phase == Phase.READY for n in active_nodes):
+        for n in active_nodes:
+            plan.actions.append(StartPhase(n.task_idx, n.rank, Phase.RUN))
+    for t in view.tasks:
+        status, _ = derived[t.idx]
+        if not status.terminal and status != t.status and status != Status.PENDING:
+            plan.actions.append(SetTask(t.idx, status))
+    started = [n for n in view.nodes if n.phase != Phase.WAITING]
+    if started:
+        running = any(n.phase in (Phase.RUN, Phase.ENDED) for n in view.nodes)
+        want = Status.RUNNING if running else Status.STARTING
+        if view.job.status != want and not (
+            want == Status.STARTING and view.job.status == Status.RUNNING
+        ):
+            plan.actions.append(SetJob(want))
+    elif view.job.status == Status.PENDING and any(
+        isinstance(a, (StartPhase, MarkReady)) for a in plan.actions
+    ):
+        plan.actions.append(SetJob(Status.STARTING, "admitted"))

@@ -1,0 +1,97 @@
+"""How commands reach the controller: start it if needed, and wake it after writing intent.
+
+The wake-up is one datagram on an abstract unix socket whose name derives from the state
+directory (abstract: no 108-byte path limit, nothing to clean up). Losing a wake-up is harmless:
+the store holds the intent and the controller sweeps periodically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobgroup.controller import paths
+from jobgroup.errors import ControllerError
+
+
+def socket_name(home: Path) -> bytes:
+    digest = hashlib.sha256(str(home.absolute()).encode()).hexdigest()[:24]
+    return b"\0jobgroup-" + digest.encode()
+
+
+def running(home: Path) -> bool:
+    """True if a controller holds this state directory's lock."""
+    try:
+        fd = os.open(paths.lock_path(home), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def controller_pid(home: Path) -> tuple[int, float] | None:
+    """(pid, started_at) of the running controller, from its pid file."""
+    try:
+        pid, started = paths.pid_path(home).read_text().split()
+        return int(pid), float(started)
+    except (OSError, ValueError):
+        return None
+
+
+def send(home: Path, message: str) -> bool:
+    """Send one datagram to the controller; False if none listens."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.sendto(message.encode(), socket_name(home))
+        return True
+    except (ConnectionRefusedError, FileNotFoundError, BlockingIOError):
+        return False
+    finally:
+        s.close()
+
+
+def ensure_running(home: Path, timeout: float = 10.0) -> None:
+    """Start the controller for `home` unless one runs; return once it listens."""
+    if running(home) and _listening(home):
+        return
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logf = open(paths.controller_log(home), "ab")
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "jobgroup.controller.daemon", str(home)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            close_fds=True, cwd="/",
+        )
+    finally:
+        logf.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _listening(home):
+            return
+        time.sleep(0.01)
+    raise ControllerError(
+        f"the controller did not start within {timeout:g}s; see {paths.controller_log(home)}"
+    )
+
+
+def _listening(home: Path) -> bool:
+    return send(home, "ping")
+
+
+def wake(home: Path, job_id: int | None = None) -> None:
+    """Tell the controller that job `job_id` (or anything) changed; start it if needed."""
+    msg = f"job {job_id}" if job_id is not None else "all"
+    if not send(home, msg):
+        ensure_running(home)
+        send(home, msg)

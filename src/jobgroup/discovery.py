@@ -1,0 +1,114 @@
+"""Names, addresses, environment variables and the topology file of every node (pure).
+
+Contract: given a spec, the job id and each node's address, produce exactly what a node sees:
+- hostname `{task}-{rank}` and FQDN `{task}-{rank}.{group}` (SkyPilot's scheme);
+- SkyPilot's variables, so existing scripts run unchanged: SKYPILOT_JOBGROUP_NAME,
+  SKYPILOT_JOBGROUP_HOST_<TASK> (upper-case, `-` -> `_`, the head node's address) for every task,
+  SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES, SKYPILOT_NODE_IPS (newline-separated, rank order),
+  SKYPILOT_NUM_GPUS_PER_NODE, SKYPILOT_TASK_ID, SKYPILOT_MANAGED_JOB_ID, and during setup
+  SKYPILOT_SETUP_NODE_RANK / SKYPILOT_SETUP_NODE_IPS;
+- JOBGROUP_TOPOLOGY: the path of a JSON file listing every task's nodes (rank, hostname, fqdn,
+  address) and declared ports.
+Precedence (lowest first): the task's `envs`, then `--env` overrides, then the variables above
+(they describe the real placement, so a user cannot break discovery by accident).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jobgroup.spec.models import JobGroup, Task
+from jobgroup.spec.resources import parse_accelerators, ports as parse_ports
+
+
+def env_key(task_name: str) -> str:
+    """`rollout-server` -> `ROLLOUT_SERVER` (what SKYPILOT_JOBGROUP_HOST_<TASK> uses)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", task_name).upper()
+
+
+def hostname(task_name: str, rank: int) -> str:
+    return f"{task_name}-{rank}"
+
+
+def fqdn(task_name: str, rank: int, group: str) -> str:
+    return f"{task_name}-{rank}.{group}"
+
+
+def gpus_per_node(task: Task) -> int:
+    """GPUs one node of `task` asks for (the first alternative of `accelerators`), else 0."""
+    alts = parse_accelerators(task.resources.accelerators)
+    if not alts:
+        return 0
+    return int(sum(alts[0].values()))
+
+
+def task_id(job_id: int, task_idx: int, group: str) -> str:
+    """Stable across restarts of the task: depends on the job and the task only."""
+    return f"jobgroup-{job_id}-{group}-{task_idx}"
+
+
+def topology(group: JobGroup, job_id: int, addresses: dict[tuple[int, int], str]) -> dict[str, Any]:
+    """The JSON document every node can read at $JOBGROUP_TOPOLOGY."""
+    return {
+        "group": group.name,
+        "job_id": job_id,
+        "tasks": [
+            {
+                "name": t.name,
+                "num_nodes": t.num_nodes,
+                "ports": parse_ports(t.resources.ports),
+                "nodes": [
+                    {
+                        "rank": r,
+                        "hostname": hostname(t.name or "", r),
+                        "fqdn": fqdn(t.name or "", r, group.name),
+                        "address": addresses[(i, r)],
+                    }
+                    for r in range(t.num_nodes)
+                ],
+            }
+            for i, t in enumerate(group.tasks)
+        ],
+    }
+
+
+def node_env(
+    group: JobGroup,
+    job_id: int,
+    task_idx: int,
+    rank: int,
+    addresses: dict[tuple[int, int], str],
+    *,
+    topology_path: str,
+    overrides: dict[str, str] | None = None,
+    setup: bool = False,
+) -> dict[str, str]:
+    """Variables for one node (added to the inherited environment by the backend)."""
+    task = group.tasks[task_idx]
+    env: dict[str, str] = dict(task.envs)
+    env.update(task.secrets)
+    env.update(overrides or {})
+    ips = "\n".join(addresses[(task_idx, r)] for r in range(task.num_nodes))
+    env.update(
+        {
+            "SKYPILOT_JOBGROUP_NAME": group.name,
+            "SKYPILOT_NODE_RANK": str(rank),
+            "SKYPILOT_NUM_NODES": str(task.num_nodes),
+            "SKYPILOT_NODE_IPS": ips,
+            "SKYPILOT_NUM_GPUS_PER_NODE": str(gpus_per_node(task)),
+            "SKYPILOT_TASK_ID": task_id(job_id, task_idx, group.name),
+            "SKYPILOT_MANAGED_JOB_ID": str(job_id),
+            "JOBGROUP_JOB_ID": str(job_id),
+            "JOBGROUP_TASK": task.name or "",
+            "JOBGROUP_HOSTNAME": hostname(task.name or "", rank),
+            "JOBGROUP_FQDN": fqdn(task.name or "", rank, group.name),
+            "JOBGROUP_TOPOLOGY": topology_path,
+        }
+    )
+    for i, t in enumerate(group.tasks):
+        env[f"SKYPILOT_JOBGROUP_HOST_{env_key(t.name or '')}"] = addresses[(i, 0)]
+    if setup:
+        env["SKYPILOT_SETUP_NODE_RANK"] = str(rank)
+        env["SKYPILOT_SETUP_NODE_IPS"] = ips
+    return env

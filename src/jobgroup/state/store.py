@@ -1,0 +1,389 @@
+"""The SQLite store: the single source of truth for jobs, tasks, nodes and events.
+
+Contract:
+- One file `state.db` in the state directory, WAL mode, so readers (`queue`, `logs`) never wait
+  for the controller and the controller never waits for readers.
+- Writers use `BEGIN IMMEDIATE` and a long busy timeout: 20 concurrent `launch` commands queue up
+  on the write lock instead of failing with "database is locked".
+- Status columns are changed only through `jobgroup.state.transitions` (one place, with events);
+  everything else here writes plain facts (pids, exit codes, timestamps, intents).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import msgspec
+
+from jobgroup.state.status import Phase, Status
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    execution TEXT NOT NULL DEFAULT 'parallel',
+    submitted_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    spec TEXT NOT NULL,
+    base_dir TEXT NOT NULL,
+    options TEXT NOT NULL DEFAULT '{}',
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT,
+    outcome_reason TEXT NOT NULL DEFAULT '',
+    primaries_done_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE TABLE IF NOT EXISTS tasks (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    num_nodes INTEGER NOT NULL,
+    is_primary INTEGER NOT NULL,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    started_at REAL,
+    ended_at REAL,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    job_id INTEGER NOT NULL,
+    task_idx INTEGER NOT NULL,
+    rank INTEGER NOT NULL,
+    phase TEXT NOT NULL DEFAULT 'waiting',
+    pid INTEGER,
+    pid_start INTEGER,
+    exit_code INTEGER,
+    signal INTEGER,
+    stopped INTEGER NOT NULL DEFAULT 0,
+    stop_requested_at REAL,
+    started_at REAL,
+    ended_at REAL,
+    address TEXT NOT NULL DEFAULT '',
+    hostname TEXT NOT NULL DEFAULT '',
+    attempt INTEGER NOT NULL DEFAULT 1,
+    ended_phase TEXT,
+    PRIMARY KEY (job_id, task_idx, rank)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL,
+    task_idx INTEGER,
+    rank INTEGER,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
+"""
+
+
+class JobRec(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    status: Status
+    reason: str
+    execution: str
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    spec: str
+    base_dir: str
+    options: dict[str, Any]
+    cancel_requested: bool
+    outcome: Status | None
+    outcome_reason: str
+    primaries_done_at: float | None
+
+
+class TaskRec(msgspec.Struct, kw_only=True):
+    job_id: int
+    idx: int
+    name: str
+    status: Status
+    reason: str
+    num_nodes: int
+    is_primary: bool
+    restarts: int
+    started_at: float | None
+    ended_at: float | None
+
+
+class NodeRec(msgspec.Struct, kw_only=True):
+    job_id: int
+    task_idx: int
+    rank: int
+    phase: Phase
+    pid: int | None
+    pid_start: int | None
+    exit_code: int | None
+    signal: int | None
+    stopped: bool
+    stop_requested_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    address: str
+    hostname: str
+    attempt: int
+    ended_phase: Phase | None = None
+
+    @property
+    def live(self) -> bool:
+        """A shim runs (or may run) for this node."""
+        return self.phase in (Phase.SETUP, Phase.RUN)
+
+    @property
+    def failed(self) -> bool:
+        """Ended by itself with a non-zero code or a signal (not stopped by us)."""
+        return self.phase == Phase.ENDED and not self.stopped and (
+            self.signal is not None or (self.exit_code or 0) != 0
+        )
+
+    @property
+    def succeeded(self) -> bool:
+        return (
+            self.phase == Phase.ENDED and not self.stopped and self.signal is None
+            and self.exit_code == 0 and self.ended_phase == Phase.RUN
+        )
+
+    @property
+    def label(self) -> str:
+        return f"rank {self.rank}"
+
+
+class EventRec(msgspec.Struct, kw_only=True):
+    id: int
+    job_id: int
+    task_idx: int | None
+    rank: int | None
+    at: float
+    kind: str
+    message: str
+
+
+def _job(row: sqlite3.Row) -> JobRec:
+    return JobRec(
+        id=row["id"], name=row["name"], status=Status(row["status"]), reason=row["reason"],
+        execution=row["execution"], submitted_at=row["submitted_at"],
+        started_at=row["started_at"], ended_at=row["ended_at"], spec=row["spec"],
+        base_dir=row["base_dir"], options=json.loads(row["options"]),
+        cancel_requested=bool(row["cancel_requested"]),
+        outcome=Status(row["outcome"]) if row["outcome"] else None,
+        outcome_reason=row["outcome_reason"], primaries_done_at=row["primaries_done_at"],
+    )
+
+
+def _task(row: sqlite3.Row) -> TaskRec:
+    return TaskRec(
+        job_id=row["job_id"], idx=row["idx"], name=row["name"], status=Status(row["status"]),
+        reason=row["reason"], num_nodes=row["num_nodes"], is_primary=bool(row["is_primary"]),
+        restarts=row["restarts"], started_at=row["started_at"], ended_at=row["ended_at"],
+    )
+
+
+def _node(row: sqlite3.Row) -> NodeRec:
+    return NodeRec(
+        job_id=row["job_id"], task_idx=row["task_idx"], rank=row["rank"],
+        phase=Phase(row["phase"]), pid=row["pid"], pid_start=row["pid_start"],
+        exit_code=row["exit_code"], signal=row["signal"], stopped=bool(row["stopped"]),
+        stop_requested_at=row["stop_requested_at"], started_at=row["started_at"],
+        ended_at=row["ended_at"], address=row["address"], hostname=row["hostname"],
+        attempt=row["attempt"],
+        ended_phase=Phase(row["ended_phase"]) if row["ended_phase"] else None,
+    )
+
+
+_NODE_FIELDS = frozenset(NodeRec.__struct_fields__) - {"job_id", "task_idx", "rank"}
+_JOB_FACTS = frozenset({"started_at", "ended_at", "outcome", "outcome_reason", "primaries_done_at"})
+
+
+def default_home() -> Path:
+    """The state directory: $JOBGROUP_HOME, else ~/.jobgroup."""
+    env = os.environ.get("JOBGROUP_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".jobgroup"
+
+
+class Store:
+    """A connection to the store of one state directory. Not shared between threads."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = (home or default_home()).absolute()
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.home / "state.db"
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves for every write.
+        self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA busy_timeout=60000")
+        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            with self.write():
+                self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        if not self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'"
+        ).fetchone():
+            # One script, one transaction: concurrent first users serialise on the lock.
+            self.conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ---- jobs -------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        name: str,
+        execution: str,
+        spec: str,
+        base_dir: str,
+        options: dict[str, Any],
+        tasks: list[tuple[str, int, bool]],
+    ) -> int:
+        """Record a new PENDING job with its tasks (name, num_nodes, primary) and their nodes."""
+        now = time.time()
+        with self.write() as c:
+            cur = c.execute(
+                "INSERT INTO jobs(name, status, execution, submitted_at, spec, base_dir, options)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (name, Status.PENDING.value, execution, now, spec, base_dir, json.dumps(options)),
+            )
+            job_id = int(cur.lastrowid or 0)
+            c.executemany(
+                "INSERT INTO tasks(job_id, idx, name, status, num_nodes, is_primary)"
+                " VALUES (?,?,?,?,?,?)",
+                [(job_id, i, n, Status.PENDING.value, k, int(p)) for i, (n, k, p) in enumerate(tasks)],
+            )
+            c.executemany(
+                "INSERT INTO nodes(job_id, task_idx, rank) VALUES (?,?,?)",
+                [(job_id, i, r) for i, (_, k, _) in enumerate(tasks) for r in range(k)],
+            )
+            c.execute(
+                "INSERT INTO events(job_id, at, kind, message) VALUES (?,?,?,?)",
+                (job_id, now, "submitted", f"{len(tasks)} task(s)"),
+            )
+        return job_id
+
+    def job(self, job_id: int) -> JobRec | None:
+        row = self.conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def jobs(self, *, active_only: bool = False, limit: int | None = None) -> list[JobRec]:
+        """Jobs, newest first. `active_only`: those not in a terminal status."""
+        sql = "SELECT * FROM jobs"
+        if active_only:
+            terminal = ",".join(f"'{s.value}'" for s in Status if s.terminal)
+            sql += f" WHERE status NOT IN ({terminal})"
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_job(r) for r in self.conn.execute(sql)]
+
+    def job_ids(self) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM jobs ORDER BY id")]
+
+    def set_job_facts(self, job_id: int, **fields: Any) -> None:
+        """Write non-status facts of a job (timestamps, decided outcome)."""
+        bad = set(fields) - _JOB_FACTS
+        if bad:
+            raise ValueError(f"not a job fact: {sorted(bad)}")
+        cols = ", ".join(f"{k}=?" for k in fields)
+        vals = [v.value if isinstance(v, Status) else v for v in fields.values()]
+        with self.write() as c:
+            c.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*vals, job_id))
+
+    def request_cancel(self, job_id: int) -> bool:
+        """Record the intent to cancel. False when the job had already ended (nothing to do)."""
+        terminal = ",".join(f"'{s.value}'" for s in Status if s.terminal)
+        with self.write() as c:
+            cur = c.execute(
+                f"UPDATE jobs SET cancel_requested=1 WHERE id=? AND status NOT IN ({terminal})"
+                " AND cancel_requested=0",
+                (job_id,),
+            )
+            if cur.rowcount:
+                c.execute(
+                    "INSERT INTO events(job_id, at, kind, message) VALUES (?,?,?,?)",
+                    (job_id, time.time(), "cancel-requested", "cancel requested by the user"),
+                )
+            row = c.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return row is not None and not Status(row[0]).terminal
+
+    # ---- tasks, nodes, events ---------------------------------------------------------------
+
+    def tasks(self, job_id: int) -> list[TaskRec]:
+        return [
+            _task(r)
+            for r in self.conn.execute("SELECT * FROM tasks WHERE job_id=? ORDER BY idx", (job_id,))
+        ]
+
+    def tasks_of(self, job_ids: list[int]) -> dict[int, list[TaskRec]]:
+        """Tasks of many jobs in one query (for `queue`)."""
+        out: dict[int, list[TaskRec]] = {j: [] for j in job_ids}
+        if not job_ids:
+            return out
+        marks = ",".join("?" * len(job_ids))
+        for r in self.conn.execute(
+            f"SELECT * FROM tasks WHERE job_id IN ({marks}) ORDER BY job_id, idx", job_ids
+        ):
+            out[r["job_id"]].append(_task(r))
+        return out
+
+    def nodes(self, job_id: int) -> list[NodeRec]:
+        return [
+            _node(r)
+            for r in self.conn.execute(
+                "SELECT * FROM nodes WHERE job_id=? ORDER BY task_idx, rank", (job_id,)
+            )
+        ]
+
+    def update_node(self, job_id: int, task_idx: int, rank: int, **fields: Any) -> None:
+        """Write facts about one node (phase, pid, exit status, timestamps, address)."""
+        bad = set(fields) - _NODE_FIELDS
+        if bad:
+            raise ValueError(f"not a node field: {sorted(bad)}")
+        cols = ", ".join(f"{k}=?" for k in fields)
+        vals = [v.value if isinstance(v, (Phase, Status)) else v for v in fields.values()]
+        with self.write() as c:
+            c.execute(
+                f"UPDATE nodes SET {cols} WHERE job_id=? AND task_idx=? AND rank=?",
+                (*vals, job_id, task_idx, rank),
+            )
+
+    def add_event(
+        self, job_id: int, kind: str, message: str = "", task_idx: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        with self.write() as c:
+            c.execute(
+                "INSERT INTO events(job_id, task_idx, rank, at, kind, message) VALUES (?,?,?,?,?,?)",
+                (job_id, task_idx, rank, time.time(), kind, message),
+            )
+
+    def events(self, job_id: int) -> list[EventRec]:
+        return [
+            EventRec(
+                id=r["id"], job_id=r["job_id"], task_idx=r["task_idx"], rank=r["rank"],
+                at=r["at"], kind=r["kind"], message=r["message"],
+            )
+            for r in self.conn.execute("SELECT * FROM events WHERE job_id=? ORDER BY id", (job_id,))
+        ]

@@ -1,0 +1,69 @@
+"""The one place where job and task statuses change.
+
+Contract: a status never leaves a terminal state (the call is refused and returns False);
+every change is recorded as an event with its time and reason; setting the status a record
+already has is a quiet no-op (False). Timestamps (started_at / ended_at) follow the status.
+"""
+
+from __future__ import annotations
+
+import time
+
+from jobgroup.state.status import Status
+from jobgroup.state.store import Store
+
+_STARTED = frozenset({Status.STARTING, Status.RUNNING})
+
+
+def set_job_status(store: Store, job_id: int, new: Status, reason: str = "") -> bool:
+    """Move job `job_id` to `new`; True if it changed."""
+    now = time.time()
+    with store.write() as c:
+        row = c.execute("SELECT status, started_at FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        old = Status(row["status"])
+        if old.terminal or old == new:
+            return False
+        sets, vals = ["status=?", "reason=?"], [new.value, reason]
+        if new in _STARTED and row["started_at"] is None:
+            sets.append("started_at=?")
+            vals.append(now)
+        if new.terminal:
+            sets.append("ended_at=?")
+            vals.append(now)
+        c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*vals, job_id))
+        c.execute(
+            "INSERT INTO events(job_id, at, kind, message) VALUES (?,?,?,?)",
+            (job_id, now, f"job {old.value} -> {new.value}", reason),
+        )
+    return True
+
+
+def set_task_status(store: Store, job_id: int, idx: int, new: Status, reason: str = "") -> bool:
+    """Move task `idx` of job `job_id` to `new`; True if it changed."""
+    now = time.time()
+    with store.write() as c:
+        row = c.execute(
+            "SELECT status, started_at FROM tasks WHERE job_id=? AND idx=?", (job_id, idx)
+        ).fetchone()
+        if row is None:
+            raise KeyError((job_id, idx))
+        old = Status(row["status"])
+        if old.terminal or old == new:
+            return False
+        sets, vals = ["status=?", "reason=?"], [new.value, reason]
+        if new in _STARTED and row["started_at"] is None:
+            sets.append("started_at=?")
+            vals.append(now)
+        if new.terminal:
+            sets.append("ended_at=?")
+            vals.append(now)
+        c.execute(
+            f"UPDATE tasks SET {', '.join(sets)} WHERE job_id=? AND idx=?", (*vals, job_id, idx)
+        )
+        c.execute(
+            "INSERT INTO events(job_id, task_idx, at, kind, message) VALUES (?,?,?,?,?)",
+            (job_id, idx, now, f"task {old.value} -> {new.value}", reason),
+        )
+    return True
