@@ -1,0 +1,640 @@
+/*
+ * jobgroup-shim: the tiny per-node supervisor of jobgroup's local backend.
+ *
+ * usage: jobgroup-shim -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS] [-C DIR]
+ *                      -- PROGRAM [ARGS...]
+ *
+ * One shim runs per node phase. It owns the node's process tree and records
+ * how the node ended in a file, so the controller may be SIGKILLed and
+ * restarted at any moment and still learn every outcome (DESIGN.md,
+ * principle 3). It is C, not Python, so that a node costs well under 1 MB.
+ *
+ * What it does:
+ *   - becomes a child subreaper, so descendants abandoned by their parents
+ *     (double forks, `setsid cmd &`) re-parent to the shim, not to init;
+ *   - forks PROGRAM in a new session (session id = process group id = child
+ *     pid), stdin from /dev/null, stdout and stderr appended to LOG_FILE
+ *     through one shared descriptor (so lines interleave in order), cwd DIR;
+ *   - right after the fork writes STATUS_FILE.pid atomically:
+ *         "CHILDPID SHIM_START_TIME\n"
+ *     SHIM_START_TIME is field 22 of /proc/<shim>/stat (clock ticks since
+ *     boot), so a reader can tell a live shim from a reused pid;
+ *   - when the child ends writes STATUS_FILE atomically, one line of JSON:
+ *         {"exit_code": N, "pid": P}
+ *         {"signal": N, "core": false, "pid": P}
+ *     with `"stopped": true` added when a stop had been requested before the
+ *     child ended; then SIGTERMs every descendant still alive, SIGKILLs them
+ *     after the grace period, waits until it has no child left, and exits
+ *     with the child's exit code (or 128 + signal).
+ *
+ * Signals to the shim:
+ *   SIGTERM, SIGINT, SIGHUP  stop request: SIGTERM to every descendant,
+ *                            SIGKILL after GRACE_SECONDS (default 10).
+ *   SIGUSR1                  kill everything now (SIGKILL).
+ *
+ * Exit codes of the shim itself:
+ *   0-255 / 128+N  the child's exit code, or 128 + the signal that killed it
+ *                  (the authoritative record is STATUS_FILE);
+ *   125            usage error (bad arguments), nothing started;
+ *   126            start-up failure (cannot open the log or the status
+ *                  directory, fork or pid-file failure); the reason is on
+ *                  stderr, no status file is written.
+ *   A program that itself exits 125/126 is told apart by STATUS_FILE existing.
+ * Exit codes recorded for the child when it could not run PROGRAM:
+ *   127            exec failed (message in LOG_FILE);
+ *   1              chdir(DIR) failed (message in LOG_FILE).
+ *
+ * If the shim is SIGKILLed, PR_SET_PDEATHSIG kills the direct child. Other
+ * descendants survive that, and are the controller's job: they are the
+ * processes whose session id (field 6 of /proc/PID/stat) is CHILDPID from
+ * STATUS_FILE.pid, unless they called setsid themselves.
+ *
+ * A stale STATUS_FILE (and STATUS_FILE.pid) left by an earlier run is removed
+ * at start-up, so a present STATUS_FILE always describes this run.
+ *
+ * Build: cc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE shim.c
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 125
+#define EXIT_STARTUP 126
+#define EXIT_EXEC 127
+#define EXIT_CHDIR 1
+
+/* While killing, re-walk /proc this often: processes may fork while dying. */
+#define KILL_REPEAT_NS 200000000L
+
+static const char *prog = "jobgroup-shim";
+
+/* Start-up state, filled by main() before the fork. */
+static pid_t shim_pid;
+static int dir_fd = -1;   /* directory holding STATUS_FILE (for fsync/rename) */
+static int log_fd = -1;   /* kept open to report late failures */
+static char *status_name, *status_tmp, *pid_name, *pid_tmp;
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nusage: %s -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS]"
+                    " [-C DIR] -- PROGRAM [ARGS...]\n", prog);
+    exit(EXIT_USAGE);
+}
+
+static void die_startup(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(EXIT_STARTUP);
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Best-effort note in the node's log: after start-up, stderr is /dev/null. */
+static void log_note(const char *fmt, ...)
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "%s: ", prog);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < sizeof buf)
+        vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+    va_end(ap);
+    size_t len = strnlen(buf, sizeof buf - 2);
+    buf[len++] = '\n';
+    if (log_fd >= 0)
+        (void)write_all(log_fd, buf, len);
+}
+
+static char *concat(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 1);
+    if (!s)
+        die_startup("out of memory");
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb + 1);
+    return s;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    /* CLOCK_MONOTONIC cannot fail with a valid clock id and pointer. */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Write `data` to dir/name atomically and durably: tmp file, fsync, rename,
+ * fsync the directory. A reader sees the old file, no file, or the whole new
+ * one, even across a power cut. */
+static int write_atomic(const char *name, const char *tmp, const char *data)
+{
+    int fd;
+    do
+        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return -1;
+    if (write_all(fd, data, strlen(data)) < 0 || fsync(fd) < 0) {
+        int saved = errno;
+        close(fd);
+        unlinkat(dir_fd, tmp, 0);
+        errno = saved;
+        return -1;
+    }
+    if (close(fd) < 0 && errno != EINTR)
+        return -1;
+    if (renameat(dir_fd, tmp, dir_fd, name) < 0)
+        return -1;
+    return fsync(dir_fd);
+}
+
+/* Field 22 (starttime) of /proc/self/stat. The command name (field 2) may
+ * hold spaces and parentheses, so parse from the last ')'. */
+static unsigned long long self_start_time(void)
+{
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        die_startup("cannot open /proc/self/stat: %s", strerror(errno));
+    ssize_t n;
+    do
+        n = read(fd, buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        die_startup("cannot read /proc/self/stat");
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p)
+        die_startup("cannot parse /proc/self/stat");
+    p++;
+    /* After ')' come fields 3, 4, ...; starttime is the 20th of them. */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p + 1, ' ');
+        if (!p)
+            die_startup("cannot parse /proc/self/stat");
+    }
+    return strtoull(p + 1, NULL, 10);
+}
+
+/* ---- finding and signalling descendants ------------------------------- */
+
+struct proc {
+    pid_t pid, ppid, pgrp;
+    int mine;
+};
+
+static int cmp_pid(const void *a, const void *b)
+{
+    pid_t x = ((const struct proc *)a)->pid, y = ((const struct proc *)b)->pid;
+    return (x > y) - (x < y);
+}
+
+/* Signal every descendant of the shim, found through the ppid links in
+ * /proc (the subreaper flag keeps orphans attached to us), and the child's
+ * process group. Returns the number of descendants signalled.
+ *
+ * killpg comes first: the kernel signals a whole group atomically with
+ * respect to fork, which closes most of the window in which a process forks
+ * between our /proc walk and our kill(). The walk then reaches the
+ * descendants that left the group (setsid, setpgid). */
+static int signal_descendants(int sig, pid_t child, int child_reaped)
+{
+    /* The child's pid names its group only while the child is unreaped or
+     * some member holds the group id; otherwise the number may have been
+     * reused, so the group is signalled below only if the walk saw it. */
+    if (!child_reaped)
+        (void)kill(-child, sig);
+
+    DIR *d = opendir("/proc");
+    if (!d) {
+        log_note("cannot read /proc: %s", strerror(errno));
+        if (!child_reaped)
+            (void)kill(child, sig);
+        return 0;
+    }
+    struct proc *ps = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || pid <= 0)
+            continue;
+        char path[64], buf[1024];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* exited meanwhile */
+        ssize_t r;
+        do
+            r = read(fd, buf, sizeof buf - 1);
+        while (r < 0 && errno == EINTR);
+        close(fd);
+        if (r <= 0)
+            continue;
+        buf[r] = '\0';
+        char *p = strrchr(buf, ')');
+        char state;
+        int ppid, pgrp;
+        if (!p || sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp) != 3)
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            struct proc *np = realloc(ps, ncap * sizeof *ps);
+            if (!np)
+                break; /* signal what we have; the next round retries */
+            ps = np;
+            cap = ncap;
+        }
+        ps[n++] = (struct proc){(pid_t)pid, (pid_t)ppid, (pid_t)pgrp, 0};
+    }
+    closedir(d);
+
+    /* Mark descendants: repeat until no change (depth of the tree passes). */
+    if (n > 0)
+        qsort(ps, n, sizeof *ps, cmp_pid);
+    int changed = 1;
+    while (changed) {
+        changed = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (ps[i].mine || ps[i].pid == shim_pid)
+                continue;
+            int parent_mine = ps[i].ppid == shim_pid;
+            if (!parent_mine) {
+                struct proc key = {.pid = ps[i].ppid};
+                struct proc *parent = bsearch(&key, ps, n, sizeof *ps, cmp_pid);
+                parent_mine = parent && parent->mine;
+            }
+            if (parent_mine) {
+                ps[i].mine = 1;
+                changed = 1;
+            }
+        }
+    }
+
+    int count = 0, group_alive = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!ps[i].mine)
+            continue;
+        count++;
+        if (ps[i].pgrp == child)
+            group_alive = 1;
+        if (kill(ps[i].pid, sig) < 0 && errno != ESRCH)
+            log_note("kill(%d, %d): %s", (int)ps[i].pid, sig, strerror(errno));
+    }
+    if (child_reaped && group_alive)
+        (void)kill(-child, sig);
+    free(ps);
+    return count;
+}
+
+/* ---- the child ---------------------------------------------------------- */
+
+/* Runs in the forked child; never returns. Single-threaded parent, so
+ * stdio-free formatting here is safe; messages go to the log (fd 2). */
+static void run_child(int null_fd, const char *workdir, char **argv)
+{
+    /* New session: the node's tree gets its own session and process group
+     * (id = our pid), which the controller can kill if the shim is gone. */
+    if (setsid() < 0) {
+        dprintf(log_fd, "%s: setsid: %s\n", prog, strerror(errno));
+        _exit(EXIT_EXEC);
+    }
+    /* Die with the shim; if it already died before prctl, do it now. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) {
+        dprintf(log_fd, "%s: prctl(PR_SET_PDEATHSIG): %s\n", prog, strerror(errno));
+        _exit(EXIT_EXEC);
+    }
+    if (getppid() != shim_pid)
+        _exit(EXIT_EXEC);
+
+    /* Give PROGRAM pristine signal state: ignored dispositions survive
+     * exec (nohup, Python's SIGPIPE), and our blocked mask would too. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int sig = 1; sig < NSIG; sig++)
+        (void)sigaction(sig, &dfl, NULL); /* EINVAL for KILL/STOP/reserved */
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) {
+        dprintf(log_fd, "%s: sigprocmask: %s\n", prog, strerror(errno));
+        _exit(EXIT_EXEC);
+    }
+
+    /* dup2 clears FD_CLOEXEC on the new descriptor; null_fd and log_fd are
+     * >= 3 (main() made sure 0-2 were open), so none of these is a no-op. */
+    if (dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) {
+        dprintf(log_fd, "%s: dup2: %s\n", prog, strerror(errno));
+        _exit(EXIT_EXEC);
+    }
+    if (workdir && chdir(workdir) < 0) {
+        dprintf(2, "%s: cannot change directory to '%s': %s\n",
+                prog, workdir, strerror(errno));
+        _exit(EXIT_CHDIR);
+    }
+    execvp(argv[0], argv);
+    dprintf(2, "%s: cannot execute '%s': %s\n", prog, argv[0], strerror(errno));
+    _exit(EXIT_EXEC);
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static void split_status_path(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+        die_usage("STATUS_FILE must name a file: '%s'", path);
+    char *dir;
+    if (!slash)
+        dir = concat(".", "");
+    else if (slash == path)
+        dir = concat("/", "");
+    else {
+        dir = concat(path, "");
+        dir[slash - path] = '\0';
+    }
+    do
+        dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    while (dir_fd < 0 && errno == EINTR);
+    if (dir_fd < 0)
+        die_startup("cannot open status directory '%s': %s", dir, strerror(errno));
+    free(dir);
+    status_name = concat(base, "");
+    status_tmp = concat(base, ".tmp");
+    pid_name = concat(base, ".pid");
+    pid_tmp = concat(base, ".pid.tmp");
+}
+
+/* Close everything inherited beyond stdio: the shim lives long and must not
+ * hold the controller's pipes or sockets open, nor pass them to PROGRAM. */
+static void close_inherited_fds(void)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
+        return;
+#endif
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return; /* nothing better to do; our own fds are O_CLOEXEC anyway */
+    int fds[256], n = 0, self = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < 256) {
+        int fd = atoi(e->d_name);
+        if (fd > 2 && fd != self)
+            fds[n++] = fd;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+int main(int argc, char **argv)
+{
+    const char *status_path = NULL, *log_path = NULL, *workdir = NULL;
+    double grace = 10.0;
+    int opt;
+
+    /* fds 0-2 must be open, or files we open would take their numbers and
+     * the child's dup2 onto them would be a no-op that keeps O_CLOEXEC. */
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF &&
+            open("/dev/null", O_RDWR) != fd)
+            return EXIT_STARTUP; /* cannot even report it */
+    }
+    close_inherited_fds();
+
+    /* '+': stop at PROGRAM, so its own options are not parsed as ours. */
+    while ((opt = getopt(argc, argv, "+s:o:g:C:")) != -1) {
+        switch (opt) {
+        case 's': status_path = optarg; break;
+        case 'o': log_path = optarg; break;
+        case 'C': workdir = optarg; break;
+        case 'g': {
+            char *end;
+            errno = 0;
+            grace = strtod(optarg, &end);
+            if (errno || end == optarg || *end != '\0' || !isfinite(grace) ||
+                grace < 0 || grace > 1e6)
+                die_usage("bad grace period '%s' (seconds, 0 to 1e6)", optarg);
+            break;
+        }
+        default:
+            die_usage("bad option");
+        }
+    }
+    if (!status_path || !log_path)
+        die_usage("-s STATUS_FILE and -o LOG_FILE are required");
+    if (optind >= argc)
+        die_usage("no PROGRAM given");
+    char **child_argv = argv + optind;
+    const int64_t grace_ns = (int64_t)(grace * 1e9);
+
+    shim_pid = getpid();
+
+    /* Block the signals we wait for before anything can send them; they
+     * are then taken synchronously by sigtimedwait (no handlers, no races).
+     * SIG_DFL first: an inherited SIG_IGN for SIGCHLD would make the kernel
+     * auto-reap our children and hide their exit status. */
+    static const int handled[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGALRM};
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof handled / sizeof *handled; i++)
+        sigaddset(&set, handled[i]);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        die_startup("sigprocmask: %s", strerror(errno));
+    for (size_t i = 0; i < sizeof handled / sizeof *handled; i++)
+        signal(handled[i], SIG_DFL);
+    signal(SIGPIPE, SIG_IGN); /* a write error is an error, not a death */
+
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        die_startup("prctl(PR_SET_CHILD_SUBREAPER): %s", strerror(errno));
+
+    split_status_path(status_path);
+    do
+        log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    while (log_fd < 0 && errno == EINTR);
+    if (log_fd < 0)
+        die_startup("cannot open log file '%s': %s", log_path, strerror(errno));
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd < 0)
+        die_startup("cannot open /dev/null: %s", strerror(errno));
+    /* Files from an earlier run would describe the wrong run. */
+    if (unlinkat(dir_fd, status_name, 0) < 0 && errno != ENOENT)
+        die_startup("cannot remove stale status file '%s': %s",
+                    status_path, strerror(errno));
+    if (unlinkat(dir_fd, pid_name, 0) < 0 && errno != ENOENT)
+        die_startup("cannot remove stale pid file '%s.pid': %s",
+                    status_path, strerror(errno));
+    unsigned long long start_time = self_start_time();
+
+    fflush(NULL);
+    pid_t child = fork();
+    if (child < 0)
+        die_startup("fork: %s", strerror(errno));
+    if (child == 0)
+        run_child(null_fd, workdir, child_argv);
+
+    char line[64];
+    snprintf(line, sizeof line, "%d %llu\n", (int)child, start_time);
+    if (write_atomic(pid_name, pid_tmp, line) < 0) {
+        int saved = errno;
+        /* Without the pid file a restarted controller could not find the
+         * child: do not let it run unrecorded. */
+        signal_descendants(SIGKILL, child, 0);
+        while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+            ;
+        die_startup("cannot write pid file '%s.pid': %s", status_path, strerror(saved));
+    }
+    /* Start-up is over: from here on, report only through files. */
+    if (dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0)
+        log_note("cannot redirect stdio to /dev/null: %s", strerror(errno));
+    close(null_fd);
+
+    enum { RUNNING, TERMINATING, KILLING } phase = RUNNING;
+    int stop_requested = 0, child_reaped = 0, status_written = 0, wstatus = 0;
+    int64_t deadline = 0; /* TERMINATING: when to SIGKILL; KILLING: next re-walk */
+
+    for (;;) {
+        /* Reap everything that ended: the child, and orphans re-parented
+         * to us. SIGCHLD coalesces, so loop until nothing is left. */
+        int no_children = 0;
+        for (;;) {
+            int st;
+            pid_t p = waitpid(-1, &st, WNOHANG);
+            if (p > 0) {
+                if (p == child) {
+                    child_reaped = 1;
+                    wstatus = st;
+                }
+                continue;
+            }
+            if (p < 0 && errno == EINTR)
+                continue;
+            if (p < 0 && errno == ECHILD)
+                no_children = 1;
+            else if (p < 0)
+                log_note("waitpid: %s", strerror(errno));
+            break;
+        }
+
+        if (child_reaped && !status_written) {
+            char json[160];
+            int n;
+            if (WIFEXITED(wstatus))
+                n = snprintf(json, sizeof json, "{\"exit_code\": %d", WEXITSTATUS(wstatus));
+            else
+                n = snprintf(json, sizeof json, "{\"signal\": %d, \"core\": %s",
+                             WTERMSIG(wstatus), WCOREDUMP(wstatus) ? "true" : "false");
+            snprintf(json + n, sizeof json - (size_t)n, "%s, \"pid\": %d}\n",
+                     stop_requested ? ", \"stopped\": true" : "", (int)child);
+            if (write_atomic(status_name, status_tmp, json) < 0)
+                log_note("cannot write status file '%s': %s", status_path, strerror(errno));
+            status_written = 1;
+            /* The node is over; its leftovers must not outlive the shim. */
+            if (phase == RUNNING && !no_children) {
+                signal_descendants(SIGTERM, child, 1);
+                phase = TERMINATING;
+                deadline = now_ns() + grace_ns;
+            }
+        }
+        if (child_reaped && no_children)
+            break;
+
+        /* Sleep until a signal or the next deadline; no deadline, no timeout. */
+        struct timespec ts, *timeout = NULL;
+        if (phase != RUNNING) {
+            int64_t left = deadline - now_ns();
+            if (left < 0)
+                left = 0;
+            ts.tv_sec = (time_t)(left / 1000000000);
+            ts.tv_nsec = (long)(left % 1000000000);
+            timeout = &ts;
+        }
+        siginfo_t info;
+        int sig = timeout ? sigtimedwait(&set, &info, timeout) : sigwaitinfo(&set, &info);
+        if (sig < 0) {
+            if (errno == EAGAIN && phase != RUNNING && now_ns() >= deadline) {
+                /* Grace is over (or time to re-walk): kill what is left. */
+                phase = KILLING;
+                signal_descendants(SIGKILL, child, child_reaped);
+                deadline = now_ns() + KILL_REPEAT_NS;
+            } else if (errno != EAGAIN && errno != EINTR) {
+                log_note("sigtimedwait: %s", strerror(errno));
+                sleep(1); /* should not happen; do not spin */
+            }
+            continue;
+        }
+        switch (sig) {
+        case SIGTERM:
+        case SIGINT:
+        case SIGHUP:
+            if (!child_reaped)
+                stop_requested = 1;
+            if (phase == RUNNING) {
+                signal_descendants(SIGTERM, child, child_reaped);
+                phase = TERMINATING;
+                deadline = now_ns() + grace_ns;
+            }
+            break;
+        case SIGUSR1:
+            if (!child_reaped)
+                stop_requested = 1;
+            phase = KILLING;
+            signal_descendants(SIGKILL, child, child_reaped);
+            deadline = now_ns() + KILL_REPEAT_NS;
+            break;
+        default: /* SIGCHLD: reaped at the top; SIGALRM: nothing to do */
+            break;
+        }
+    }
+
+    if (WIFEXITED(wstatus))
+        return WEXITSTATUS(wstatus);
+    return 128 + WTERMSIG(wstatus);
+}
