@@ -116,6 +116,7 @@ class Procs:
 def home(tmp_path, monkeypatch) -> Path:
     h = tmp_path / "home"
     monkeypatch.setenv("JOBGROUP_HOME", str(h))
+    monkeypatch.setenv("JOBGROUP_CACHE", str(h / "bin"))
     return h
 
 
@@ -194,8 +195,8 @@ def test_missing_compiler_is_a_clear_error(home, monkeypatch):
 def test_unwritable_cache_dir_is_a_clear_error(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv("JOBGROUP_HOME", str(blocker / "home"))  # under a regular file
-    with pytest.raises(shim.ShimBuildError, match="JOBGROUP_HOME"):
+    monkeypatch.setenv("JOBGROUP_CACHE", str(blocker / "cache"))  # under a regular file
+    with pytest.raises(shim.ShimBuildError, match="JOBGROUP_CACHE"):
         shim.shim_path()
 
 

@@ -85,6 +85,11 @@ class Backend(ABC):
         """The recorded result of a phase, or None while it runs."""
 
     @abstractmethod
+    def find(self, status_path: Path) -> Handle | None:
+        """The handle of a phase started but never recorded (the controller died between
+        spawning it and writing its pid); None if no such phase ever started."""
+
+    @abstractmethod
     def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
         """Ask the phase to end; quiet if it is already gone."""
 

@@ -289,6 +289,17 @@ class Controller:
             return
         self._watched.add(key)
         handle = Handle(n.pid, n.pid_start or 0) if n.pid else None
+        if handle is None:
+            # Started but not recorded: the previous controller died in between.
+            handle = self.backend.find(self._status(job_id, n))
+            if handle is None:  # it never started: start it again
+                back = Phase.WAITING if n.phase == Phase.SETUP else Phase.READY
+                self.store.update_node(job_id, n.task_idx, n.rank, phase=back)
+                self._watched.discard(key)
+                self._mark(job_id)
+                return
+            if handle.pid == 0:
+                handle = None
 
         def ended() -> None:
             self._watched.discard(key)

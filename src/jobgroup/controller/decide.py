@@ -205,13 +205,14 @@ def decide(view: JobView, now: float) -> Plan:
     for n in view.nodes:
         if n.phase in (Phase.WAITING, Phase.READY):
             plan.actions.append(Abandon(n.task_idx, n.rank))
+    for t in view.tasks:
+        status, _ = derived[t.idx]
+        if status.terminal and status != Status.CANCELLED:
+            continue  # set above
+        if t.status.terminal or any(n.live for n in by_task[t.idx]):
+            continue  # its nodes are still stopping
+        plan.actions.append(SetTask(t.idx, Status.CANCELLED, _cancel_reason(outcome, t)))
     if not live:
-        for t in view.tasks:
-            status, reason = derived[t.idx]
-            if status.terminal and status != Status.CANCELLED:
-                continue  # already set above
-            if t.status != Status.CANCELLED and not t.status.terminal:
-                plan.actions.append(SetTask(t.idx, Status.CANCELLED, _cancel_reason(outcome, t)))
         plan.actions.append(SetJob(outcome, outcome_reason))
     return plan
 

@@ -224,8 +224,8 @@ class Store:
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA busy_timeout=60000")
         if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            with self.write():
-                self.conn.execute("PRAGMA journal_mode=WAL")
+            # Persistent once set; must run outside a transaction (busy_timeout covers races).
+            self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         if not self.conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'"

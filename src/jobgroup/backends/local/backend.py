@@ -137,6 +137,21 @@ class LocalBackend(Backend):
         self._kill_session(status_path)
         return Outcome(signal=signal.SIGKILL, lost=True)
 
+    def find(self, status_path: Path) -> Handle | None:
+        if shim.read_status(status_path) is not None:
+            return Handle(pid=0, pid_start=0)  # ended: `outcome` reads the record
+        info = shim.read_pid_file(status_path)
+        if info is None:
+            return None
+        try:  # the shim is the parent of the child it wrote down
+            with open(f"/proc/{info.child_pid}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return Handle(pid=0, pid_start=0)
+        if proc_start_time(ppid) != info.shim_start_time:
+            return Handle(pid=0, pid_start=0)
+        return Handle(pid=ppid, pid_start=info.shim_start_time)
+
     def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
         if not self.alive(handle):
             self._kill_session(status_path)

@@ -96,10 +96,15 @@ class ShimPid:
 
 
 def cache_dir() -> Path:
-    """Where compiled shims live: $JOBGROUP_HOME/bin, else ~/.jobgroup/bin."""
-    home = os.environ.get("JOBGROUP_HOME")
-    base = Path(home) if home else Path.home() / ".jobgroup"
-    return base / "bin"
+    """Where compiled shims live: $JOBGROUP_CACHE, else $XDG_CACHE_HOME/jobgroup, else
+    ~/.cache/jobgroup. Shared by every state directory (the binary depends only on the source,
+    compiler and machine), so a new state directory does not pay for a compile."""
+    explicit = os.environ.get("JOBGROUP_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "jobgroup"
 
 
 def _compiler() -> list[str]:
@@ -153,7 +158,7 @@ def shim_path() -> str:
         except OSError as exc:  # cache dir not writable, disk full, ...
             raise ShimBuildError(
                 f"Could not build jobgroup's node supervisor in {bindir}: {exc}. "
-                "Set $JOBGROUP_HOME to a writable directory."
+                "Set $JOBGROUP_CACHE to a writable directory."
             ) from exc
     with _lock:
         _cache[key] = str(target)
