@@ -65,6 +65,11 @@ class _Report:
         self.problems.append(Problem(self.label, line, col, where, path_str(f.path), f.message,
                                      "warning" if f.severity == "warning" else "error"))
 
+    def issue(self, where: str, issue: yamlnodes.Issue) -> None:
+        line, col = issue.pos or (None, None)
+        self.problems.append(Problem(self.label, line, col, where, path_str(issue.path),
+                                     issue.message))
+
     def error(self, doc: yamlnodes.Document | None, where: str, message: str,
               path: tuple[str | int, ...] = (), on_key: bool = False) -> None:
         self.at(doc, where, Finding(path, message, on_key=on_key))
@@ -143,6 +148,12 @@ def _prepare_task(doc: yamlnodes.Document, where: str, report: _Report) -> dict[
     return raw
 
 
+def _overlaps(path: tuple, findings: list[Finding]) -> bool:
+    """Whether `path` is inside, or contains, a path that already has a problem."""
+    n = len(path)
+    return any(f.path[:n] == path or path[:len(f.path)] == f.path for f in findings)
+
+
 def _where(raw: Any, number: int) -> str:
     name = raw.get("name") if isinstance(raw, dict) else None
     if isinstance(name, str) and name and names.name_problem(name) is None:
@@ -172,15 +183,15 @@ def _header(doc: yamlnodes.Document, report: _Report) -> Header:
 
 
 def _default_names(tasks: list[Task]) -> list[Task]:
+    """Unnamed tasks get ``task-{index}`` (the next free number when that name is taken)."""
     taken = {t.name for t in tasks if t.name}
-    out, i = [], 0
-    for t in tasks:
+    out = []
+    for i, t in enumerate(tasks):
         if not t.name:
             while f"task-{i}" in taken:
                 i += 1
             taken.add(f"task-{i}")
             t = msgspec.structs.replace(t, name=f"task-{i}")
-        i += 1
         out.append(t)
     return out
 
@@ -206,9 +217,9 @@ def parse(text: str, *, label: str = sources.TEXT_NAME, stem: str | None = None,
                                  "(e.g. 'run: echo hello'), or a header and task documents")])
     header_doc = docs[0] if _is_header(docs[0], len(docs)) else None
     task_docs = docs[1:] if header_doc else docs
-    for d in docs:
+    for number, d in enumerate(docs, 0 if header_doc else 1):
         for issue in d.issues:
-            report.at(d, "", Finding(issue.path, issue.message))
+            report.issue("header" if d is header_doc else _where(d.data, number), issue)
     header = _header(header_doc, report) if header_doc else Header()
     parallel = header.execution == "parallel" or (header_doc is None and len(task_docs) == 1)
     group_job = header_doc is not None and header.execution == "parallel"
@@ -256,7 +267,8 @@ def _tasks(task_docs: list[yamlnodes.Document], report: _Report, group_job: bool
         if task is None:
             continue
         for f in checks.check_task(task):
-            report.at(doc, where, f)
+            if not _overlaps(f.path, findings):  # e.g. accelerators emptied by a removed entry
+                report.at(doc, where, f)
         if task.name is None:
             if group_job and doc.data.get("name") is None:  # a bad name was reported already
                 report.error(doc, where, "a task in a job group needs a name (tasks find each "
