@@ -82,12 +82,11 @@ def validate(file: str, as_json: bool, name: str | None) -> None:
       jobgroup validate train.yaml --json | jq '.spec.tasks[].name'
       cat group.yaml | jobgroup validate -
     """
-    from pathlib import Path
+    from jobgroup.spec import SpecError
+    from jobgroup.spec.loader import load_path
 
-    from jobgroup.spec import SpecError, load_file
-
-    try:  # FILE is always a path here (never YAML text), or - for stdin
-        loaded = load_file(file if file == "-" else Path(file), name=name)
+    try:
+        loaded = load_path(file, name=name)
     except SpecError as e:
         _report_invalid(file, e.problems, as_json)
         sys.exit(e.exit_code)  # not click's Exit: main() runs click with standalone_mode=False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -60,8 +59,7 @@ _AT = re.compile(r"^(.*?) - at (?:`key` in )?`(\$[^`]*)`$", re.S)
 _TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\.\.\.)\]")
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True):
     """A problem at key `path` of a document; `on_key` when it is about the key itself."""
 
     path: Path

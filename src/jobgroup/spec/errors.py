@@ -19,16 +19,16 @@ Text form of a problem (one line):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from jobgroup.errors import JobGroupError
 
 Severity = Literal["error", "warning"]
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     """One problem in a spec. `line`/`col` are 1-based, or None when not tied to a position."""
 
     file: str

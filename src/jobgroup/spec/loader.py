@@ -22,9 +22,7 @@ from __future__ import annotations
 import copy
 import datetime
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -33,18 +31,52 @@ from jobgroup.spec.convert import Finding, convert
 from jobgroup.spec.errors import Problem, SpecError
 from jobgroup.spec.models import HEADER_KEYS, TASK_KEYS, Header, JobGroup, Task
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 HEADER_ONLY = HEADER_KEYS - TASK_KEYS
 
 
-@dataclass(frozen=True, slots=True)
 class Loaded:
     """A loaded spec: the group, the warnings, the file (None for text) and the folder against
-    which relative `workdir`/`file_mounts` paths are resolved (the file's, or the cwd for text)."""
+    which relative `workdir`/`file_mounts` paths are resolved (the file's, or the cwd for text).
 
-    group: JobGroup
-    warnings: list[Problem]
-    path: Path | None
-    base_dir: Path
+    `path` and `base_dir` are `pathlib.Path`s (given as str or PathLike, converted when read, so
+    that `jobgroup validate` does not pay for importing pathlib).
+    """
+
+    __slots__ = ("group", "warnings", "_path", "_base_dir")
+
+    def __init__(self, group: JobGroup, warnings: list[Problem],
+                 path: str | os.PathLike[str] | None, base_dir: str | os.PathLike[str]):
+        self.group = group
+        self.warnings = warnings
+        self._path = path
+        self._base_dir = base_dir
+
+    @property
+    def path(self) -> Path | None:
+        from pathlib import Path
+
+        return None if self._path is None else Path(self._path)
+
+    @property
+    def base_dir(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._base_dir)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Loaded):
+            return NotImplemented
+        return (self.group, self.warnings, self.path, self.base_dir) == \
+            (other.group, other.warnings, other.path, other.base_dir)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"Loaded(group={self.group!r}, warnings={self.warnings!r}, path={self.path!r}, "
+                f"base_dir={self.base_dir!r})")
 
 
 def path_str(path: tuple[str | int, ...]) -> str:
@@ -318,10 +350,20 @@ def load_file(source: str | os.PathLike[str], *, name: str | None = None) -> Loa
     `name` replaces the group's name (validated the same way). Raises SpecError listing every
     problem; warnings of a valid spec are in `Loaded.warnings`.
     """
-    src = sources.read(source)
-    stem = src.path.stem if src.path is not None else None
+    return _load(sources.read(source), name)
+
+
+def load_path(path: str | os.PathLike[str], *, name: str | None = None) -> Loaded:
+    """`load_file` of a path, never YAML text (``"-"`` is stdin): what a CLI argument names."""
+    return _load(sources.read(path, path=True), name)
+
+
+def _load(src: sources.Source, name: str | None) -> Loaded:
+    stem = None
+    if src.path is not None:
+        stem = os.path.splitext(os.path.basename(src.path))[0]
     group, warnings = parse(src.text, label=src.label, stem=stem, name=name)
-    base_dir = Path(os.path.abspath(src.path)).parent if src.path is not None else Path.cwd()
+    base_dir = os.path.dirname(os.path.abspath(src.path)) if src.path is not None else os.getcwd()
     return Loaded(group, warnings, src.path, base_dir)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 # Bytes per unit, SkyPilot's table (binary multiples; a bare number is GB).
 MEMORY_UNITS = {
@@ -25,8 +26,7 @@ ACCEL_FORMAT = "NAME or NAME:COUNT (e.g. A100, A100:2, {A100: 2}, or a list of a
 PORTS_FORMAT = "a port or a range, 1-65535 (e.g. 8080, '8000-8010', or a list of them)"
 
 
-@dataclass(frozen=True, slots=True)
-class Quantity:
+class Quantity(msgspec.Struct, frozen=True):
     """An amount: exactly `value`, or at least `value` when `at_least` (written ``4+``)."""
 
     value: float

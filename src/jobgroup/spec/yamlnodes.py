@@ -14,9 +14,9 @@ Mapping keys are always strings: a key that YAML would read as another type (``8
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -37,8 +37,7 @@ _SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
 
 
-@dataclass(slots=True)
-class Issue:
+class Issue(msgspec.Struct):
     """A problem found while reading YAML, before the document's role is known."""
 
     path: Path
@@ -46,8 +45,7 @@ class Issue:
     message: str
 
 
-@dataclass(slots=True)
-class Document:
+class Document(msgspec.Struct):
     """One YAML document: its data and where each part of it is.
 
     `index` counts documents from 0 in file order; `keys`/`values` map a key path to the
@@ -57,9 +55,9 @@ class Document:
     index: int
     data: Any
     start: Pos
-    keys: dict[Path, Pos] = field(default_factory=dict)
-    values: dict[Path, Pos] = field(default_factory=dict)
-    issues: list[Issue] = field(default_factory=list)
+    keys: dict[Path, Pos] = msgspec.field(default_factory=dict)
+    values: dict[Path, Pos] = msgspec.field(default_factory=dict)
+    issues: list[Issue] = msgspec.field(default_factory=list)
 
     def pos(self, path: Path, *, key: bool = False) -> Pos:
         """Position of `path` (its key when `key`, else its value), or of its nearest ancestor
