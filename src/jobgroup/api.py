@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import msgspec
 
@@ -98,6 +98,19 @@ def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def backend_warnings(group: JobGroup) -> list[str]:
+    """What the local backend runs but does not honour fully (said once at launch)."""
+    out: list[str] = []
+    for t in group.tasks:
+        res = t.resources
+        if res.accelerators:
+            out.append(f"task '{t.name}' asks for accelerators {res.accelerators!r}: the local "
+                       "backend does not hand out GPUs yet; it runs without that guarantee")
+        if res.image_id:
+            out.append(f"task '{t.name}': image_id is ignored by the local backend (no containers)")
+    return out
+
+
 def backend_problems(group: JobGroup, infra: str | None) -> list[str]:
     """What the chosen backend cannot honour, in the user's terms (empty: fine)."""
     problems: list[str] = []
@@ -132,10 +145,13 @@ def launch(
     infra: str | None = None,
     grace: float = 10.0,
     home: Path | str | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Job:
     """Validate `spec` (a JobGroup, a path or YAML text), record it PENDING, wake the controller.
 
-    Returns at once with the new job; use `wait` to block until it ends.
+    Returns at once with the new job; use `wait` to block until it ends. Warnings (names that
+    are not DNS labels, fields the backend does not honour) go to `on_warning`, else to
+    Python's `warnings`.
     """
     if isinstance(spec, JobGroup):
         group = check(spec)
@@ -150,6 +166,14 @@ def launch(
     problems = backend_problems(group, infra)
     if problems:
         raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
+    notes = [str(w) for w in loaded.warnings] + [f"warning: {w}" for w in backend_warnings(group)]
+    for note in notes:
+        if on_warning is not None:
+            on_warning(note)
+        else:
+            import warnings
+
+            warnings.warn(note, stacklevel=2)
     if loaded.base_dir and not loaded.base_dir.is_dir():
         raise UsageError(f"{loaded.base_dir}: not a directory")
     for t in group.tasks:

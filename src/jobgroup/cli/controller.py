@@ -57,11 +57,7 @@ def stop() -> None:
     if not wake.running(home):
         click.echo("Controller not running.")
         return
-    wake.send(home, "stop")
-    deadline = time.monotonic() + 10
-    while wake.running(home) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if wake.running(home):
+    if not wake.stop(home, timeout=10):
         raise click.ClickException("the controller did not stop within 10s")
     click.echo("Controller stopped; running groups keep running and are re-adopted on next start.")
 

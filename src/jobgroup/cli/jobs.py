@@ -8,7 +8,6 @@ import time
 import click
 
 from jobgroup import api
-from jobgroup.cli.logs import follow_job
 from jobgroup.cli.output import paint, table, use_colour
 from jobgroup.state.status import Status
 
@@ -66,13 +65,16 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
       jobgroup launch rl.yaml --infra local --env STEPS=10 -d
     """
     env = api.parse_env(envs)
-    job = api.launch(file, name=name, env=env, infra=infra, grace=grace)
+    job = api.launch(file, name=name, env=env, infra=infra, grace=grace,
+                     on_warning=lambda w: click.echo(w, err=True))
     click.echo(f"Job {job.id} ({job.name}) submitted: {len(job.tasks)} task(s), "
                f"{sum(t.num_nodes for t in job.tasks)} node(s).")
     if detach:
         click.echo(f"Follow: jobgroup logs {job.id}   Status: jobgroup queue   "
                    f"Cancel: jobgroup cancel {job.id}")
         return
+    from jobgroup.cli.logs import follow_job
+
     try:
         follow_job(job.id, task=None, rank=None, follow=True)
         final = api.wait(job.id)

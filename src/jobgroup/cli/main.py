@@ -43,7 +43,7 @@ def cli() -> None:
 
     \b
     Examples:
-      jobgroup validate examples/rl-post-training/rl.yaml
+      jobgroup validate examples/rl-post-training/rl-post-training.yaml
       jobgroup launch examples/hello/hello.yaml
       jobgroup queue
       jobgroup logs 3 trainer

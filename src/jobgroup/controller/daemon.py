@@ -167,8 +167,12 @@ class Controller:
             self._set_timer(job_id, plan)
             if not plan.actions:
                 return
+            starts = [a for a in plan.actions if isinstance(a, StartPhase)]
             for action in plan.actions:
-                self._apply(job_id, group, view, action)
+                if not isinstance(action, StartPhase):
+                    self._apply(job_id, group, view, action)
+            if starts:
+                self._start(job_id, group, view, starts)
         self._mark(job_id)  # not converged yet: continue on the next loop turn
 
     def _set_timer(self, job_id: int, plan: Plan) -> None:
@@ -202,8 +206,6 @@ class Controller:
     def _apply(self, job_id: int, group: JobGroup, view: JobView, action: object) -> None:
         now = time.time()
         match action:
-            case StartPhase(task_idx, rank, phase):
-                self._start(job_id, group, view, task_idx, rank, phase)
             case MarkReady(task_idx, rank):
                 self.store.update_node(job_id, task_idx, rank, phase=Phase.READY)
             case StopNode(task_idx, rank, reason):
@@ -241,44 +243,60 @@ class Controller:
             tmp = topo.with_suffix(".tmp")
             tmp.write_text(json.dumps(discovery.topology(group, job_id, addrs), indent=2))
             os.replace(tmp, topo)
-            for (t, r), a in addrs.items():
-                self.store.update_node(job_id, t, r, address=a,
-                                       hostname=discovery.hostname(group.tasks[t].name or "", r))
+            self.store.record(job_id, nodes=[
+                (t, r, {"address": a, "hostname": discovery.hostname(group.tasks[t].name or "", r)})
+                for (t, r), a in addrs.items()
+            ])
         return addrs
 
-    def _start(self, job_id: int, group: JobGroup, view: JobView, task_idx: int, rank: int,
-               phase: Phase) -> None:
+    def _start(self, job_id: int, group: JobGroup, view: JobView,
+               starts: list[StartPhase]) -> None:
+        """Start many phases: one commit for the intents, spawn all, one commit for the pids."""
         job = view.job
-        task = group.tasks[task_idx]
-        node = next(n for n in view.nodes if (n.task_idx, n.rank) == (task_idx, rank))
         addrs = self._addresses_of(job_id, group)
         opts = job.options
-        env = dict(os.environ)
-        env.pop("JOBGROUP_HOME", None)
-        env.update(opts.get("base_env", {}))
-        env.update(discovery.node_env(
-            group, job_id, task_idx, rank, addrs,
-            topology_path=str(paths.topology_path(self.home, job_id)),
-            overrides=opts.get("env", {}), setup=phase == Phase.SETUP,
-        ))
-        script = (task.setup if phase == Phase.SETUP else task.run) or "true"
-        launch = PhaseLaunch(
-            job_id=job_id, task=task.name or "", task_idx=task_idx, rank=rank, phase=phase.value,
-            script=script, env=env, workdir=_workdir(job.base_dir, task.workdir),
-            log_path=paths.log_path(self.home, job_id, task.name or "", rank, node.attempt),
-            status_path=paths.status_path(self.home, job_id, task_idx, rank, phase.value,
-                                          node.attempt),
-            grace=float(opts.get("grace", 10.0)),
+        base = dict(os.environ)
+        base.pop("JOBGROUP_HOME", None)
+        base.update(opts.get("base_env", {}))
+        nodes = {(n.task_idx, n.rank): n for n in view.nodes}
+        now = time.time()
+        # Record the intents before acting, so a crash in between is visible on restart.
+        self.store.record(job_id, nodes=[
+            (s.task_idx, s.rank, {"phase": s.phase, "pid": None, "pid_start": None,
+                                  "started_at": now})
+            for s in starts
+        ])
+        started: list[NodeRec] = []
+        for s in starts:
+            task = group.tasks[s.task_idx]
+            node = nodes[(s.task_idx, s.rank)]
+            env = dict(base)
+            env.update(discovery.node_env(
+                group, job_id, s.task_idx, s.rank, addrs,
+                topology_path=str(paths.topology_path(self.home, job_id)),
+                overrides=opts.get("env", {}), setup=s.phase == Phase.SETUP,
+            ))
+            script = (task.setup if s.phase == Phase.SETUP else task.run) or "true"
+            handle = self.backend.start(PhaseLaunch(
+                job_id=job_id, task=task.name or "", task_idx=s.task_idx, rank=s.rank,
+                phase=s.phase.value, script=script, env=env,
+                workdir=_workdir(job.base_dir, task.workdir),
+                log_path=paths.log_path(self.home, job_id, task.name or "", s.rank, node.attempt),
+                status_path=paths.status_path(self.home, job_id, s.task_idx, s.rank,
+                                              s.phase.value, node.attempt),
+                grace=float(opts.get("grace", 10.0)),
+            ))
+            started.append(NodeRec(**{**_fields(node), "phase": s.phase, "pid": handle.pid,
+                                      "pid_start": handle.pid_start}))
+        self.store.record(
+            job_id,
+            nodes=[(n.task_idx, n.rank, {"pid": n.pid, "pid_start": n.pid_start})
+                   for n in started],
+            events=[(n.task_idx, n.rank, f"{n.phase.value}-started", f"pid {n.pid}")
+                    for n in started],
         )
-        # Record the intent before acting, so a crash in between is visible on restart.
-        self.store.update_node(job_id, task_idx, rank, phase=phase, pid=None, pid_start=None,
-                               started_at=time.time())
-        handle = self.backend.start(launch)
-        self.store.update_node(job_id, task_idx, rank, pid=handle.pid, pid_start=handle.pid_start)
-        self.store.add_event(job_id, f"{phase.value}-started", f"pid {handle.pid}", task_idx, rank)
-        started = NodeRec(**{**_fields(node), "phase": phase, "pid": handle.pid,
-                             "pid_start": handle.pid_start})
-        self._watch(job_id, started)
+        for n in started:
+            self._watch(job_id, n)
 
     def _status(self, job_id: int, n: NodeRec) -> Path:
         return paths.status_path(self.home, job_id, n.task_idx, n.rank, n.phase.value, n.attempt)
@@ -362,6 +380,18 @@ def acquire_lock(home: Path) -> int | None:
     return fd
 
 
+def _raise_fd_limit() -> None:
+    """One pidfd per running phase: lift the soft open-files limit to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-files limit above %d", soft)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m jobgroup.controller.daemon HOME`: serve HOME until stopped."""
     args = sys.argv[1:] if argv is None else argv
@@ -380,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # e.g. no C compiler for the shim: say why, in the log
         log.error("cannot start the local backend: %s", e)
         return 1
+    _raise_fd_limit()
     tmp = paths.pid_path(home).with_suffix(".tmp")
     tmp.write_text(f"{os.getpid()} {time.time()}\n")
     os.replace(tmp, paths.pid_path(home))

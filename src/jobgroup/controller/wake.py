@@ -8,12 +8,11 @@ the store holds the intent and the controller sweeps periodically.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import socket
-import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 from jobgroup.controller import paths
@@ -21,8 +20,11 @@ from jobgroup.errors import ControllerError
 
 
 def socket_name(home: Path) -> bytes:
-    digest = hashlib.sha256(str(home.absolute()).encode()).hexdigest()[:24]
-    return b"\0jobgroup-" + digest.encode()
+    """An abstract socket name unique to the state directory (the path itself when it fits)."""
+    path = os.fsencode(home.absolute())
+    if len(path) > 90:  # abstract names are limited to 107 bytes
+        path = b"%08x" % zlib.crc32(path) + path[-80:]
+    return b"\0jobgroup:" + path
 
 
 def running(home: Path) -> bool:
@@ -66,6 +68,8 @@ def ensure_running(home: Path, timeout: float = 10.0) -> None:
     if running(home) and _listening(home):
         return
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import subprocess
+
     logf = open(paths.controller_log(home), "ab")
     try:
         subprocess.Popen(
@@ -95,3 +99,39 @@ def wake(home: Path, job_id: int | None = None) -> None:
     if not send(home, msg):
         ensure_running(home)
         send(home, msg)
+
+
+def stop(home: Path, timeout: float = 10.0) -> bool:
+    """Stop the controller of `home` (groups keep running). True once no controller runs.
+
+    Asks politely over the socket; if that is not heard (e.g. a controller of an older version
+    listening elsewhere), sends SIGTERM to the pid in its pid file, after checking that this pid
+    really is a jobgroup controller of this state directory.
+    """
+    send(home, "stop")
+    deadline = time.monotonic() + timeout
+    signalled = False
+    while running(home):
+        if time.monotonic() >= deadline:
+            return False
+        if not signalled and time.monotonic() > deadline - timeout / 2:
+            info = controller_pid(home)
+            if info and _is_our_controller(info[0], home):
+                import signal
+
+                try:
+                    os.kill(info[0], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            signalled = True
+        time.sleep(0.02)
+    return True
+
+
+def _is_our_controller(pid: int, home: Path) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"jobgroup.controller.daemon" in args and os.fsencode(home.absolute()) in args
