@@ -125,3 +125,26 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_not_a_source() -> None:
     with pytest.raises(TypeError):
         load(123)  # type: ignore[arg-type]
+
+
+def test_too_many_documents_are_refused_before_building_them() -> None:
+    text = "name: g\nexecution: parallel\n" + "---\nname: t\n" * 5000
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match="more than 1000 documents") as info:
+        load(text)
+    assert time.perf_counter() - start < 2
+    assert info.value.problems[0].line == 2001  # the "---" of the 1001st document
+
+
+def test_too_many_nodes_are_refused() -> None:
+    with pytest.raises(SpecError, match="more than 200000 YAML nodes"):
+        load("config: [" + ",".join(["1"] * 250_000) + "]\n")
+
+
+def test_reported_problems_are_capped_with_a_count_of_the_rest() -> None:
+    text = "name: g\nexecution: parallel\n" + "---\nname: t\nnum_nodes: 0\n" * 300
+    with pytest.raises(SpecError) as info:
+        load(text)
+    problems = info.value.problems
+    assert len(problems) == 101
+    assert problems[-1].message == "... and 499 more problems not shown"

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 HEADER_ONLY = HEADER_KEYS - TASK_KEYS
+MAX_PROBLEMS = 100  # more would only scroll the first ones away
 
 
 class Loaded:
@@ -108,6 +109,12 @@ class _Report:
 
     def raise_if_errors(self) -> list[Problem]:
         ordered = sorted(self.problems, key=lambda p: (p.line or 0, p.col or 0))
+        if len(ordered) > MAX_PROBLEMS:
+            more = len(ordered) - MAX_PROBLEMS
+            ordered = ordered[:MAX_PROBLEMS] + [Problem(
+                self.label, None, None, "", "", f"... and {more} more problems not shown",
+                "error" if any(p.severity == "error" for p in ordered[MAX_PROBLEMS:])
+                else "warning")]
         if any(p.severity == "error" for p in ordered):
             raise SpecError(ordered)
         return ordered
@@ -239,9 +246,8 @@ def parse(text: str, *, label: str = sources.TEXT_NAME, stem: str | None = None,
         line, col = e.pos or (None, None)
         raise SpecError([Problem(label, line, col, "", "", f"invalid YAML: {e.message}")]) from None
     except yamlnodes.TooBig as e:
-        index, (line, col) = e.args[1], e.args[2]
-        raise SpecError([Problem(label, line, col, "", "", f"document #{index + 1} {e.args[0]}")]) \
-            from None
+        line, col = e.pos or (None, None)
+        raise SpecError([Problem(label, line, col, "", "", f"the spec {e.message}")]) from None
     while docs and docs[-1].data is None:
         docs.pop()
     if not docs:

@@ -4,8 +4,10 @@ PyYAML's composer (the C one when available) gives nodes with marks; this module
 plain data itself instead of using PyYAML's constructor for containers, so that it can:
 - reject duplicate keys (PyYAML and SkyPilot silently keep the last one) and keep the first;
 - remember where each key and value is, by key path (``("resources", "any_of", 1, "cpus")``);
-- bound the work: at most `MAX_DEPTH` levels of nesting and `MAX_VALUES` values after expanding
-  aliases (so a "billion laughs" file fails fast instead of eating memory).
+- bound the work: a streaming pre-scan refuses more than `MAX_DOCUMENTS` documents or
+  `MAX_EVENTS` YAML events before any node tree is built; then at most `MAX_DEPTH` levels of
+  nesting and `MAX_VALUES` values after expanding aliases (so a "billion laughs" file fails fast
+  instead of eating memory). A 5-task job group has a few hundred events.
 
 Scalars are resolved as PyYAML's safe loader does (YAML 1.1: ``yes`` is true, ``1_000`` is 1000).
 Mapping keys are always strings: a key that YAML would read as another type (``8080:``,
@@ -27,6 +29,8 @@ except AttributeError:  # PyYAML built without libyaml
 
 MAX_DEPTH = 100
 MAX_VALUES = 200_000
+MAX_EVENTS = 200_000
+MAX_DOCUMENTS = 1000
 
 Path = tuple[str | int, ...]
 Pos = tuple[int, int]  # 1-based (line, column)
@@ -72,7 +76,12 @@ class Document(msgspec.Struct):
 
 
 class TooBig(Exception):
-    """A document nests deeper than MAX_DEPTH or expands to more than MAX_VALUES values."""
+    """The text is too large to be a spec (see the limits above). `pos` as in YAMLSyntaxError."""
+
+    def __init__(self, message: str, pos: Pos | None = None):
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
 
 
 class YAMLSyntaxError(Exception):
@@ -84,7 +93,7 @@ class YAMLSyntaxError(Exception):
         self.pos = pos
 
 
-def _pos(node: Node) -> Pos:
+def _pos(node: Node | yaml.Event) -> Pos:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
@@ -186,13 +195,28 @@ def _syntax_error(e: Exception) -> YAMLSyntaxError:
     return YAMLSyntaxError(text or "invalid YAML", None)
 
 
+def _prescan(text: str) -> None:
+    """Count documents and events without building nodes (constant memory)."""
+    events = docs = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        events += 1
+        if isinstance(event, yaml.DocumentStartEvent):
+            docs += 1
+            if docs > MAX_DOCUMENTS:
+                raise TooBig(f"has more than {MAX_DOCUMENTS} documents", _pos(event))
+        if events > MAX_EVENTS:
+            raise TooBig(f"has more than {MAX_EVENTS} YAML nodes; a spec is much smaller",
+                         _pos(event))
+
+
 def documents(text: str) -> list[Document]:
     """Every document of `text` (an empty document is one whose `data` is None).
 
-    Raises YAMLSyntaxError when the text is not YAML, TooBig (with the document's index in
-    `args[1]`) when a document is too deep or too large; other problems are in `Document.issues`.
+    Raises YAMLSyntaxError when the text is not YAML, TooBig when it is too large to be a
+    spec (see the module doc); other problems are in `Document.issues`.
     """
     try:
+        _prescan(text)
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.YAMLError as e:
         raise _syntax_error(e) from None
@@ -204,6 +228,6 @@ def documents(text: str) -> list[Document]:
         try:
             doc.data = _Walker(doc).value(node, (), 0)
         except TooBig as e:
-            raise TooBig(str(e), index, doc.start) from None
+            raise TooBig(f"document #{index + 1} {e.message}", doc.start) from None
         out.append(doc)
     return out
