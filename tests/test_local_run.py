@@ -373,3 +373,54 @@ def test_nasty_names_and_quotes_do_not_reach_a_shell(jenv):
     assert "a'b\"c; echo pwned" in p.stdout
     assert "\npwned" not in p.stdout
     assert os.path.isdir(odd)
+
+
+def test_python_api_launch_wait_logs_cancel(jenv):
+    import jobgroup
+    from jobgroup import JobGroup, Task
+
+    group = JobGroup(name="api-group", tasks=[
+        Task(name="main", run="echo main-says-hi"),
+        Task(name="side", num_nodes=2, run="echo side $SKYPILOT_NODE_RANK; sleep 1000"),
+    ], primary_tasks=["main"])
+    job = jobgroup.launch(group, home=jenv.home)
+    assert job.status.value == "PENDING" and [t.name for t in job.tasks] == ["main", "side"]
+    final = jobgroup.wait(job.id, home=jenv.home, timeout=60)
+    assert final.status.value == "SUCCEEDED"
+    lines = list(jobgroup.logs(job.id, home=jenv.home))
+    assert ("main", 0, "main-says-hi") in [(l.task, l.rank, l.text) for l in lines]
+    assert [l.text for l in jobgroup.logs(job.id, "side", rank=1, home=jenv.home)] == ["side 1"]
+    other = jobgroup.launch(JobGroup(name="x", tasks=[Task(name="x", run="sleep 1000")]),
+                            home=jenv.home)
+    assert jobgroup.cancel(other.id, home=jenv.home) == {other.id: "cancelling"}
+    assert jobgroup.wait(other.id, home=jenv.home, timeout=60).status.value == "CANCELLED"
+    import pytest
+
+    with pytest.raises(jobgroup.SpecError):
+        jobgroup.launch(JobGroup(name="bad name!", tasks=[Task(name="t", run="true")]),
+                        home=jenv.home)
+
+
+def test_ctrl_c_while_following_detaches_and_job_keeps_running(jenv):
+    import signal
+    import subprocess
+    import sys
+
+    spec = jenv.spec("name: longrun\nrun: echo started; sleep 1000\n")
+    p = subprocess.Popen([sys.executable, "-m", "jobgroup", "launch", str(spec)], env=jenv.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = p.stdout.readline()
+        assert first.startswith("Job ")
+        job = int(first.split()[1])
+        wait_for(lambda: "started" in jenv.log(job, "longrun"))
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130
+    assert f"jobgroup logs {job}" in err and f"jobgroup cancel {job}" in err
+    assert "Traceback" not in err
+    assert jenv.job(job)["status"] == "RUNNING"

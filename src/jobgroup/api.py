@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import msgspec
 
@@ -20,10 +20,13 @@ from jobgroup.spec.models import JobGroup
 from jobgroup.state.status import Status
 from jobgroup.state.store import JobRec, Store, TaskRec, default_home
 
+if TYPE_CHECKING:
+    from jobgroup.logfiles.follow import LogLine
+
 SUPPORTED_INFRA = ("local",)
-# Variables of the launching shell that nodes inherit even if the controller was started
-# from another shell (PATH matters most: a venv activated at launch time).
-_BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH")
+# Variables of the launching process that nodes do not inherit (they describe jobgroup's own
+# state directory, not the job).
+_NOT_INHERITED = ("JOBGROUP_HOME",)
 
 
 class TaskInfo(msgspec.Struct, kw_only=True):
@@ -182,7 +185,9 @@ def launch(
             wd = wd if wd.is_absolute() else loaded.base_dir / wd
             if not wd.is_dir():
                 raise UsageError(f"task '{t.name}': workdir {wd} does not exist")
-    base_env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
+    # Nodes start from the environment of the launching process (as a local user expects: an
+    # activated venv, PATH, locale), whichever shell happened to start the controller.
+    base_env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     options = {"env": dict(env or {}), "grace": grace, "infra": infra or "local",
                "base_env": base_env}
     store = _store(home)
@@ -274,5 +279,40 @@ def wait(job_id: int, *, timeout: float | None = None, home: Path | str | None =
             if job.done or (deadline is not None and time.monotonic() >= deadline):
                 return job
             time.sleep(poll)
+    finally:
+        st.close()
+
+
+def resolve_task(job: Job, task: str | int) -> int:
+    """TASK given by index or name -> index; NotFound listing the valid choices."""
+    names = [t.name for t in job.tasks]
+    text = str(task)
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    if text in names:
+        return names.index(text)
+    listing = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+    raise NotFound(
+        f"no task matching '{text}' in job {job.id}. Valid tasks: {listing} "
+        f"(by ID 0-{len(names) - 1} or by name)."
+    )
+
+
+def logs(job_id: int, task: str | int | None = None, *, rank: int | None = None,
+         follow: bool = False, home: Path | str | None = None) -> Iterator["LogLine"]:
+    """Log lines (`.task`, `.rank`, `.text`) of a job, or of one task (index or name) / node.
+
+    With `follow=True`, keeps yielding while the selected tasks run and returns once they ended.
+    """
+    from jobgroup.logfiles.follow import lines
+
+    st = _store(home)
+    try:
+        job = get_job(job_id, store=st)
+        selected = list(range(len(job.tasks))) if task is None else [resolve_task(job, task)]
+        if rank is not None and all(rank >= job.tasks[i].num_nodes for i in selected):
+            top = max(job.tasks[i].num_nodes for i in selected) - 1
+            raise NotFound(f"no node {rank}: the selected task(s) have ranks 0-{top}.")
+        yield from lines(st, job_id, task_indices=selected, rank=rank, follow=follow)
     finally:
         st.close()

@@ -7,24 +7,9 @@ import sys
 
 import click
 
-from jobgroup.api import get_job
+from jobgroup import api
+from jobgroup.api import get_job, resolve_task
 from jobgroup.cli.output import TASK_COLOURS, paint, use_colour
-from jobgroup.errors import NotFound
-from jobgroup.logs.follow import lines
-from jobgroup.state.store import Store, default_home
-
-
-def resolve_task(job_id: int, task: str, names: list[str]) -> int:
-    """TASK given by index or name -> index; NotFound listing the valid choices."""
-    if task.isdigit() and int(task) < len(names):
-        return int(task)
-    if task in names:
-        return names.index(task)
-    listing = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
-    raise NotFound(
-        f"no task matching '{task}' in job {job_id}. Valid tasks: {listing} "
-        f"(by ID 0-{len(names) - 1} or by name)."
-    )
 
 
 def follow_job(job_id: int, task: str | None, rank: int | None, follow: bool) -> None:
@@ -39,11 +24,7 @@ def follow_job(job_id: int, task: str | None, rank: int | None, follow: bool) ->
                 "logs for a specific task (TASK can be task ID or name).", err=True,
             )
     else:
-        selected = [resolve_task(job_id, task, names)]
-    if rank is not None:
-        nodes = {job.tasks[i].num_nodes for i in selected}
-        if all(rank >= n for n in nodes):
-            raise NotFound(f"no node {rank}: the selected task(s) have ranks 0-{max(nodes) - 1}.")
+        selected = [resolve_task(job, task)]
     colour = use_colour()
     prefixes = {
         (job.tasks[i].name, r): f"({job.tasks[i].name}, rank={r})"
@@ -53,14 +34,10 @@ def follow_job(job_id: int, task: str | None, rank: int | None, follow: bool) ->
     colours = {job.tasks[i].name: TASK_COLOURS[k % len(TASK_COLOURS)]
                for k, i in enumerate(selected)}
     out = sys.stdout
-    store = Store(default_home())
-    try:
-        for line in lines(store, job_id, task_indices=selected, rank=rank, follow=follow):
-            prefix = prefixes[(line.task, line.rank)].ljust(width)
-            out.write(f"{paint(prefix, colours[line.task], colour)} {line.text}\n")
-            out.flush()
-    finally:
-        store.close()
+    for line in api.logs(job_id, task, rank=rank, follow=follow):
+        prefix = prefixes[(line.task, line.rank)].ljust(width)
+        out.write(f"{paint(prefix, colours[line.task], colour)} {line.text}\n")
+        out.flush()
 
 
 @click.command()

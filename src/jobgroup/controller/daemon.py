@@ -255,9 +255,8 @@ class Controller:
         job = view.job
         addrs = self._addresses_of(job_id, group)
         opts = job.options
-        base = dict(os.environ)
+        base = dict(opts.get("base_env") or os.environ)
         base.pop("JOBGROUP_HOME", None)
-        base.update(opts.get("base_env", {}))
         nodes = {(n.task_idx, n.rank): n for n in view.nodes}
         now = time.time()
         # Record the intents before acting, so a crash in between is visible on restart.
