@@ -54,8 +54,9 @@ class Problem(msgspec.Struct, frozen=True):
 
 
 class SpecError(JobGroupError):
-    """A spec is invalid. `problems` holds every error found (never empty); `str()` lists them,
-    one per line, in file order. Exit code 2."""
+    """A spec is invalid. `problems` holds every problem found, in file order: at least one error,
+    plus any warnings (at most 100, then one "... and N more" entry). `str()` lists them, one per
+    line. Exit code 2."""
 
     exit_code = 2
 
