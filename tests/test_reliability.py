@@ -138,3 +138,28 @@ def _is_controller(pid: int, home) -> bool:
     except OSError:
         return False
     return b"jobgroup.controller.daemon" in args and str(home).encode() in args
+
+
+def test_sigkill_of_a_node_shim_fails_the_group_and_leaves_nothing(jenv):
+    job = jenv.launch_d("""
+        name: lost
+        execution: parallel
+        ---
+        name: victim
+        run: setsid sleep 1000 & sleep 1000
+        ---
+        name: peer
+        run: sleep 1000
+        """)
+    wait_for(lambda: jenv.job(job)["status"] == "RUNNING")
+    store = Store(jenv.home)
+    try:
+        victim = next(n for n in store.nodes(job) if n.task_idx == 0)
+    finally:
+        store.close()
+    wait_for(lambda: len(processes_of(jenv.home)) >= 5)  # 2 shims, bash, 2 sleeps (+ peer)
+    os.kill(victim.pid, signal.SIGKILL)
+    final = jenv.wait(job)
+    assert final["status"] == "FAILED"
+    assert "task 'victim' run was killed by signal 9" in final["reason"]
+    wait_for(lambda: not processes_of(jenv.home), timeout=10)

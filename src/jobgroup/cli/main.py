@@ -53,7 +53,9 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become a message and an exit code, never a traceback."""
     try:
-        cli.main(args=argv, standalone_mode=False)
+        # Without standalone mode click returns (not raises) ctx.exit()'s code: keep it.
+        rv = cli.main(args=argv, standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -36,6 +36,27 @@ def proc_start_time(pid: int) -> int | None:
     return int(rest[19])
 
 
+PHASE_MARK = "JOBGROUP_PHASE"
+
+
+def marked_processes(status_path: Path) -> list[int]:
+    """Pids whose environment carries the marker of the phase recorded at `status_path`."""
+    needle = f"{PHASE_MARK}={status_path}".encode() + b"\0"
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read() + b"\0"
+        except OSError:
+            continue
+        if b"\0" + needle in b"\0" + env:
+            out.append(int(entry))
+    return out
+
+
 def loopback_address(job_id: int, index: int) -> str:
     """A distinct 127/8 address per node of a job (index < 254)."""
     block = job_id % (64 * 256)
@@ -67,12 +88,15 @@ class LocalBackend(Backend):
         if launch.workdir:
             argv += ["-C", launch.workdir]
         argv += ["--", "/bin/bash", "-c", launch.script]
+        # A marker every process of this phase inherits: if the shim itself is SIGKILLed, its
+        # setsid'ed descendants are re-parented to init and only this finds them.
+        env = {**launch.env, PHASE_MARK: str(launch.status_path)}
         devnull = os.open(os.devnull, os.O_RDWR)
         try:
             pid = os.posix_spawn(
                 self._shim,
                 argv,
-                launch.env,
+                env,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, devnull, 0),
                     (os.POSIX_SPAWN_DUP2, devnull, 1),
@@ -163,14 +187,19 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _kill_session(status_path: Path) -> None:
+        """Kill what is left of a phase whose shim vanished: its session, then any process
+        still carrying the phase's marker (setsid'ed descendants)."""
         info = shim.read_pid_file(status_path)
-        if info is None:
-            return
-        child = info.child_pid
-        try:
-            os.killpg(child, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if info is not None:
+            try:
+                os.killpg(info.child_pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for pid in marked_processes(status_path):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def cleanup(self, job_id: int) -> None:
         return None
