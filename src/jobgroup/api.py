@@ -54,6 +54,7 @@ class Job(msgspec.Struct, kw_only=True):
     ended_at: float | None
     tasks: list[TaskInfo]
     has_auxiliaries: bool
+    isolation: str = ""  # what the backend gave the nodes (see `jobgroup launch`'s note)
 
     @property
     def done(self) -> bool:
@@ -79,6 +80,7 @@ def _job(rec: JobRec, tasks: list[TaskRec]) -> Job:
             for t in tasks
         ],
         has_auxiliaries=not all(t.is_primary for t in tasks),
+        isolation=rec.isolation,
     )
 
 
@@ -99,6 +101,20 @@ def parse_env(pairs: Iterable[str]) -> dict[str, str]:
             raise UsageError(f"--env {p!r}: expected KEY=VALUE with a valid variable name")
         out[key] = value
     return out
+
+
+def isolation_level(home: Path) -> str:
+    """The isolation the local backend gives nodes here (the controller records what it
+    detected; before it ever ran, detect it the same way)."""
+    try:
+        level = (home / "isolation").read_text().strip()
+        if level:
+            return level
+    except OSError:
+        pass
+    from jobgroup.backends.local.isolation import detect_level
+
+    return detect_level()
 
 
 def backend_warnings(group: JobGroup) -> list[str]:
@@ -126,12 +142,6 @@ def backend_problems(group: JobGroup, infra: str | None) -> list[str]:
                 " yet; add --infra local to run it on this machine"
             )
             continue
-        if t.volumes:
-            problems.append(f"task '{t.name}': volumes are not supported by the local backend yet")
-        if t.file_mounts:
-            problems.append(
-                f"task '{t.name}': file_mounts are not supported by the local backend yet"
-            )
         if t.workdir is not None and not isinstance(t.workdir, str):
             problems.append(
                 f"task '{t.name}': a git workdir (mapping form) cannot be used locally;"
@@ -166,7 +176,12 @@ def launch(
         group = check(msgspec.structs.replace(group, name=name))
     if grace < 0:
         raise UsageError("--grace must be 0 or more seconds")
+    level = isolation_level(_home(home))
     problems = backend_problems(group, infra)
+    if not problems:
+        from jobgroup.backends.local.mounts import problems as mount_problems
+
+        problems = mount_problems(group, loaded.base_dir, level)
     if problems:
         raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
     notes = [str(w) for w in loaded.warnings] + [f"warning: {w}" for w in backend_warnings(group)]

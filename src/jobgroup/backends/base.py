@@ -62,9 +62,13 @@ class PhaseLaunch:
 class Backend(ABC):
     name: str
 
+    level: str = ""  # isolation level the backend gives nodes, in its own words
+
     @abstractmethod
-    def prepare(self, job_id: int, group: JobGroup) -> dict[tuple[int, int], str]:
-        """Create the group's network; return each node's address keyed by (task_idx, rank)."""
+    def prepare(self, job_id: int, group: JobGroup, base_dir: Path) -> dict[tuple[int, int], str]:
+        """Create the group's network and name resolution (idempotent: after a controller
+        restart it finds what exists); return each node's address keyed by (task_idx, rank).
+        `base_dir` is the folder relative paths of the spec are resolved against."""
 
     @abstractmethod
     def start(self, launch: PhaseLaunch) -> Handle:

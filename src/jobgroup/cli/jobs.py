@@ -10,6 +10,7 @@ import click
 from jobgroup import api
 from jobgroup.cli.output import paint, table, use_colour
 from jobgroup.state.status import Status
+from jobgroup.state.store import default_home
 
 _STATUS_COLOUR = {
     Status.SUCCEEDED: "green", Status.RUNNING: "cyan", Status.STARTING: "cyan",
@@ -69,6 +70,10 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
                      on_warning=lambda w: click.echo(w, err=True))
     click.echo(f"Job {job.id} ({job.name}) submitted: {len(job.tasks)} task(s), "
                f"{sum(t.num_nodes for t in job.tasks)} node(s).")
+    from jobgroup.backends.local.isolation import LEVEL_NOTES
+
+    level = api.isolation_level(default_home())
+    click.echo(f"Isolation: {level} ({LEVEL_NOTES.get(level, '?')}).", err=True)
     if detach:
         click.echo(f"Follow: jobgroup logs {job.id}   Status: jobgroup queue   "
                    f"Cancel: jobgroup cancel {job.id}")

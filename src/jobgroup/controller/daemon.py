@@ -52,7 +52,7 @@ class Controller:
         if backend is None:
             from jobgroup.backends.local.backend import LocalBackend
 
-            backend = LocalBackend()
+            backend = LocalBackend(home)
         self.backend = backend
         self.loop = asyncio.new_event_loop()
         self._dirty: set[int] = set()
@@ -233,10 +233,11 @@ class Controller:
             case _:
                 raise TypeError(f"unknown action {action!r}")
 
-    def _addresses_of(self, job_id: int, group: JobGroup) -> dict[tuple[int, int], str]:
+    def _addresses_of(self, job_id: int, group: JobGroup, base_dir: str) -> dict[tuple[int, int], str]:
         addrs = self._addresses.get(job_id)
         if addrs is None:
-            addrs = self.backend.prepare(job_id, group)
+            addrs = self.backend.prepare(job_id, group, Path(base_dir))
+            self.store.set_job_facts(job_id, isolation=self.backend.level)
             self._addresses[job_id] = addrs
             topo = paths.topology_path(self.home, job_id)
             topo.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +254,7 @@ class Controller:
                starts: list[StartPhase]) -> None:
         """Start many phases: one commit for the intents, spawn all, one commit for the pids."""
         job = view.job
-        addrs = self._addresses_of(job_id, group)
+        addrs = self._addresses_of(job_id, group, job.base_dir)
         opts = job.options
         base = dict(opts.get("base_env") or os.environ)
         base.pop("JOBGROUP_HOME", None)
@@ -279,7 +280,8 @@ class Controller:
             handle = self.backend.start(PhaseLaunch(
                 job_id=job_id, task=task.name or "", task_idx=s.task_idx, rank=s.rank,
                 phase=s.phase.value, script=script, env=env,
-                workdir=_workdir(job.base_dir, task.workdir),
+                workdir=_workdir(job.base_dir, task.workdir) or str(
+                    paths.node_dir(self.home, job_id, task.name or "", s.rank)),
                 log_path=paths.log_path(self.home, job_id, task.name or "", s.rank, node.attempt),
                 status_path=paths.status_path(self.home, job_id, s.task_idx, s.rank,
                                               s.phase.value, node.attempt),
@@ -405,11 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from jobgroup.backends.local.backend import LocalBackend
 
-        backend = LocalBackend()
+        backend = LocalBackend(home)
     except Exception as e:  # e.g. no C compiler for the shim: say why, in the log
         log.error("cannot start the local backend: %s", e)
         return 1
     _raise_fd_limit()
+    (home / "isolation").write_text(backend.level + "\n")
     tmp = paths.pid_path(home).with_suffix(".tmp")
     tmp.write_text(f"{os.getpid()} {time.time()}\n")
     os.replace(tmp, paths.pid_path(home))

@@ -15,6 +15,11 @@ def log_path(home: Path, job_id: int, task: str, rank: int, attempt: int = 1) ->
     return job_dir(home, job_id) / "logs" / f"{task}-{rank}{suffix}.log"
 
 
+def node_dir(home: Path, job_id: int, task: str, rank: int) -> Path:
+    """A node's own working directory when its task has no workdir (like a fresh VM's home)."""
+    return job_dir(home, job_id) / "work" / f"{task}-{rank}"
+
+
 def status_path(home: Path, job_id: int, task_idx: int, rank: int, phase: str, attempt: int) -> Path:
     return job_dir(home, job_id) / "nodes" / f"{task_idx}-{rank}.{phase}.{attempt}.status"
 

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     outcome TEXT,
     outcome_reason TEXT NOT NULL DEFAULT '',
-    primaries_done_at REAL
+    primaries_done_at REAL,
+    isolation TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -103,6 +104,7 @@ class JobRec(msgspec.Struct, kw_only=True):
     outcome: Status | None
     outcome_reason: str
     primaries_done_at: float | None
+    isolation: str = ""
 
 
 class TaskRec(msgspec.Struct, kw_only=True):
@@ -179,6 +181,7 @@ def _job(row: sqlite3.Row) -> JobRec:
         cancel_requested=bool(row["cancel_requested"]),
         outcome=Status(row["outcome"]) if row["outcome"] else None,
         outcome_reason=row["outcome_reason"], primaries_done_at=row["primaries_done_at"],
+        isolation=row["isolation"],
     )
 
 
@@ -203,7 +206,9 @@ def _node(row: sqlite3.Row) -> NodeRec:
 
 
 _NODE_FIELDS = frozenset(NodeRec.__struct_fields__) - {"job_id", "task_idx", "rank"}
-_JOB_FACTS = frozenset({"started_at", "ended_at", "outcome", "outcome_reason", "primaries_done_at"})
+_JOB_FACTS = frozenset(
+    {"started_at", "ended_at", "outcome", "outcome_reason", "primaries_done_at", "isolation"}
+)
 
 
 def default_home() -> Path:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 import signal
 from pathlib import Path
 from typing import Callable
 
 from jobgroup.backends.base import Backend, Handle, Outcome, PhaseLaunch
-from jobgroup.backends.local import shim
+from jobgroup.backends.local import isolation, mounts, network, shim
 from jobgroup.spec.models import JobGroup
 
 
@@ -63,20 +64,83 @@ def loopback_address(job_id: int, index: int) -> str:
     return f"127.{64 + block // 256}.{block % 256}.{index % 254 + 1}"
 
 
+@dataclass
+class _JobPlan:
+    """What the backend knows of a prepared group (rebuilt by `prepare` after a restart)."""
+
+    group: JobGroup
+    base_dir: Path
+    index: dict[tuple[int, int], int]  # (task, rank) -> node number
+    addresses: dict[tuple[int, int], str]
+    hosts_file: Path
+    net: network.GroupNet | None
+
+
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, home: Path) -> None:
+        self.home = home
         self._shim = shim.shim_path()
+        self.level = isolation.detect_level()
+        self._jobs: dict[int, _JobPlan] = {}
 
-    def prepare(self, job_id: int, group: JobGroup) -> dict[tuple[int, int], str]:
-        out: dict[tuple[int, int], str] = {}
-        n = 0
+    def _job_dir(self, job_id: int) -> Path:
+        return self.home / "jobs" / str(job_id)
+
+    def prepare(self, job_id: int, group: JobGroup, base_dir: Path) -> dict[tuple[int, int], str]:
+        plan = self._jobs.get(job_id)
+        if plan is not None:
+            return plan.addresses
+        index: dict[tuple[int, int], int] = {}
         for i, t in enumerate(group.tasks):
             for r in range(t.num_nodes):
-                out[(i, r)] = loopback_address(job_id, n)
-                n += 1
-        return out
+                index[(i, r)] = len(index)
+        job_dir = self._job_dir(job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        net = None
+        if self.level == isolation.NAMESPACES:
+            saved = job_dir / "network.json"
+            if saved.exists():  # a restarted controller: the network is there already
+                net = network.GroupNet.from_json(saved.read_text())
+            else:
+                net = network.create(self.home, job_id, len(index))
+                tmp = saved.with_suffix(".tmp")
+                tmp.write_text(net.to_json())
+                os.replace(tmp, saved)
+            addresses = {key: net.addresses[n] for key, n in index.items()}
+        else:
+            addresses = {key: loopback_address(job_id, n) for key, n in index.items()}
+        hosts_file = job_dir / "hosts"
+        entries = [
+            (addresses[(i, r)], [f"{t.name}-{r}.{group.name}", f"{t.name}-{r}"])
+            for i, t in enumerate(group.tasks) for r in range(t.num_nodes)
+        ]
+        try:
+            machine_hosts = Path("/etc/hosts").read_text()
+        except OSError:
+            machine_hosts = ""
+        tmp = hosts_file.with_suffix(".tmp")
+        tmp.write_text(isolation.hosts_text(entries, machine_hosts))
+        os.replace(tmp, hosts_file)
+        self._jobs[job_id] = _JobPlan(group, base_dir, index, addresses, hosts_file, net)
+        return addresses
+
+    def _view(self, launch: PhaseLaunch) -> isolation.NodeView | None:
+        plan = self._jobs.get(launch.job_id)
+        if plan is None or self.level == isolation.NONE:
+            return None
+        task = plan.group.tasks[launch.task_idx]
+        node = plan.index[(launch.task_idx, launch.rank)]
+        binds = mounts.node_binds(task, plan.base_dir, self.home,
+                                  launch.env.get("HOME", os.path.expanduser("~")))
+        return isolation.NodeView(
+            hostname=f"{task.name}-{launch.rank}",
+            hosts_file=str(plan.hosts_file),
+            binds=binds,
+            netns=plan.net.netns(node) if plan.net else None,
+            chdir=launch.workdir,
+        )
 
     def start(self, launch: PhaseLaunch) -> Handle:
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,8 +150,9 @@ class LocalBackend(Backend):
         argv = [self._shim, "-s", str(launch.status_path), "-o", str(launch.log_path),
                 "-g", f"{launch.grace:g}"]
         if launch.workdir:
+            Path(launch.workdir).mkdir(parents=True, exist_ok=True)
             argv += ["-C", launch.workdir]
-        argv += ["--", "/bin/bash", "-c", launch.script]
+        argv += ["--", *isolation.wrap(["/bin/bash", "-c", launch.script], self._view(launch))]
         # A marker every process of this phase inherits: if the shim itself is SIGKILLed, its
         # setsid'ed descendants are re-parented to init and only this finds them.
         env = {**launch.env, PHASE_MARK: str(launch.status_path)}
@@ -153,7 +218,12 @@ class LocalBackend(Backend):
     def outcome(self, handle: Handle | None, status_path: Path) -> Outcome | None:
         st = shim.read_status(status_path)
         if st is not None:
-            return Outcome(exit_code=st.exit_code, signal=st.signal, stopped=st.stopped)
+            code, sig = st.exit_code, st.signal
+            if self.level != isolation.NONE and code is not None and 128 < code < 128 + 65:
+                # bubblewrap stands between the shim and the node's shell and reports a child
+                # killed by signal N as exit code 128+N (as shells do): give the signal back.
+                code, sig = None, code - 128
+            return Outcome(exit_code=code, signal=sig, stopped=st.stopped)
         if handle is not None and self.alive(handle):
             return None
         # The shim is gone without a record (killed by SIGKILL or the OOM killer): its direct
@@ -202,4 +272,13 @@ class LocalBackend(Backend):
                 pass
 
     def cleanup(self, job_id: int) -> None:
-        return None
+        plan = self._jobs.pop(job_id, None)
+        job_dir = self._job_dir(job_id)
+        saved = job_dir / "network.json"
+        net = plan.net if plan else None
+        if net is None and saved.exists():
+            net = network.GroupNet.from_json(saved.read_text())
+        if net is not None:
+            network.destroy(net.netid)
+        saved.unlink(missing_ok=True)
+        (job_dir / "hosts").unlink(missing_ok=True)

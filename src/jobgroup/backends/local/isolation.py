@@ -1,0 +1,168 @@
+"""What makes each local node look like its own host, and how much of it this machine allows.
+
+Levels (detected once per controller, recorded per job and announced at launch):
+- `namespaces` (root): a network namespace per node on a per-group bridge (own address, both
+  nodes may bind 0.0.0.0:8000), plus the view below.
+- `user` (no root, but bubblewrap works through unprivileged user namespaces): every node shares
+  the host's network on its own loopback address (two nodes cannot both bind 0.0.0.0:PORT), plus
+  the view below.
+- `none` (no usable namespaces, e.g. macOS): plain processes; names do not resolve (use the
+  SKYPILOT_* variables); volumes and file_mounts cannot be mounted.
+
+The view of a node (levels `namespaces` and `user`) is built by bubblewrap — chosen over
+hand-written `unshare` + `mount` scripts because it builds a new root from bind mounts in one
+exec (~18 ms), works with and without root, and can create mount points (`/checkpoints`) inside
+the node without creating anything in the host's filesystem. Each node gets:
+- its hostname `{task}-{rank}` (UTS namespace);
+- the group's hosts file over /etc/hosts (`{task}-{rank}.{group}` and `{task}-{rank}` for every
+  node, plus the usual localhost lines); the machine's /etc/hosts is never modified;
+- volumes (read-write binds of directories in the state directory) and file_mounts (read-only
+  binds of the user's files: like SkyPilot's uploaded copies, a node cannot change them);
+- the rest of the host's filesystem at the same paths (so the workdir, given as a host path, is
+  bind-mounted, not copied: edits on either side are seen by the other).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import Callable
+
+NAMESPACES, USER, NONE = "namespaces", "user", "none"
+
+LEVEL_NOTES = {
+    NAMESPACES: "every node has its own network namespace, address, hostname and /etc/hosts",
+    USER: "no root: nodes share the host network on their own loopback addresses (two nodes "
+          "cannot both bind 0.0.0.0 on one port); hostnames, /etc/hosts and mounts are private",
+    NONE: "no namespaces available: plain processes; peer names do not resolve (use the "
+          "SKYPILOT_* variables) and volumes/file_mounts cannot be mounted",
+}
+
+_level_cache: str | None = None
+
+
+def detect_level() -> str:
+    """The best isolation level this process can give nodes (cached)."""
+    global _level_cache
+    if _level_cache is None:
+        forced = os.environ.get("JOBGROUP_ISOLATION")
+        if forced in (NAMESPACES, USER, NONE):
+            _level_cache = forced
+        else:
+            _level_cache = _probe()
+    return _level_cache
+
+
+def _probe() -> str:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return NONE
+    try:
+        ok = subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-uts", "true"],
+                            capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        return NONE
+    if os.geteuid() == 0 and shutil.which("ip") and shutil.which("nsenter"):
+        return NAMESPACES
+    return USER
+
+
+@dataclass(frozen=True)
+class Bind:
+    src: str
+    dst: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class NodeView:
+    hostname: str
+    hosts_file: str
+    binds: list[Bind] = field(default_factory=list)
+    netns: str | None = None  # join this named network namespace first
+    chdir: str | None = None
+
+
+def hosts_text(entries: list[tuple[str, list[str]]], host_hosts: str) -> str:
+    """A hosts file: the machine's localhost lines, then `address name...` for every node."""
+    keep = []
+    for line in host_hosts.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 2 and any("localhost" in w for w in words[1:]):
+            keep.append(line)
+    if not any(line.split()[0] == "127.0.0.1" for line in keep if line.split()):
+        keep.insert(0, "127.0.0.1\tlocalhost")
+    lines = ["# written by jobgroup for one job group; the machine's /etc/hosts is untouched",
+             *keep, *(f"{addr}\t{' '.join(names)}" for addr, names in entries)]
+    return "\n".join(lines) + "\n"
+
+
+def bwrap_args(
+    view: NodeView,
+    *,
+    exists: Callable[[str], bool] = os.path.lexists,
+    listdir: Callable[[str], list[str]] = os.listdir,
+    islink: Callable[[str], bool] = os.path.islink,
+    readlink: Callable[[str], str] = os.readlink,
+) -> list[str]:
+    """bubblewrap arguments that build the node's view (pure, given the host's filesystem).
+
+    The new root is a tmpfs holding binds of every entry of the host's /. A mount point that
+    does not exist on the host is created inside the node only: the deepest existing directory
+    above it is rebuilt the same way (a tmpfs with binds of its entries), so nothing is ever
+    created on the host.
+    """
+    shadows = {"/"}
+    for b in view.binds:
+        if exists(b.dst):
+            continue
+        parent = posixpath.dirname(b.dst)
+        while parent != "/" and not exists(parent):
+            parent = posixpath.dirname(parent)
+        shadows.add(parent)
+    args: list[str] = []
+    for d in sorted(shadows, key=lambda p: (p.count("/"), p)):
+        if d != "/":
+            args += ["--tmpfs", d]
+        for entry in sorted(listdir(d)):
+            full = posixpath.join(d, entry)
+            if full in shadows or any(s.startswith(full + "/") for s in shadows):
+                if full not in shadows:
+                    args += _entry(full, islink, readlink)
+                continue
+            args += _entry(full, islink, readlink)
+    for b in view.binds:
+        args += ["--ro-bind" if b.readonly else "--bind", b.src, b.dst]
+    args += ["--bind", view.hosts_file, "/etc/hosts"]
+    args += ["--unshare-uts", "--hostname", view.hostname, "--die-with-parent"]
+    if view.chdir:
+        args += ["--chdir", view.chdir]
+    return args
+
+
+def _entry(full: str, islink: Callable[[str], bool], readlink: Callable[[str], str]) -> list[str]:
+    if full == "/proc":
+        return ["--proc", "/proc"]
+    if full == "/dev":
+        return ["--dev-bind", "/dev", "/dev"]
+    if islink(full):
+        return ["--symlink", readlink(full), full]
+    return ["--bind", full, full]
+
+
+def wrap(argv: list[str], view: NodeView | None) -> list[str]:
+    """`argv` run inside the node's view (unchanged when there is no view)."""
+    if view is None:
+        return argv
+    bwrap = shutil.which("bwrap") or "bwrap"
+    inner = [bwrap, *bwrap_args(view), "--", *argv]
+    if view.netns:
+        # nsenter switches only the network namespace (`ip netns exec` would remount /sys).
+        nsenter = shutil.which("nsenter") or "nsenter"
+        return [nsenter, f"--net=/run/netns/{view.netns}", "--", *inner]
+    return inner
