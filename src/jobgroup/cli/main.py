@@ -20,6 +20,8 @@ _COMMANDS = {
     "wait": ("jobgroup.cli.jobs", "wait"),
     "logs": ("jobgroup.cli.logs", "logs"),
     "controller": ("jobgroup.cli.controller", "controller"),
+    "volume": ("jobgroup.cli.volume", "volume"),
+    "doctor": ("jobgroup.cli.doctor", "doctor"),
 }
 
 
