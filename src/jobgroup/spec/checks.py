@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from jobgroup.spec import durations, names, resources
 from jobgroup.spec.convert import Finding, Path
-from jobgroup.spec.models import Header, JobRecovery, Resources, Task
+from jobgroup.spec.models import Header, JobRecovery, ReadinessProbe, Resources, Task
 
 PLACEMENTS = ("SAME_INFRA",)
 EXECUTIONS = ("parallel", "serial")
@@ -85,7 +85,96 @@ def check_task(task: Task) -> list[Finding]:
     for field in ("run", "setup"):
         if getattr(task, field) is not None and "\x00" in getattr(task, field):
             out.append(Finding((field,), "contains a NUL character"))
+    if task.readiness_probe is not None:
+        out += _check_probe(task.readiness_probe)
     return out
+
+
+def _check_probe(probe: ReadinessProbe) -> list[Finding]:
+    path: Path = ("readiness_probe",)
+    kinds = [k for k in ("http", "tcp", "command") if getattr(probe, k) is not None]
+    out: list[Finding] = []
+    if len(kinds) != 1:
+        what = "none" if not kinds else " and ".join(kinds)
+        out.append(Finding(path, f"give exactly one of http, tcp or command (got {what})"))
+    for kind in ("http", "tcp"):
+        p = getattr(probe, kind)
+        if p is not None and not 1 <= p.port <= 65535:
+            out.append(Finding((*path, kind, "port"), f"port {p.port} is not between 1 and 65535"))
+    if probe.http is not None and not probe.http.path.startswith("/"):
+        out.append(Finding((*path, "http", "path"), "the path must start with '/'"))
+    if probe.command is not None and not probe.command.strip():
+        out.append(Finding((*path, "command"), "the command is empty"))
+    for key in ("initial_delay", "interval", "timeout"):
+        out += _parsed((*path, key), durations.parse_duration, getattr(probe, key))
+    for key in ("interval", "timeout"):
+        try:
+            if durations.parse_duration(getattr(probe, key)) <= 0:
+                out.append(Finding((*path, key), f"{key} must be more than 0 seconds"))
+        except ValueError:
+            pass
+    if probe.failure_threshold < 1:
+        out.append(Finding((*path, "failure_threshold"), "must be at least 1"))
+    return out
+
+
+def check_dependencies(tasks: list[Task], parallel: bool) -> list[tuple[Task, Finding]]:
+    """depends_on: names that exist, not the task itself, no cycles; only in job groups."""
+    out: list[tuple[Task, Finding]] = []
+    names_ = [t.name for t in tasks if t.name]
+    listing = ", ".join(names_) or "none"
+    graph: dict[str, list[str]] = {}
+    for t in tasks:
+        if t.depends_on is None:
+            continue
+        if not parallel:
+            out.append((t, Finding(("depends_on",), "depends_on applies only to job groups "
+                                   "(execution: parallel); a pipeline already runs in order",
+                                   on_key=True)))
+            continue
+        deps = t.dependencies()
+        keys = list(deps)
+        for i, dep in enumerate(keys):
+            where = ("depends_on", i) if isinstance(t.depends_on, list) else ("depends_on", dep)
+            if dep == t.name:
+                out.append((t, Finding(where, f"task '{t.name}' cannot depend on itself")))
+            elif dep not in names_:
+                out.append((t, Finding(where, f"unknown task '{dep}'; tasks in this group: "
+                                       f"{listing}")))
+        if t.name:
+            graph[t.name] = [d for d in keys if d in names_ and d != t.name]
+    cycle = _cycle(graph)
+    if cycle:
+        first = next(t for t in tasks if t.name == cycle[0])
+        out.append((first, Finding(("depends_on",), "dependency cycle: " + " -> ".join(
+            [*cycle, cycle[0]]) + "; no task of it could ever start", on_key=True)))
+    return out
+
+
+def _cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in graph.get(n, []):
+            if state.get(m) == 1:
+                return stack[stack.index(m):]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in graph:
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return None
 
 
 def check_name(value: object, path: Path, what: str) -> list[Finding]:
@@ -104,6 +193,8 @@ def check_name(value: object, path: Path, what: str) -> list[Finding]:
 def check_header(header: Header, task_names: list[str], parallel: bool) -> list[Finding]:
     """Header values against the group's tasks (`task_names`: the named tasks, in order)."""
     out: list[Finding] = []
+    if header.max_group_restarts is not None and header.max_group_restarts < 0:
+        out.append(Finding(("max_group_restarts",), "must be 0 or more"))
     if header.placement is not None and header.placement not in PLACEMENTS:
         out.append(Finding(("placement",), f"placement '{header.placement}' is not supported; "
                            f"the only placement is {PLACEMENTS[0]} (the default)"))

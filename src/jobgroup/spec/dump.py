@@ -47,6 +47,8 @@ def header_data(group: JobGroup) -> dict[str, Any]:
         out["termination_delay"] = group.termination_delay
     if group.inter_connection is not True:
         out["inter_connection"] = group.inter_connection
+    if group.max_group_restarts:
+        out["max_group_restarts"] = group.max_group_restarts
     return msgspec.to_builtins(out, enc_hook=_enc)
 
 

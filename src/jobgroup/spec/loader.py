@@ -267,6 +267,9 @@ def parse(text: str, *, label: str = sources.TEXT_NAME, stem: str | None = None,
 
     tasks = _tasks(task_docs, report, group_job)
     task_names = [t.name for t in tasks if t.name]
+    docs_of = {id(t): d for t, d in zip(tasks, [d for d in task_docs if isinstance(d.data, dict)])}
+    for t, f in checks.check_dependencies(tasks, group_job):
+        report.at(docs_of.get(id(t)), _where({"name": t.name}, 0), f)
     if header_doc is not None:
         for f in checks.check_header(header, task_names, group_job):
             report.at(header_doc, "header", f)
@@ -281,6 +284,7 @@ def parse(text: str, *, label: str = sources.TEXT_NAME, stem: str | None = None,
         primary_tasks=list(header.primary_tasks or []),
         termination_delay=header.termination_delay,
         inter_connection=True if header.inter_connection is None else header.inter_connection,
+        max_group_restarts=header.max_group_restarts or 0,
     )
     return group, warnings
 

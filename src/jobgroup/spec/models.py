@@ -63,6 +63,39 @@ class Resources(_Strict):
     max_hourly_cost: Number | None = None
 
 
+class HttpProbe(_Strict):
+    """GET http://<node address>:<port><path>; passes on `status` (any 2xx/3xx when unset)."""
+
+    port: int
+    path: str = "/"
+    status: int | None = None
+
+
+class TcpProbe(_Strict):
+    """A TCP connection to <node address>:<port> succeeds."""
+
+    port: int
+
+
+class ReadinessProbe(_Strict):
+    """jobgroup extension: when is a node of this task ready? Exactly one of http, tcp,
+    command (a shell command run inside the node; exit 0 = ready). Probing starts after
+    `initial_delay`, repeats every `interval`, each attempt limited to `timeout`; after
+    `failure_threshold` failed attempts in a row the node never became ready and the group fails.
+    Durations as in termination_delay (`2s`, `1m`, or seconds)."""
+
+    http: HttpProbe | None = None
+    tcp: TcpProbe | None = None
+    command: str | None = None
+    initial_delay: str | Number = 0
+    interval: str | Number = 1
+    timeout: str | Number = 1
+    failure_threshold: int = 60
+
+
+DependsOn = Literal["started", "ready", "completed"]
+
+
 class Task(_Strict):
     """One task document: `num_nodes` identical nodes running `setup` then `run`."""
 
@@ -79,6 +112,18 @@ class Task(_Strict):
     config: dict[str, Any] | None = None
     event_callback: str | None = None
     service: dict[str, Any] | None = None
+    # jobgroup extensions (plain SkyPilot YAML stays valid without them):
+    readiness_probe: ReadinessProbe | None = None
+    depends_on: list[str] | dict[str, DependsOn] | None = None
+
+    def dependencies(self) -> dict[str, str]:
+        """depends_on as {task: condition}; the list form means `ready` (which is `started`
+        for a task without readiness_probe)."""
+        if self.depends_on is None:
+            return {}
+        if isinstance(self.depends_on, list):
+            return {name: "ready" for name in self.depends_on}
+        return dict(self.depends_on)
 
 
 Execution = Literal["parallel", "serial"]
@@ -99,6 +144,7 @@ class JobGroup(_Strict):
     primary_tasks: list[str] = msgspec.field(default_factory=list)
     termination_delay: str | Number | dict[str, str | Number] | None = None
     inter_connection: bool = True
+    max_group_restarts: int = 0  # jobgroup extension: restart the whole group on a failure
 
     def task(self, name: str) -> Task:
         """The task called `name` (KeyError if none)."""
@@ -122,6 +168,7 @@ class Header(_Strict):
     primary_tasks: list[str] | None = None
     termination_delay: str | Number | dict[str, str | Number] | None = None
     inter_connection: bool | None = None
+    max_group_restarts: int | None = None
 
 
 HEADER_KEYS = frozenset(Header.__struct_fields__)
