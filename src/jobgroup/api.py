@@ -331,3 +331,27 @@ def logs(job_id: int, task: str | int | None = None, *, rank: int | None = None,
         yield from lines(st, job_id, task_indices=selected, rank=rank, follow=follow)
     finally:
         st.close()
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """One entry of a job's timeline."""
+
+    at: float
+    kind: str
+    message: str
+    task: str | None
+    rank: int | None
+
+
+def events(job_id: int, *, home: Path | str | None = None) -> list[Event]:
+    """The job's timeline, oldest first: submitted, admitted, each node's phases started /
+    ready / ended (code or signal) / restarted, stop and failure reasons, status changes."""
+    st = _store(home)
+    try:
+        job = get_job(job_id, store=st)
+        names = {t.index: t.name for t in job.tasks}
+        return [Event(at=e.at, kind=e.kind, message=e.message,
+                      task=names.get(e.task_idx) if e.task_idx is not None else None,
+                      rank=e.rank) for e in st.events(job_id)]
+    finally:
+        st.close()

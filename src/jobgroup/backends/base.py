@@ -75,6 +75,11 @@ class Backend(ABC):
         """Start one phase of one node; its output goes straight to `launch.log_path`."""
 
     @abstractmethod
+    def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
+        """argv that runs a short command as if on the node (same network, names, mounts),
+        e.g. a readiness probe; the group must be prepared."""
+
+    @abstractmethod
     def alive(self, handle: Handle) -> bool:
         """True while the phase's supervisor still runs (identity-checked, not just the pid)."""
 

@@ -35,7 +35,10 @@ def follow_job(job_id: int, task: str | None, rank: int | None, follow: bool) ->
                for k, i in enumerate(selected)}
     out = sys.stdout
     for line in api.logs(job_id, task, rank=rank, follow=follow):
-        prefix = prefixes[(line.task, line.rank)].ljust(width)
+        prefix = prefixes[(line.task, line.rank)]
+        if line.attempt > 1:
+            prefix = f"{prefix[:-1]}, attempt={line.attempt})"
+        prefix = prefix.ljust(width)
         out.write(f"{paint(prefix, colours[line.task], colour)} {line.text}\n")
         out.flush()
 

@@ -20,6 +20,7 @@ _COMMANDS = {
     "wait": ("jobgroup.cli.jobs", "wait"),
     "logs": ("jobgroup.cli.logs", "logs"),
     "controller": ("jobgroup.cli.controller", "controller"),
+    "events": ("jobgroup.cli.events", "events"),
     "volume": ("jobgroup.cli.volume", "volume"),
     "doctor": ("jobgroup.cli.doctor", "doctor"),
 }

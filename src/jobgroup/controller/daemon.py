@@ -26,18 +26,18 @@ from pathlib import Path
 
 from jobgroup import discovery
 from jobgroup.backends.base import Backend, Handle, PhaseLaunch
-from jobgroup.controller import paths
+from jobgroup.controller import paths, probes
 from jobgroup.controller.decide import (
-    Abandon, JobView, MarkReady, Plan, SetJob, SetOutcome, SetTask, StartPhase, StopNode,
-    TaskInfo, decide,
+    Abandon, JobView, MarkReady, Plan, ResetTask, RestartGroup, RestartTask, SetJob, SetOutcome,
+    SetTask, StartPhase, StopNode, TaskInfo, decide,
 )
 from jobgroup.controller.wake import socket_name
 from jobgroup.spec import load
-from jobgroup.spec.durations import delay_for
-from jobgroup.spec.models import JobGroup
+from jobgroup.spec.durations import delay_for, parse_duration
+from jobgroup.spec.models import JobGroup, JobRecovery, Task
 from jobgroup.state import transitions
 from jobgroup.state.status import Phase, Status
-from jobgroup.state.store import NodeRec, Store
+from jobgroup.state.store import JobRec, NodeRec, Store
 
 log = logging.getLogger("jobgroup.controller")
 
@@ -61,6 +61,7 @@ class Controller:
         self._specs: dict[int, tuple[JobGroup, list[TaskInfo]]] = {}
         self._addresses: dict[int, dict[tuple[int, int], str]] = {}
         self._watched: set[tuple[int, int, int, str, int]] = set()
+        self._probing: dict[tuple[int, int, int, int], asyncio.Task[None]] = {}
         self.started_at = time.time()
 
     # ---- life -------------------------------------------------------------------------------
@@ -162,7 +163,10 @@ class Controller:
                 return
             group, info = self._spec(job_id, job.spec)
             view = JobView(job=job, tasks=self.store.tasks(job_id),
-                           nodes=self.store.nodes(job_id), info=info)
+                           nodes=self.store.nodes(job_id), info=info,
+                           max_group_restarts=group.max_group_restarts)
+            for n in view.nodes:
+                self._probe_if_needed(job, group, n)
             plan = decide(view, time.time())
             self._set_timer(job_id, plan)
             if not plan.actions:
@@ -194,10 +198,7 @@ class Controller:
         cached = self._specs.get(job_id)
         if cached is None:
             group = load(text)
-            info = [
-                TaskInfo(has_setup=bool(t.setup), delay=delay_for(group, t.name or ""))
-                for t in group.tasks
-            ]
+            info = [task_info(group, t) for t in group.tasks]
             cached = self._specs[job_id] = (group, info)
         return cached
 
@@ -230,6 +231,24 @@ class Controller:
                 if status.terminal:
                     self.backend.cleanup(job_id)
                 transitions.set_job_status(self.store, job_id, status, reason)
+            case RestartTask(idx, reason, error):
+                self.store.count_restart(job_id, idx, error=error)
+                transitions.set_task_status(self.store, job_id, idx, Status.RECOVERING, reason)
+            case ResetTask(idx):
+                nodes = [n for n in view.nodes if n.task_idx == idx]
+                self.store.record(job_id, nodes=[
+                    (idx, n.rank, {"phase": Phase.READY, "attempt": n.attempt + 1, "pid": None,
+                                   "pid_start": None, "exit_code": None, "signal": None,
+                                   "stopped": 0, "stop_requested_at": None, "ended_at": None,
+                                   "ended_phase": None, "ready_at": None, "probe_failed": None,
+                                   "started_at": None})
+                    for n in nodes
+                ], events=[(idx, n.rank, "restart", f"attempt {n.attempt + 1}") for n in nodes])
+                transitions.set_task_status(self.store, job_id, idx, Status.STARTING,
+                                            "restarted")
+            case RestartGroup(reason):
+                self.store.set_job_facts(job_id, group_restarts=view.job.group_restarts + 1)
+                transitions.set_job_status(self.store, job_id, Status.RECOVERING, reason)
             case _:
                 raise TypeError(f"unknown action {action!r}")
 
@@ -256,8 +275,6 @@ class Controller:
         job = view.job
         addrs = self._addresses_of(job_id, group, job.base_dir)
         opts = job.options
-        base = dict(opts.get("base_env") or os.environ)
-        base.pop("JOBGROUP_HOME", None)
         nodes = {(n.task_idx, n.rank): n for n in view.nodes}
         now = time.time()
         # Record the intents before acting, so a crash in between is visible on restart.
@@ -270,12 +287,8 @@ class Controller:
         for s in starts:
             task = group.tasks[s.task_idx]
             node = nodes[(s.task_idx, s.rank)]
-            env = dict(base)
-            env.update(discovery.node_env(
-                group, job_id, s.task_idx, s.rank, addrs,
-                topology_path=str(paths.topology_path(self.home, job_id)),
-                overrides=opts.get("env", {}), setup=s.phase == Phase.SETUP,
-            ))
+            env = self._env(job, group, s.task_idx, s.rank, addrs, setup=s.phase == Phase.SETUP,
+                            attempt=node.attempt)
             script = (task.setup if s.phase == Phase.SETUP else task.run) or "true"
             handle = self.backend.start(PhaseLaunch(
                 job_id=job_id, task=task.name or "", task_idx=s.task_idx, rank=s.rank,
@@ -298,6 +311,67 @@ class Controller:
         )
         for n in started:
             self._watch(job_id, n)
+
+    def _env(self, job: JobRec, group: JobGroup, task_idx: int, rank: int,
+             addrs: dict[tuple[int, int], str], *, setup: bool = False,
+             attempt: int = 1) -> dict[str, str]:
+        """A node's environment: the launcher's, minus our state dir, plus discovery."""
+        env = dict(job.options.get("base_env") or os.environ)
+        env.pop("JOBGROUP_HOME", None)
+        env.update(discovery.node_env(
+            group, job.id, task_idx, rank, addrs,
+            topology_path=str(paths.topology_path(self.home, job.id)),
+            overrides=job.options.get("env", {}), setup=setup,
+        ))
+        env["JOBGROUP_ATTEMPT"] = str(attempt)
+        return env
+
+    def _probe_if_needed(self, job: JobRec, group: JobGroup, n: NodeRec) -> None:
+        task = group.tasks[n.task_idx]
+        key = (job.id, n.task_idx, n.rank, n.attempt)
+        if (task.readiness_probe is None or n.phase != Phase.RUN or n.ready_at is not None
+                or n.probe_failed or key in self._probing):
+            return
+        addrs = self._addresses_of(job.id, group, job.base_dir)
+        # Keep a strong reference: the loop holds tasks only weakly.
+        self._probing[key] = self.loop.create_task(self._probe(job, group, n, addrs))
+        self._probing[key].add_done_callback(lambda _: self._probing.pop(key, None))
+
+    async def _probe(self, job: JobRec, group: JobGroup, n: NodeRec,
+                     addrs: dict[tuple[int, int], str]) -> None:
+        """Probe one node until it passes, gives up, or stops running; record the result."""
+        probe = group.tasks[n.task_idx].readiness_probe
+        assert probe is not None
+        address = addrs[(n.task_idx, n.rank)]
+        timeout = parse_duration(probe.timeout)
+        interval = parse_duration(probe.interval)
+        argv = env = None
+        if probe.command is not None:
+            env = self._env(job, group, n.task_idx, n.rank, addrs, attempt=n.attempt)
+            argv = self.backend.exec_argv(job.id, n.task_idx, n.rank,
+                                          ["/bin/bash", "-c", probe.command])
+        what = probes.describe(probe, address)
+        await asyncio.sleep(parse_duration(probe.initial_delay))
+        failures, why = 0, ""
+        while True:
+            cur = next((m for m in self.store.nodes(job.id)
+                        if (m.task_idx, m.rank) == (n.task_idx, n.rank)), None)
+            if cur is None or cur.phase != Phase.RUN or cur.attempt != n.attempt:
+                return  # ended or restarted meanwhile
+            ok, why = await probes.probe_once(probe, address, timeout, argv, env)
+            if ok:
+                self.store.record(job.id, nodes=[(n.task_idx, n.rank, {"ready_at": time.time()})],
+                                  events=[(n.task_idx, n.rank, "ready", what)])
+                self._mark(job.id)
+                return
+            failures += 1
+            if failures >= probe.failure_threshold:
+                reason = f"{what} failed {failures} times (last: {why})"
+                self.store.record(job.id, nodes=[(n.task_idx, n.rank, {"probe_failed": reason})],
+                                  events=[(n.task_idx, n.rank, "probe-failed", reason)])
+                self._mark(job.id)
+                return
+            await asyncio.sleep(interval)
 
     def _status(self, job_id: int, n: NodeRec) -> Path:
         return paths.status_path(self.home, job_id, n.task_idx, n.rank, n.phase.value, n.attempt)
@@ -353,6 +427,24 @@ class Controller:
                 signal=out.signal, stopped=int(stopped), ended_at=now, ended_phase=n.phase,
             )
         self._mark(job_id)
+
+
+def task_info(group: JobGroup, task: Task) -> TaskInfo:
+    """What decide() needs to know of a task's spec."""
+    names = [t.name for t in group.tasks]
+    rec = task.resources.job_recovery
+    if isinstance(rec, str):  # `job_recovery: FAILOVER` names a strategy only
+        rec = JobRecovery(strategy=rec)
+    codes = rec.recover_on_exit_codes if rec else None
+    return TaskInfo(
+        has_setup=bool(task.setup),
+        delay=delay_for(group, task.name or ""),
+        has_probe=task.readiness_probe is not None,
+        deps=tuple((names.index(d), c) for d, c in task.dependencies().items() if d in names),
+        max_restarts=rec.max_restarts_on_errors if rec else 0,
+        recover_codes=frozenset([codes] if isinstance(codes, int) else codes or []),
+        recover_preemption=bool(rec and rec.strategy),
+    )
 
 
 def _fields(n: NodeRec) -> dict[str, object]:

@@ -10,6 +10,15 @@ rule of the group's life is unit-tested without processes:
 - Primaries (`primary_tasks`, or all tasks): once every primary SUCCEEDED, the group's outcome is
   SUCCEEDED and each auxiliary still running is stopped after its termination delay; it ends
   CANCELLED. An auxiliary that exits 0 early simply SUCCEEDED.
+- Recovery (`resources.job_recovery`): a task whose node failed is restarted in place (status
+  RECOVERING: its other nodes are stopped, then every node runs again as attempt N+1, without
+  setup) when the exit code is in `recover_on_exit_codes` (free), when it was preempted (killed
+  by SIGKILL from outside, or its supervisor vanished) and the task has a recovery `strategy`
+  (free), or while `max_restarts_on_errors` is not spent. Otherwise, with `max_group_restarts`
+  left, the whole group restarts the same way; otherwise the group fails.
+- Readiness and dependencies: a node whose readiness probe gave up fails its task like an exit
+  would; a task with `depends_on` starts its run only once each dependency is `started`
+  (every node running), `ready` (and every probe passed) or `completed` (SUCCEEDED).
 - Cancel: every live node is stopped (group CANCELLING), then the group ends CANCELLED.
 - The group's terminal status is written only when no node of it is live any more, so `wait`
   returning means no process of the group remains.
@@ -29,6 +38,11 @@ class TaskInfo:
 
     has_setup: bool
     delay: float  # termination delay when it is an auxiliary (seconds)
+    has_probe: bool = False
+    deps: tuple[tuple[int, str], ...] = ()  # (task index, started|ready|completed)
+    max_restarts: int = 0  # max_restarts_on_errors
+    recover_codes: frozenset[int] = frozenset()
+    recover_preemption: bool = False  # a recovery strategy is set
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,7 @@ class JobView:
     tasks: list[TaskRec]
     nodes: list[NodeRec]
     info: list[TaskInfo]
+    max_group_restarts: int = 0
 
 
 # ---- actions ------------------------------------------------------------------------------------
@@ -94,7 +109,31 @@ class SetOutcome:
     primaries_done: bool = False
 
 
-Action = StartPhase | MarkReady | StopNode | Abandon | SetTask | SetJob | SetOutcome
+@dataclass(frozen=True)
+class RestartTask:
+    """Begin recovering a task: RECOVERING, counted (against the error budget if `error`)."""
+
+    idx: int
+    reason: str
+    error: bool
+
+
+@dataclass(frozen=True)
+class ResetTask:
+    """Every node of the recovering task has ended: make each READY again as attempt N+1."""
+
+    idx: int
+
+
+@dataclass(frozen=True)
+class RestartGroup:
+    """Begin restarting the whole group (counted against max_group_restarts)."""
+
+    reason: str
+
+
+Action = (StartPhase | MarkReady | StopNode | Abandon | SetTask | SetJob | SetOutcome
+          | RestartTask | ResetTask | RestartGroup)
 
 
 @dataclass
@@ -121,6 +160,11 @@ def describe_exit(node: NodeRec) -> str:
 
 def task_state(task: TaskRec, nodes: list[NodeRec]) -> tuple[Status, str]:
     """A task's status derived from its nodes (before the group-level rules)."""
+    unready = [n for n in nodes if n.probe_failed and n.phase == Phase.RUN]
+    if unready:
+        n = unready[0]
+        rank = f" node {n.rank}" if task.num_nodes > 1 else ""
+        return Status.FAILED, f"task '{task.name}'{rank} never became ready: {n.probe_failed}"
     failed = sorted((n for n in nodes if n.failed), key=lambda n: n.ended_at or 0.0)
     if failed:
         n = failed[0]
@@ -154,6 +198,33 @@ def decide(view: JobView, now: float) -> Plan:
     for n in view.nodes:
         by_task[n.task_idx].append(n)
     derived = {t.idx: task_state(t, by_task[t.idx]) for t in view.tasks}
+
+    if job.outcome is None and not job.cancel_requested:
+        # Tasks being recovered: stop what is left of them, then run them again.
+        recovering = {t.idx for t in view.tasks if t.status == Status.RECOVERING}
+        for t in view.tasks:
+            if t.idx in recovering:
+                _recover(t, by_task[t.idx], plan)
+            elif derived[t.idx][0] in (Status.FAILED, Status.FAILED_SETUP):
+                decision = _recovery(t, view.info[t.idx], by_task[t.idx], derived[t.idx][1])
+                if decision is not None:
+                    plan.actions.append(decision)
+                    recovering.add(t.idx)
+        failing = [t for t in view.tasks if t.idx not in recovering
+                   and derived[t.idx][0] in (Status.FAILED, Status.FAILED_SETUP)]
+        if failing and job.group_restarts < view.max_group_restarts \
+                and derived[failing[0].idx][0] == Status.FAILED:
+            reason = derived[failing[0].idx][1]
+            plan.actions.append(RestartGroup(
+                f"{reason}; restarting the group ({job.group_restarts + 1}/"
+                f"{view.max_group_restarts})"))
+            for t in view.tasks:
+                if t.idx not in recovering:
+                    plan.actions.append(RestartTask(t.idx, "the group restarts", False))
+            return plan
+        if recovering:
+            for i in recovering:
+                derived[i] = (Status.RECOVERING, "")
 
     # Tasks reach SUCCEEDED / FAILED* as soon as their nodes say so.
     for t in view.tasks:
@@ -217,6 +288,48 @@ def decide(view: JobView, now: float) -> Plan:
     return plan
 
 
+def _recovery(task: TaskRec, info: TaskInfo, nodes: list[NodeRec], reason: str
+              ) -> RestartTask | None:
+    """Whether (and how) a failed task is restarted in place; None: it fails."""
+    failed = sorted((n for n in nodes if n.failed or n.probe_failed),
+                    key=lambda n: n.ended_at or 0.0)
+    if not failed or any(n.ended_phase == Phase.SETUP for n in failed):
+        return None  # a failed setup is not retried (nor is anything without a failed node)
+    n = failed[0]
+    if n.preempted and info.recover_preemption:
+        return RestartTask(task.idx, f"{reason} (preempted); recovering", False)
+    if n.exit_code is not None and n.exit_code in info.recover_codes:
+        return RestartTask(task.idx, f"{reason}; exit code {n.exit_code} is in "
+                           "recover_on_exit_codes; recovering", False)
+    if task.error_restarts < info.max_restarts:
+        return RestartTask(task.idx, f"{reason}; restart {task.error_restarts + 1} of "
+                           f"{info.max_restarts} (max_restarts_on_errors)", True)
+    return None
+
+
+def _recover(task: TaskRec, nodes: list[NodeRec], plan: Plan) -> None:
+    """A RECOVERING task: stop its live nodes; once none is left, reset them."""
+    live = [n for n in nodes if n.live]
+    for n in live:
+        if n.stop_requested_at is None:
+            plan.actions.append(StopNode(task.idx, n.rank, "restarting the task"))
+    if not live:
+        plan.actions.append(ResetTask(task.idx))
+
+
+def dependency_met(condition: str, task: TaskRec, nodes: list[NodeRec], has_probe: bool) -> bool:
+    """Is dependency `task` `started` / `ready` / `completed`?"""
+    if task.status == Status.RECOVERING:
+        return False
+    done = [n.succeeded for n in nodes]
+    if condition == "completed":
+        return bool(nodes) and all(done)
+    started = bool(nodes) and all(n.phase == Phase.RUN or n.succeeded for n in nodes)
+    if condition == "started" or not has_probe:
+        return started
+    return started and all(n.succeeded or n.ready_at is not None for n in nodes)
+
+
 def _cancel_reason(outcome: Status, task: TaskRec) -> str:
     if outcome == Status.CANCELLED:
         return "cancelled by the user"
@@ -270,10 +383,20 @@ def _progress(
                     plan.actions.append(StartPhase(t.idx, n.rank, Phase.SETUP))
                 else:
                     plan.actions.append(MarkReady(t.idx, n.rank))
-    # The barrier: runs start together once every node of the step finished its setup.
-    if active_nodes and all(n.phase == Phase.READY for n in active_nodes):
-        for n in active_nodes:
-            plan.actions.append(StartPhase(n.task_idx, n.rank, Phase.RUN))
+    # The barrier: runs start only once every node of the step finished its setup; then each
+    # task starts all its nodes together as soon as its dependencies are met (a restarted task
+    # waits for nothing but them).
+    if active_nodes and all(n.phase not in (Phase.WAITING, Phase.SETUP) for n in active_nodes):
+        tasks = {t.idx: t for t in view.tasks}
+        for t in active:
+            nodes = by_task[t.idx]
+            if not nodes or not all(n.phase == Phase.READY for n in nodes):
+                continue
+            deps = view.info[t.idx].deps
+            if all(dependency_met(cond, tasks[d], by_task[d], view.info[d].has_probe)
+                   for d, cond in deps):
+                for n in nodes:
+                    plan.actions.append(StartPhase(n.task_idx, n.rank, Phase.RUN))
     for t in view.tasks:
         status, _ = derived[t.idx]
         if not status.terminal and status != t.status and status != Status.PENDING:

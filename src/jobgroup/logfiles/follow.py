@@ -29,6 +29,7 @@ class LogLine:
     task: str
     rank: int
     text: str
+    attempt: int = 1  # restarts of a node write to a new file: attempt 2, 3, ...
 
 
 @dataclass
@@ -37,6 +38,7 @@ class _Source:
     task: str
     rank: int
     path: Path
+    attempt: int = 1
     fd: int | None = None
     partial: bytes = b""
     done: bool = field(default=False)
@@ -79,30 +81,43 @@ def lines(
     follow: bool = True,
     poll: float = 0.1,
 ) -> Iterator[LogLine]:
-    """Lines of the selected tasks (and node `rank`, if given), interleaved as they arrive."""
+    """Lines of the selected tasks (and node `rank`, if given), interleaved as they arrive.
+    Every attempt of a restarted node is read in order (attempt 1's file, then 2's, ...)."""
     tasks = {t.idx: t for t in store.tasks(job_id)}
-    sources = [
-        _Source(i, tasks[i].name, r, paths.log_path(store.home, job_id, tasks[i].name, r))
-        for i in task_indices
-        for r in range(tasks[i].num_nodes)
-        if rank is None or r == rank
-    ]
+    wanted = {(i, r) for i in task_indices for r in range(tasks[i].num_nodes)
+              if rank is None or r == rank}
+    sources: dict[tuple[int, int, int], _Source] = {}
+
+    def discover() -> None:
+        for n in store.nodes(job_id):
+            if (n.task_idx, n.rank) not in wanted:
+                continue
+            for attempt in range(1, n.attempt + 1):
+                key = (n.task_idx, n.rank, attempt)
+                if key not in sources:
+                    name = tasks[n.task_idx].name
+                    sources[key] = _Source(n.task_idx, name, n.rank, paths.log_path(
+                        store.home, job_id, name, n.rank, attempt), attempt)
+
     try:
         while True:
             ended = {t.idx for t in store.tasks(job_id) if t.status.terminal}
-            finished = not follow or all(s.task_idx in ended for s in sources)
+            discover()
+            finished = not follow or all(i in ended for i, _ in wanted)
             got = False
-            for s in sources:
+            for key in sorted(sources):
+                s = sources[key]
+                newer = (s.task_idx, s.rank, s.attempt + 1) in sources
                 for raw in s.read():
                     got = True
-                    yield LogLine(s.task, s.rank, raw.decode(errors="replace"))
-                if finished or s.task_idx in ended:
+                    yield LogLine(s.task, s.rank, raw.decode(errors="replace"), s.attempt)
+                if finished or newer or s.task_idx in ended:
                     for raw in s.flush():
-                        yield LogLine(s.task, s.rank, raw.decode(errors="replace"))
+                        yield LogLine(s.task, s.rank, raw.decode(errors="replace"), s.attempt)
             if finished:
                 return
             if not got:
                 time.sleep(poll)
     finally:
-        for s in sources:
+        for s in sources.values():
             s.close()

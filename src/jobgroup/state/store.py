@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     outcome TEXT,
     outcome_reason TEXT NOT NULL DEFAULT '',
     primaries_done_at REAL,
-    isolation TEXT NOT NULL DEFAULT ''
+    isolation TEXT NOT NULL DEFAULT '',
+    group_restarts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     num_nodes INTEGER NOT NULL,
     is_primary INTEGER NOT NULL,
     restarts INTEGER NOT NULL DEFAULT 0,
+    error_restarts INTEGER NOT NULL DEFAULT 0,
     started_at REAL,
     ended_at REAL,
     PRIMARY KEY (job_id, idx)
@@ -73,6 +75,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     hostname TEXT NOT NULL DEFAULT '',
     attempt INTEGER NOT NULL DEFAULT 1,
     ended_phase TEXT,
+    ready_at REAL,
+    probe_failed TEXT,
     PRIMARY KEY (job_id, task_idx, rank)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -105,6 +109,7 @@ class JobRec(msgspec.Struct, kw_only=True):
     outcome_reason: str
     primaries_done_at: float | None
     isolation: str = ""
+    group_restarts: int = 0
 
 
 class TaskRec(msgspec.Struct, kw_only=True):
@@ -118,6 +123,7 @@ class TaskRec(msgspec.Struct, kw_only=True):
     restarts: int
     started_at: float | None
     ended_at: float | None
+    error_restarts: int = 0
 
 
 class NodeRec(msgspec.Struct, kw_only=True):
@@ -137,6 +143,8 @@ class NodeRec(msgspec.Struct, kw_only=True):
     hostname: str
     attempt: int
     ended_phase: Phase | None = None
+    ready_at: float | None = None
+    probe_failed: str | None = None
 
     @property
     def live(self) -> bool:
@@ -149,6 +157,12 @@ class NodeRec(msgspec.Struct, kw_only=True):
         return self.phase == Phase.ENDED and not self.stopped and (
             self.signal is not None or (self.exit_code or 0) != 0
         )
+
+    @property
+    def preempted(self) -> bool:
+        """Killed from outside (SIGKILL nobody here asked for: `kill -9`, the OOM killer, a
+        vanished supervisor): a preemption, not an error of the program."""
+        return self.failed and self.signal == 9
 
     @property
     def succeeded(self) -> bool:
@@ -181,7 +195,7 @@ def _job(row: sqlite3.Row) -> JobRec:
         cancel_requested=bool(row["cancel_requested"]),
         outcome=Status(row["outcome"]) if row["outcome"] else None,
         outcome_reason=row["outcome_reason"], primaries_done_at=row["primaries_done_at"],
-        isolation=row["isolation"],
+        isolation=row["isolation"], group_restarts=row["group_restarts"],
     )
 
 
@@ -190,6 +204,7 @@ def _task(row: sqlite3.Row) -> TaskRec:
         job_id=row["job_id"], idx=row["idx"], name=row["name"], status=Status(row["status"]),
         reason=row["reason"], num_nodes=row["num_nodes"], is_primary=bool(row["is_primary"]),
         restarts=row["restarts"], started_at=row["started_at"], ended_at=row["ended_at"],
+        error_restarts=row["error_restarts"],
     )
 
 
@@ -202,13 +217,13 @@ def _node(row: sqlite3.Row) -> NodeRec:
         ended_at=row["ended_at"], address=row["address"], hostname=row["hostname"],
         attempt=row["attempt"],
         ended_phase=Phase(row["ended_phase"]) if row["ended_phase"] else None,
+        ready_at=row["ready_at"], probe_failed=row["probe_failed"],
     )
 
 
 _NODE_FIELDS = frozenset(NodeRec.__struct_fields__) - {"job_id", "task_idx", "rank"}
-_JOB_FACTS = frozenset(
-    {"started_at", "ended_at", "outcome", "outcome_reason", "primaries_done_at", "isolation"}
-)
+_JOB_FACTS = frozenset({"started_at", "ended_at", "outcome", "outcome_reason",
+                        "primaries_done_at", "isolation", "group_restarts"})
 
 
 def default_home() -> Path:
@@ -389,6 +404,14 @@ class Store:
             c.executemany(
                 "INSERT INTO events(job_id, task_idx, rank, at, kind, message) VALUES (?,?,?,?,?,?)",
                 [(job_id, t, r, now, kind, msg) for t, r, kind, msg in events],
+            )
+
+    def count_restart(self, job_id: int, task_idx: int, *, error: bool) -> None:
+        """One more restart of a task (and of its error budget when `error`)."""
+        with self.write() as c:
+            c.execute(
+                "UPDATE tasks SET restarts=restarts+1, error_restarts=error_restarts+?"
+                " WHERE job_id=? AND idx=?", (int(error), job_id, task_idx),
             )
 
     def add_event(

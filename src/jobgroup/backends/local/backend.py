@@ -126,21 +126,24 @@ class LocalBackend(Backend):
         self._jobs[job_id] = _JobPlan(group, base_dir, index, addresses, hosts_file, net)
         return addresses
 
-    def _view(self, launch: PhaseLaunch) -> isolation.NodeView | None:
-        plan = self._jobs.get(launch.job_id)
+    def _view(self, job_id: int, task_idx: int, rank: int, workdir: str | None,
+              user_home: str) -> isolation.NodeView | None:
+        plan = self._jobs.get(job_id)
         if plan is None or self.level == isolation.NONE:
             return None
-        task = plan.group.tasks[launch.task_idx]
-        node = plan.index[(launch.task_idx, launch.rank)]
-        binds = mounts.node_binds(task, plan.base_dir, self.home,
-                                  launch.env.get("HOME", os.path.expanduser("~")))
+        task = plan.group.tasks[task_idx]
+        node = plan.index[(task_idx, rank)]
         return isolation.NodeView(
-            hostname=f"{task.name}-{launch.rank}",
+            hostname=f"{task.name}-{rank}",
             hosts_file=str(plan.hosts_file),
-            binds=binds,
+            binds=mounts.node_binds(task, plan.base_dir, self.home, user_home),
             netns=plan.net.netns(node) if plan.net else None,
-            chdir=launch.workdir,
+            chdir=workdir,
         )
+
+    def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
+        return isolation.wrap(argv, self._view(job_id, task_idx, rank, None,
+                                               os.path.expanduser("~")))
 
     def start(self, launch: PhaseLaunch) -> Handle:
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +155,9 @@ class LocalBackend(Backend):
         if launch.workdir:
             Path(launch.workdir).mkdir(parents=True, exist_ok=True)
             argv += ["-C", launch.workdir]
-        argv += ["--", *isolation.wrap(["/bin/bash", "-c", launch.script], self._view(launch))]
+        view = self._view(launch.job_id, launch.task_idx, launch.rank, launch.workdir,
+                          launch.env.get("HOME", os.path.expanduser("~")))
+        argv += ["--", *isolation.wrap(["/bin/bash", "-c", launch.script], view)]
         # A marker every process of this phase inherits: if the shim itself is SIGKILLed, its
         # setsid'ed descendants are re-parented to init and only this finds them.
         env = {**launch.env, PHASE_MARK: str(launch.status_path)}

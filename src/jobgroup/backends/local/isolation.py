@@ -118,6 +118,11 @@ def bwrap_args(
     created on the host.
     """
     shadows = {"/"}
+    if exists("/run/netns"):
+        # /run/netns holds a mount per network namespace, which other groups create and delete
+        # at any moment: a recursive bind of /run would race with them ("Can't bind mount
+        # /oldroot/run"). Nodes do not need it (they join their namespace before bwrap).
+        shadows.add("/run")
     for b in view.binds:
         if exists(b.dst):
             continue
@@ -131,10 +136,8 @@ def bwrap_args(
             args += ["--tmpfs", d]
         for entry in sorted(listdir(d)):
             full = posixpath.join(d, entry)
-            if full in shadows or any(s.startswith(full + "/") for s in shadows):
-                if full not in shadows:
-                    args += _entry(full, islink, readlink)
-                continue
+            if full in shadows or full in _HIDDEN:
+                continue  # rebuilt below (or not shown at all)
             args += _entry(full, islink, readlink)
     for b in view.binds:
         args += ["--ro-bind" if b.readonly else "--bind", b.src, b.dst]
@@ -143,6 +146,9 @@ def bwrap_args(
     if view.chdir:
         args += ["--chdir", view.chdir]
     return args
+
+
+_HIDDEN = frozenset({"/run/netns"})
 
 
 def _entry(full: str, islink: Callable[[str], bool], readlink: Callable[[str], str]) -> list[str]:
