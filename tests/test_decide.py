@@ -185,3 +185,100 @@ def test_pipeline_runs_tasks_in_order():
 def test_terminal_job_is_left_alone():
     plan = decide(view(job(status=Status.SUCCEEDED), [task(0, "a")], [node(0)]), NOW)
     assert plan.actions == [] and plan.wake_at is None
+
+
+# ---- recovery, readiness, dependencies ---------------------------------------------------------
+
+from jobgroup.controller.decide import ResetTask, RestartGroup, RestartTask  # noqa: E402
+
+
+def info(**kw) -> TaskInfo:
+    base = dict(has_setup=False, delay=0.0)
+    base.update(kw)
+    return TaskInfo(**base)
+
+
+def test_error_restarts_until_the_budget_is_spent():
+    t = task(0, "srv", status=Status.RUNNING)
+    plan = decide(view(job(status=Status.RUNNING), [t], [ended(0, code=1)],
+                       [info(max_restarts=2)]), NOW)
+    assert plan.actions == [RestartTask(
+        0, "task 'srv' run exited with code 1; restart 1 of 2 (max_restarts_on_errors)", True)]
+    spent = TaskRec(**{**{f: getattr(t, f) for f in t.__struct_fields__}, "error_restarts": 2})
+    plan = decide(view(job(status=Status.RUNNING), [spent], [ended(0, code=1)],
+                       [info(max_restarts=2)]), NOW)
+    assert kinds(plan, SetOutcome)[0].status == Status.FAILED
+
+
+def test_listed_exit_codes_and_preemptions_are_free():
+    t = task(0, "srv", status=Status.RUNNING)
+    code = decide(view(job(status=Status.RUNNING), [t], [ended(0, code=33)],
+                       [info(recover_codes=frozenset({33}))]), NOW)
+    assert kinds(code, RestartTask)[0].error is False
+    other = decide(view(job(status=Status.RUNNING), [t], [ended(0, code=34)],
+                        [info(recover_codes=frozenset({33}))]), NOW)
+    assert not kinds(other, RestartTask)
+    killed = ended(0, code=None, sig=9)
+    pre = decide(view(job(status=Status.RUNNING), [t], [killed],
+                      [info(recover_preemption=True)]), NOW)
+    assert kinds(pre, RestartTask)[0].error is False
+    assert "(preempted)" in kinds(pre, RestartTask)[0].reason
+    no_strategy = decide(view(job(status=Status.RUNNING), [t], [killed], [info()]), NOW)
+    assert not kinds(no_strategy, RestartTask)
+
+
+def test_recovering_task_stops_its_nodes_then_resets():
+    t = task(0, "w", nodes=2, status=Status.RECOVERING)
+    plan = decide(view(job(status=Status.RUNNING), [t], [ended(0, 0, code=1),
+                                                          node(0, 1, phase=Phase.RUN)]), NOW)
+    assert plan.actions == [StopNode(0, 1, "restarting the task")]
+    done = decide(view(job(status=Status.RUNNING), [t], [ended(0, 0, code=1),
+                                                          ended(0, 1, sig=15, stopped=True)]), NOW)
+    assert done.actions == [ResetTask(0)]
+
+
+def test_setup_failures_are_not_retried():
+    t = task(0, "s", status=Status.STARTING)
+    plan = decide(view(job(status=Status.STARTING), [t], [ended(0, code=1, phase=Phase.SETUP)],
+                       [info(has_setup=True, max_restarts=5)]), NOW)
+    assert not kinds(plan, RestartTask)
+    assert kinds(plan, SetOutcome)[0].status == Status.FAILED_SETUP
+
+
+def test_group_restart_when_a_task_fails_beyond_its_budget():
+    tasks = [task(0, "a", status=Status.RUNNING), task(1, "b", status=Status.RUNNING)]
+    v = JobView(job=job(status=Status.RUNNING), tasks=tasks,
+                nodes=[ended(0, code=1), node(1, phase=Phase.RUN)],
+                info=[info(), info()], max_group_restarts=1)
+    plan = decide(v, NOW)
+    assert isinstance(plan.actions[0], RestartGroup)
+    assert [a.idx for a in kinds(plan, RestartTask)] == [0, 1]
+    assert not kinds(plan, SetOutcome)
+
+
+def test_dependencies_gate_runs_started_ready_completed():
+    tasks = [task(0, "srv", status=Status.STARTING), task(1, "cli", status=Status.STARTING)]
+    ready_nodes = [node(0, phase=Phase.RUN), node(1, phase=Phase.READY)]
+    for cond, probe, srv, starts in [
+        ("started", False, node(0, phase=Phase.READY), False),
+        ("started", False, node(0, phase=Phase.RUN), True),
+        ("ready", True, node(0, phase=Phase.RUN), False),
+        ("ready", True, node(0, phase=Phase.RUN, ready_at=5.0), True),
+        ("ready", False, node(0, phase=Phase.RUN), True),
+        ("completed", False, node(0, phase=Phase.RUN), False),
+        ("completed", False, ended(0), True),
+    ]:
+        infos = [info(has_probe=probe), info(deps=((0, cond),))]
+        plan = decide(view(job(status=Status.STARTING), tasks, [srv, ready_nodes[1]], infos), NOW)
+        got = StartPhase(1, 0, Phase.RUN) in plan.actions
+        assert got == starts, (cond, probe, srv)
+
+
+def test_probe_that_gave_up_fails_the_group():
+    tasks = [task(0, "srv", status=Status.RUNNING)]
+    plan = decide(view(job(status=Status.RUNNING), tasks,
+                       [node(0, phase=Phase.RUN, probe_failed="TCP 1.2.3.4:9 failed 5 times")]),
+                  NOW)
+    reason = "task 'srv' never became ready: TCP 1.2.3.4:9 failed 5 times"
+    assert SetOutcome(Status.FAILED, reason) in plan.actions
+    assert StopNode(0, 0, reason) in plan.actions

@@ -399,7 +399,8 @@ def _progress(
                     plan.actions.append(StartPhase(n.task_idx, n.rank, Phase.RUN))
     for t in view.tasks:
         status, _ = derived[t.idx]
-        if not status.terminal and status != t.status and status != Status.PENDING:
+        if not status.terminal and status != t.status and status not in (
+                Status.PENDING, Status.RECOVERING):  # RECOVERING is set by RestartTask
             plan.actions.append(SetTask(t.idx, status))
     started = [n for n in view.nodes if n.phase != Phase.WAITING]
     if started:
