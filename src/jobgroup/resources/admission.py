@@ -26,7 +26,8 @@ The rule (FIFO with backfill; the head of the queue is never delayed):
    ``waiting for 2 CPU(s): 1 free but kept for job 4 (first in the queue), 3 held by job 2``.
 
 A best-effort group (no cpus/memory/accelerators anywhere) always fits and reserves nothing.
-The pass is O(groups × tasks × alternatives) with small constants: ~10 ms for 1,000 groups.
+The pass is O(groups × tasks × alternatives) with small constants: 15-30 ms for 1,000
+pending groups on a 2-CPU machine (bench/bench_admission.py).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def decode_placement(data: bytes | str) -> Placement:
 
 
 def _jobs(ids: Iterable[int]) -> str:
+    """``job 3`` / ``jobs 1, 2``."""
     ids = sorted(set(ids))
     if not ids:
         return ""
@@ -153,6 +155,11 @@ class _Machine:
         self.cpus, self.mem = cpus, mem
         self.free = [g.index for g in inv.gpus if g.index not in self.holder]
         self._match: dict[str | None, frozenset[int]] = {None: frozenset(self.gpus)}
+        self._texts: dict[str | None, str] = {}
+        self.all_gpus = sorted(self.gpus)
+        if len(_FEASIBLE) > 8 and inv not in _FEASIBLE:
+            _FEASIBLE.clear()
+        self.feasible_memo = _FEASIBLE.setdefault(inv, {})
 
     def matching(self, gpu_type: str | None) -> frozenset[int]:
         m = self._match.get(gpu_type)
@@ -161,7 +168,15 @@ class _Machine:
                 i for i, g in self.gpus.items() if gpu_matches(gpu_type, g))  # type: ignore[arg-type]
         return m
 
+    def holders_text(self, key: str | None, ids: Iterable[int]) -> str:
+        """`_jobs(ids)`, cached per kind of resource until the next `take`."""
+        text = self._texts.get(key)
+        if text is None:
+            text = self._texts[key] = _jobs(ids)
+        return text
+
     def take(self, placement: Placement) -> None:
+        self._texts.clear()
         for n in placement.nodes:
             if n.cpus:
                 self.cpus -= n.cpus
@@ -179,13 +194,25 @@ class _Machine:
 def _fit(m: _Machine, tasks: Sequence[TaskRequest], cpus: float, mem: float,
          free: Sequence[int]) -> list[tuple[Shape, list[int]]] | None:
     """A choice of (shape, GPU indices) per task such that everything fits in `cpus`, `mem`
-    and `free` GPUs, or None. Depth-first over alternatives in preference order (bounded)."""
+    and `free` GPUs, or None. Depth-first over alternatives in preference order (bounded).
+    GPUs are taken lowest index first."""
     n_tasks = len(tasks)
-    # Tasks with a specific GPU type first, then any-type ones, so "any" does not take the only
-    # GPU of a type another task needs. Order within each class is the group's order.
-    order = sorted(range(n_tasks), key=lambda i: any(
-        s.gpus and s.gpu_type is None for s in tasks[i].shapes))
-    ordered = [tasks[i] for i in order]
+    # Quick reject: even the smallest alternative of every task does not fit in aggregate.
+    min_c = min_m = 0.0
+    min_g = 0
+    for t in tasks:
+        shapes = t.shapes
+        if len(shapes) == 1:
+            s0 = shapes[0]
+            min_c += s0.cpus * t.num_nodes
+            min_m += s0.memory_gb * t.num_nodes
+            min_g += s0.gpus * t.num_nodes
+        else:
+            min_c += min(s.cpus for s in shapes) * t.num_nodes
+            min_m += min(s.memory_gb for s in shapes) * t.num_nodes
+            min_g += min(s.gpus for s in shapes) * t.num_nodes
+    if min_c > cpus + EPS or min_m > mem + EPS or min_g > len(free):
+        return None
     choice: list[tuple[Shape, list[int]]] = [(Shape(), [])] * n_tasks
     taken: set[int] = set()
     budget = [_SEARCH_BUDGET]
@@ -193,7 +220,7 @@ def _fit(m: _Machine, tasks: Sequence[TaskRequest], cpus: float, mem: float,
     def rec(i: int, cpus: float, mem: float) -> bool:
         if i == n_tasks:
             return True
-        t = ordered[i]
+        t = tasks[i]
         n = t.num_nodes
         for s in t.shapes:
             nc, nm = s.cpus * n, s.memory_gb * n
@@ -216,12 +243,21 @@ def _fit(m: _Machine, tasks: Sequence[TaskRequest], cpus: float, mem: float,
                 return False
         return False
 
-    if not rec(0, cpus, mem):
-        return None
-    out: list[tuple[Shape, list[int]]] = [(Shape(), [])] * n_tasks
-    for pos, i in enumerate(order):
-        out[i] = choice[pos]
-    return out
+    return choice if rec(0, cpus, mem) else None
+
+
+_FEASIBLE: dict[Inventory, dict[GroupRequest, bool]] = {}
+
+
+def _feasible(m: _Machine, req: GroupRequest) -> bool:
+    """Whether `req` fits on the empty machine (memoized: it depends on nothing else)."""
+    memo = m.feasible_memo
+    ok = memo.get(req)
+    if ok is None:
+        if len(memo) > 8192:
+            memo.clear()
+        ok = memo[req] = _fit(m, req.tasks, m.inv.cpus, m.inv.memory_gb, m.all_gpus) is not None
+    return ok
 
 
 def _placement(m: _Machine, job_id: int, request: GroupRequest,
@@ -270,7 +306,7 @@ def _wait_reason(m: _Machine, request: GroupRequest, kept_cpus: float, kept_mem:
             bits = [f"{_amount(max(free, 0.0))} free but {_amount(kept)} {kept_by}"]
         held = sum(holders.values())
         if held > EPS:
-            bits.append(f"{_amount(held)} held by {_jobs(holders)}")
+            bits.append(f"{_amount(held)} held by {m.holders_text(label, holders)}")
         parts.append(f"{label.format(_amount(need))}: {', '.join(bits)}")
 
     for gtype, need in gpus.items():
@@ -288,7 +324,7 @@ def _wait_reason(m: _Machine, request: GroupRequest, kept_cpus: float, kept_mem:
         if kept:
             bits = [f"{len(free)} free but {len(kept)} {kept_by}"]
         if held_by:
-            bits.append(f"{len(held_by)} held by {_jobs(held_by)}")
+            bits.append(f"{len(held_by)} held by {m.holders_text(gtype, held_by)}")
         parts.append(f"{need} GPU(s) {name}: {', '.join(bits)}")
     scalar("{} CPU(s)", cpus, m.cpus, kept_cpus, m.cpu_holders)
     scalar("{} GB memory", mem, m.mem, kept_mem, m.mem_holders)
@@ -303,7 +339,7 @@ def _wait_reason(m: _Machine, request: GroupRequest, kept_cpus: float, kept_mem:
 def _infeasible_reason(m: _Machine, request: GroupRequest) -> str:
     inv = m.inv
     for t in request.tasks:
-        if _fit(m, [t], inv.cpus, inv.memory_gb, list(m.gpus)) is not None:
+        if _fit(m, [t], inv.cpus, inv.memory_gb, m.all_gpus) is not None:
             continue
         s = t.shapes[0]
         n = t.num_nodes
@@ -366,7 +402,7 @@ def schedule(inventory: Inventory, allocations: Mapping[int, Sequence[NodeAlloc]
             m.take(placement)
             admitted.append(placement)
             continue
-        if _fit(m, req.tasks, inventory.cpus, inventory.memory_gb, list(m.gpus)) is None:
+        if not _feasible(m, req):
             infeasible.append(Infeasible(p.job_id, _infeasible_reason(m, req)))
             continue
         if head is None:
@@ -397,7 +433,7 @@ def infeasible_reason(inventory: Inventory, request: GroupRequest) -> str | None
     """Why `request` can never be admitted on this machine (even empty), or None if it can.
     Use it at launch to fail early (FAILED_NO_RESOURCE) before the job waits in the queue."""
     m = _Machine(inventory, {})
-    if _fit(m, request.tasks, inventory.cpus, inventory.memory_gb, list(m.gpus)) is not None:
+    if _fit(m, request.tasks, inventory.cpus, inventory.memory_gb, m.all_gpus) is not None:
         return None
     return _infeasible_reason(m, request)
 

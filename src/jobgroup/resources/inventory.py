@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Mapping
 
 import msgspec
@@ -291,6 +288,9 @@ def _nvml_gpus() -> list[Gpu] | None:
 
 
 def _smi_gpus() -> tuple[list[Gpu], list[str]] | None:
+    import shutil
+    import subprocess
+
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
@@ -328,9 +328,10 @@ def load_config(home: str | os.PathLike[str] | None) -> Config | None:
     """The config file of state directory `home`, or None when there is none."""
     if home is None:
         return None
-    path = Path(home) / CONFIG_NAME
+    path = os.path.join(os.fspath(home), CONFIG_NAME)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -385,6 +386,6 @@ def detect(home: str | os.PathLike[str] | None = None,
     """
     config = load_config(home)
     gpus, source, notes = detect_gpus(env, config)
-    src = str(Path(home) / CONFIG_NAME) if home is not None else CONFIG_NAME
+    src = os.path.join(os.fspath(home), CONFIG_NAME) if home is not None else CONFIG_NAME
     return build(cpus=machine_cpus(), memory_gb=machine_memory_gb(), gpus=gpus,
                  gpu_source=source, config=config, notes=notes, source=src)
