@@ -142,7 +142,11 @@ def bwrap_args(
     for b in view.binds:
         args += ["--ro-bind" if b.readonly else "--bind", b.src, b.dst]
     args += ["--bind", view.hosts_file, "/etc/hosts"]
-    args += ["--unshare-uts", "--hostname", view.hostname, "--die-with-parent"]
+    # No --die-with-parent: when a node is stopped, the shim sends SIGTERM to bwrap and to the
+    # node's processes alike; bwrap dies at once, and with that flag the kernel would SIGKILL the
+    # node's shell before its TERM trap ran. Orphans re-parent to the shim (a subreaper), which
+    # waits for them (SIGKILL after the grace period).
+    args += ["--unshare-uts", "--hostname", view.hostname]
     if view.chdir:
         args += ["--chdir", view.chdir]
     return args
