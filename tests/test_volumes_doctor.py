@@ -67,3 +67,33 @@ def test_doctor_finds_and_fixes_leftovers_of_this_state_dir_only(jenv, tmp_path)
             orphan.wait()
         network.destroy(mine.netid)
         network.destroy(other.netid)
+
+
+def test_store_of_an_older_version_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    from jobgroup.state.store import Store
+
+    home = tmp_path / "old"
+    home.mkdir()
+    old = sqlite3.connect(home / "state.db")
+    old.executescript("""
+        CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+            status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', execution TEXT NOT NULL
+            DEFAULT 'parallel', submitted_at REAL NOT NULL, started_at REAL, ended_at REAL,
+            spec TEXT NOT NULL, base_dir TEXT NOT NULL, options TEXT NOT NULL DEFAULT '{}',
+            cancel_requested INTEGER NOT NULL DEFAULT 0, outcome TEXT,
+            outcome_reason TEXT NOT NULL DEFAULT '', primaries_done_at REAL);
+        INSERT INTO jobs(name, status, submitted_at, spec, base_dir)
+            VALUES ('before', 'SUCCEEDED', 1.0, 'name: x', '/');
+        CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL,
+            task_idx INTEGER, rank INTEGER, at REAL NOT NULL, kind TEXT NOT NULL,
+            message TEXT NOT NULL DEFAULT '');
+    """)
+    old.close()
+    store = Store(home)
+    try:
+        job = store.jobs()[0]
+        assert job.name == "before" and job.isolation == "" and job.group_restarts == 0
+    finally:
+        store.close()

@@ -122,9 +122,6 @@ def backend_warnings(group: JobGroup) -> list[str]:
     out: list[str] = []
     for t in group.tasks:
         res = t.resources
-        if res.accelerators:
-            out.append(f"task '{t.name}' asks for accelerators {res.accelerators!r}: the local "
-                       "backend does not hand out GPUs yet; it runs without that guarantee")
         if res.image_id:
             out.append(f"task '{t.name}': image_id is ignored by the local backend (no containers)")
     return out
@@ -159,12 +156,15 @@ def launch(
     grace: float = 10.0,
     home: Path | str | None = None,
     on_warning: Callable[[str], None] | None = None,
+    gpus_any: bool = False,
+    cpu_only: bool = False,
 ) -> Job:
     """Validate `spec` (a JobGroup, a path or YAML text), record it PENDING, wake the controller.
 
     Returns at once with the new job; use `wait` to block until it ends. Warnings (names that
     are not DNS labels, fields the backend does not honour) go to `on_warning`, else to
-    Python's `warnings`.
+    Python's `warnings`. `gpus_any`: accept any GPU type for `accelerators`; `cpu_only`: run
+    tasks that ask for GPUs without GPUs (smoke tests of cluster YAML on a laptop).
     """
     if isinstance(spec, JobGroup):
         group = check(spec)
@@ -185,6 +185,12 @@ def launch(
     if problems:
         raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
     notes = [str(w) for w in loaded.warnings] + [f"warning: {w}" for w in backend_warnings(group)]
+    if any(t.resources.cpus is not None or t.resources.memory is not None for t in group.tasks):
+        from jobgroup.resources.cgroups import availability
+
+        why = availability().reason
+        if why:
+            notes.append(f"note: {why}")
     for note in notes:
         if on_warning is not None:
             on_warning(note)
@@ -204,7 +210,7 @@ def launch(
     # activated venv, PATH, locale), whichever shell happened to start the controller.
     base_env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     options = {"env": dict(env or {}), "grace": grace, "infra": infra or "local",
-               "base_env": base_env}
+               "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only}
     store = _store(home)
     try:
         primaries = set(group.primaries)

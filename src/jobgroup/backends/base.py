@@ -40,6 +40,7 @@ class Outcome:
     signal: int | None = None
     stopped: bool = False  # a stop had been requested before it ended
     lost: bool = False  # the supervisor vanished without recording a result
+    note: str = ""  # what else is known, e.g. "out of memory (limit 0.5 GB)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class PhaseLaunch:
     log_path: Path
     status_path: Path
     grace: float
+    cpus: float = 0.0  # limits of this node (0: none, best-effort)
+    memory_gb: float = 0.0
 
 
 class Backend(ABC):

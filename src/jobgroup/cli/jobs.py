@@ -53,8 +53,12 @@ def _exit_for(job: api.Job) -> int:
 @click.option("--infra", help="Run every task on this infra (e.g. 'local'), whatever the YAML says.")
 @click.option("--grace", type=float, default=10.0, show_default=True,
               help="Seconds between SIGTERM and SIGKILL when stopping a node.")
+@click.option("--gpus", "gpus", type=click.Choice(["any"]), default=None,
+              help="'any': accept any GPU type for the YAML's accelerators.")
+@click.option("--cpu-only", is_flag=True,
+              help="Run tasks that ask for GPUs without GPUs (smoke tests of cluster YAML).")
 def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
-           infra: str | None, grace: float) -> None:
+           infra: str | None, grace: float, gpus: str | None, cpu_only: bool) -> None:
     """Launch the job group in FILE.
 
     Without -d, streams every task's logs until the group ends and exits 0 only if it
@@ -64,10 +68,12 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
     Examples:
       jobgroup launch examples/hello/hello.yaml
       jobgroup launch rl.yaml --infra local --env STEPS=10 -d
+      jobgroup launch cluster.yaml --cpu-only     # GPU tasks without GPUs
     """
     env = api.parse_env(envs)
     job = api.launch(file, name=name, env=env, infra=infra, grace=grace,
-                     on_warning=lambda w: click.echo(w, err=True))
+                     on_warning=lambda w: click.echo(w, err=True), gpus_any=gpus == "any",
+                     cpu_only=cpu_only)
     click.echo(f"Job {job.id} ({job.name}) submitted: {len(job.tasks)} task(s), "
                f"{sum(t.num_nodes for t in job.tasks)} node(s).")
     from jobgroup.backends.local.isolation import LEVEL_NOTES

@@ -21,6 +21,7 @@ _COMMANDS = {
     "logs": ("jobgroup.cli.logs", "logs"),
     "controller": ("jobgroup.cli.controller", "controller"),
     "events": ("jobgroup.cli.events", "events"),
+    "resources": ("jobgroup.cli.resources", "resources"),
     "volume": ("jobgroup.cli.volume", "volume"),
     "doctor": ("jobgroup.cli.doctor", "doctor"),
 }

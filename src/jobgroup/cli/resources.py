@@ -17,7 +17,7 @@ from jobgroup.resources.admission import NodeAlloc, Placement, decode_placement,
 from jobgroup.resources.inventory import Inventory
 from jobgroup.resources.requests import GroupRequest
 
-HOLDING = ("STARTING", "RUNNING", "CANCELLING")
+HOLDING = ("STARTING", "RUNNING", "RECOVERING", "CANCELLING")
 PLACEMENT_OPTION = "placement"  # key in a job's options where the controller may store it
 _SHOWN_BEST_EFFORT = 8
 
@@ -191,11 +191,16 @@ def resources(as_json: bool) -> None:
     Limits and fake GPUs: $JOBGROUP_HOME/resources.yaml (cpus, memory, gpus, fake_gpus) and
     JOBGROUP_FAKE_GPUS (e.g. H100:4).
     """
-    from jobgroup.resources.inventory import detect
+    from jobgroup.resources.inventory import Inventory, detect
     from jobgroup.state.store import Store, default_home
 
     home = default_home()
-    inv = detect(home)
+    # What the running controller admits against (it may have been started with another
+    # JOBGROUP_FAKE_GPUS); our own detection when no controller ran yet.
+    try:
+        inv = msgspec.json.decode((home / "inventory.json").read_bytes(), type=Inventory)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        inv = detect(home)
     store = Store(home)
     try:
         u = usage_from_store(store, inv)

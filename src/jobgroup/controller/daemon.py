@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
+
 from jobgroup import discovery
 from jobgroup.backends.base import Backend, Handle, PhaseLaunch
 from jobgroup.controller import paths, probes
@@ -32,6 +34,7 @@ from jobgroup.controller.decide import (
     SetTask, StartPhase, StopNode, TaskInfo, decide,
 )
 from jobgroup.controller.wake import socket_name
+from jobgroup.errors import JobGroupError
 from jobgroup.spec import load
 from jobgroup.spec.durations import delay_for, parse_duration
 from jobgroup.spec.models import JobGroup, JobRecovery, Task
@@ -54,9 +57,13 @@ class Controller:
 
             backend = LocalBackend(home)
         self.backend = backend
+        from jobgroup.resources import inventory
+
+        self.inventory = inventory.detect(home)
         self.loop = asyncio.new_event_loop()
         self._dirty: set[int] = set()
         self._scheduled = False
+        self._freed = False
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._specs: dict[int, tuple[JobGroup, list[TaskInfo]]] = {}
         self._addresses: dict[int, dict[tuple[int, int], str]] = {}
@@ -134,6 +141,10 @@ class Controller:
 
     def _run_dirty(self) -> None:
         self._scheduled = False
+        try:
+            self._admit()
+        except Exception:
+            log.exception("admission pass failed")
         dirty, self._dirty = self._dirty, set()
         for job_id in sorted(dirty):
             try:
@@ -141,6 +152,69 @@ class Controller:
             except Exception:  # one broken job must not stop the others
                 log.exception("reconcile of job %d failed", job_id)
                 self._fail_job(job_id)
+        if self._freed:  # a group ended: what it held may admit a waiting one
+            self._freed = False
+            try:
+                self._admit()
+            except Exception:
+                log.exception("admission pass failed")
+
+    # ---- admission ----------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        """One admission pass (FIFO + backfill, see `resources.admission`) over every job that
+        waits for resources: PENDING jobs, and pipelines about to start their next step."""
+        from jobgroup.resources import admission, requests
+
+        allocations: dict[int, admission.Placement] = {}
+        queue: list[admission.Pending] = []
+        steps: dict[int, int] = {}
+        for job in sorted(self.store.jobs(active_only=True), key=lambda j: j.id):
+            group, _ = self._spec(job.id, job.spec)
+            placement = _placement(job)
+            if job.status == Status.PENDING:
+                if not job.cancel_requested:
+                    steps[job.id] = 0
+                    queue.append(admission.Pending(job.id, requests.job_request(
+                        group, job.options, 0 if group.execution == "serial" else None)))
+                continue
+            if placement is None:
+                continue
+            if group.execution == "serial" and len(group.tasks) > 1 and job.outcome is None:
+                step = next((t.idx for t in self.store.tasks(job.id)
+                             if t.status != Status.SUCCEEDED), None)
+                if step is not None and step != job.options.get("placement_step", 0):
+                    steps[job.id] = step
+                    queue.append(admission.Pending(job.id, requests.job_request(
+                        group, job.options, step)))
+                    continue
+            allocations[job.id] = placement
+        if not queue:
+            return
+        decision = admission.schedule(self.inventory, allocations, queue)
+        for p in decision.admitted:
+            self.store.update_options(p.job_id, placement=msgspec.to_builtins(p),
+                                      placement_step=steps[p.job_id])
+            held = [n for n in p.nodes if not n.best_effort]
+            self.store.add_event(p.job_id, "admitted", describe_placement(p) if held else
+                                 "best-effort: reserves nothing")
+            self._mark(p.job_id)
+        for w in decision.waiting:
+            transitions.set_pending_reason(self.store, w.job_id, w.reason)
+        for bad in decision.infeasible:
+            job = self.store.job(bad.job_id)
+            if job is None:
+                continue
+            if job.status == Status.PENDING:
+                for t in self.store.tasks(bad.job_id):
+                    transitions.set_task_status(self.store, bad.job_id, t.idx,
+                                                Status.FAILED_NO_RESOURCE, bad.reason)
+                transitions.set_job_status(self.store, bad.job_id, Status.FAILED_NO_RESOURCE,
+                                           bad.reason)
+            else:  # a later pipeline step can never fit: wind the job down with that reason
+                self.store.set_job_facts(bad.job_id, outcome=Status.FAILED_NO_RESOURCE,
+                                         outcome_reason=bad.reason)
+                self._mark(bad.job_id)
 
     def _fail_job(self, job_id: int) -> None:
         try:
@@ -162,9 +236,14 @@ class Controller:
                 self._forget(job_id)
                 return
             group, info = self._spec(job_id, job.spec)
+            placement = _placement(job)
+            placed: frozenset[int] = frozenset()
+            if placement is not None:
+                placed = frozenset(range(len(group.tasks))) if group.execution == "parallel" \
+                    else frozenset({int(job.options.get("placement_step", 0))})
             view = JobView(job=job, tasks=self.store.tasks(job_id),
                            nodes=self.store.nodes(job_id), info=info,
-                           max_group_restarts=group.max_group_restarts)
+                           max_group_restarts=group.max_group_restarts, placed=placed)
             for n in view.nodes:
                 self._probe_if_needed(job, group, n)
             plan = decide(view, time.time())
@@ -221,6 +300,8 @@ class Controller:
                                        ended_at=now)
             case SetTask(idx, status, reason):
                 transitions.set_task_status(self.store, job_id, idx, status, reason)
+                if status.terminal and view.job.execution == "serial":
+                    self._freed = True  # the next step of a pipeline may need admission
             case SetOutcome(status, reason, primaries_done):
                 facts: dict[str, object] = {"outcome": status, "outcome_reason": reason}
                 if primaries_done:
@@ -230,6 +311,7 @@ class Controller:
             case SetJob(status, reason):
                 if status.terminal:
                     self.backend.cleanup(job_id)
+                    self._freed = True
                 transitions.set_job_status(self.store, job_id, status, reason)
             case RestartTask(idx, reason, error):
                 self.store.count_restart(job_id, idx, error=error)
@@ -299,6 +381,7 @@ class Controller:
                 status_path=paths.status_path(self.home, job_id, s.task_idx, s.rank,
                                               s.phase.value, node.attempt),
                 grace=float(opts.get("grace", 10.0)),
+                **_limits(job, s.task_idx, s.rank),
             ))
             started.append(NodeRec(**{**_fields(node), "phase": s.phase, "pid": handle.pid,
                                       "pid_start": handle.pid_start}))
@@ -324,6 +407,9 @@ class Controller:
             overrides=job.options.get("env", {}), setup=setup,
         ))
         env["JOBGROUP_ATTEMPT"] = str(attempt)
+        alloc = _node_alloc(job, task_idx, rank)
+        if alloc is not None:
+            env.update(alloc.env())  # CUDA_VISIBLE_DEVICES, SKYPILOT_NUM_GPUS_PER_NODE
         return env
 
     def _probe_if_needed(self, job: JobRec, group: JobGroup, n: NodeRec) -> None:
@@ -425,8 +511,53 @@ class Controller:
             self.store.update_node(
                 job_id, n.task_idx, n.rank, phase=Phase.ENDED, exit_code=out.exit_code,
                 signal=out.signal, stopped=int(stopped), ended_at=now, ended_phase=n.phase,
+                note=out.note,
             )
+            if out.note:
+                self.store.add_event(job_id, "note", out.note, n.task_idx, n.rank)
         self._mark(job_id)
+
+
+def _placement(job: JobRec):  # -> admission.Placement | None
+    raw = job.options.get("placement")
+    if raw is None:
+        return None
+    from jobgroup.resources.admission import Placement
+
+    return msgspec.convert(raw, Placement)
+
+
+def _node_alloc(job: JobRec, task_idx: int, rank: int):  # -> admission.NodeAlloc | None
+    placement = _placement(job)
+    if placement is None:
+        return None
+    try:
+        return placement.node(task_idx, rank)
+    except KeyError:
+        return None
+
+
+def _limits(job: JobRec, task_idx: int, rank: int) -> dict[str, float]:
+    alloc = _node_alloc(job, task_idx, rank)
+    if alloc is None:
+        return {}
+    return {"cpus": alloc.cpus, "memory_gb": alloc.memory_gb}
+
+
+def describe_placement(p) -> str:  # p: admission.Placement
+    parts = []
+    for n in p.nodes:
+        if n.best_effort:
+            continue
+        what = []
+        if n.cpus:
+            what.append(f"{n.cpus:g} CPU")
+        if n.memory_gb:
+            what.append(f"{n.memory_gb:g} GB")
+        if n.gpus:
+            what.append(f"GPU {','.join(map(str, n.gpus))}")
+        parts.append(f"{n.task_idx}/{n.rank}: {' '.join(what)}")
+    return "; ".join(parts)
 
 
 def task_info(group: JobGroup, task: Task) -> TaskInfo:
@@ -505,11 +636,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _raise_fd_limit()
     (home / "isolation").write_text(backend.level + "\n")
+    try:
+        controller = Controller(home, backend)
+    except JobGroupError as e:  # e.g. a bad resources.yaml: say why, in the log
+        log.error("cannot start: %s", e)
+        return 1
+    (home / "inventory.json").write_bytes(msgspec.json.encode(controller.inventory))
     tmp = paths.pid_path(home).with_suffix(".tmp")
     tmp.write_text(f"{os.getpid()} {time.time()}\n")
     os.replace(tmp, paths.pid_path(home))
     try:
-        Controller(home, backend).serve()
+        controller.serve()
     finally:
         paths.pid_path(home).unlink(missing_ok=True)
         os.close(lock)

@@ -52,6 +52,7 @@ class JobView:
     nodes: list[NodeRec]
     info: list[TaskInfo]
     max_group_restarts: int = 0
+    placed: frozenset[int] | None = None  # tasks admitted to start (None: all, no admission)
 
 
 # ---- actions ------------------------------------------------------------------------------------
@@ -154,7 +155,8 @@ def describe_exit(node: NodeRec) -> str:
             name = _signal.Signals(node.signal).name
         except ValueError:
             name = "?"
-        return f"was killed by signal {node.signal} ({name})"
+        why = f": {node.note}" if node.note else ""
+        return f"was killed by signal {node.signal} ({name}){why}"
     return f"exited with code {node.exit_code}"
 
 
@@ -377,6 +379,8 @@ def _progress(
     active_nodes = [n for t in active for n in by_task[t.idx]]
     for t in active:
         info = view.info[t.idx]
+        if view.placed is not None and t.idx not in view.placed:
+            continue  # not admitted yet: waits for resources
         for n in by_task[t.idx]:
             if n.phase == Phase.WAITING:
                 if info.has_setup:

@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     ended_phase TEXT,
     ready_at REAL,
     probe_failed TEXT,
+    note TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (job_id, task_idx, rank)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -145,6 +146,7 @@ class NodeRec(msgspec.Struct, kw_only=True):
     ended_phase: Phase | None = None
     ready_at: float | None = None
     probe_failed: str | None = None
+    note: str = ""
 
     @property
     def live(self) -> bool:
@@ -217,13 +219,31 @@ def _node(row: sqlite3.Row) -> NodeRec:
         ended_at=row["ended_at"], address=row["address"], hostname=row["hostname"],
         attempt=row["attempt"],
         ended_phase=Phase(row["ended_phase"]) if row["ended_phase"] else None,
-        ready_at=row["ready_at"], probe_failed=row["probe_failed"],
+        ready_at=row["ready_at"], probe_failed=row["probe_failed"], note=row["note"],
     )
 
 
 _NODE_FIELDS = frozenset(NodeRec.__struct_fields__) - {"job_id", "task_idx", "rank"}
 _JOB_FACTS = frozenset({"started_at", "ended_at", "outcome", "outcome_reason",
                         "primaries_done_at", "isolation", "group_restarts"})
+
+
+def _expected_columns() -> dict[str, list[tuple[str, str]]]:
+    """{table: [(column, declaration)]} parsed from SCHEMA (constraints skipped)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    table = None
+    for line in SCHEMA.splitlines():
+        line = line.strip().rstrip(",")
+        if line.startswith("CREATE TABLE"):
+            table = line.split()[5]
+            out[table] = []
+        elif line.startswith(")"):
+            table = None
+        elif table and line and not line.startswith("PRIMARY KEY"):
+            name, _, decl = line.partition(" ")
+            # ALTER TABLE cannot add PRIMARY KEY/UNIQUE columns; new columns never are.
+            out[table].append((name, decl.replace("PRIMARY KEY AUTOINCREMENT", "").strip()))
+    return out
 
 
 def default_home() -> Path:
@@ -247,11 +267,27 @@ class Store:
             # Persistent once set; must run outside a transaction (busy_timeout covers races).
             self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        if not self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'"
-        ).fetchone():
+        tables = {r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+        if not set(_expected_columns()) <= tables:
             # One script, one transaction: concurrent first users serialise on the lock.
             self.conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a newer jobgroup expects to a state directory made by an older one
+        (CREATE TABLE IF NOT EXISTS never changes an existing table)."""
+        missing = []
+        for table, columns in _expected_columns().items():
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            missing += [(table, name, decl) for name, decl in columns if name not in have]
+        if not missing:
+            return
+        with self.write() as c:
+            for table, name, decl in missing:
+                have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                if name not in have:  # another process may have just added it
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         self.conn.close()
@@ -330,6 +366,16 @@ class Store:
         vals = [v.value if isinstance(v, Status) else v for v in fields.values()]
         with self.write() as c:
             c.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*vals, job_id))
+
+    def update_options(self, job_id: int, **values: Any) -> None:
+        """Merge `values` into the job's options (JSON), e.g. its resource placement."""
+        with self.write() as c:
+            row = c.execute("SELECT options FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                return
+            opts = json.loads(row[0])
+            opts.update(values)
+            c.execute("UPDATE jobs SET options=? WHERE id=?", (json.dumps(opts), job_id))
 
     def request_cancel(self, job_id: int) -> bool:
         """Record the intent to cancel. False when the job had already ended (nothing to do)."""

@@ -67,3 +67,17 @@ def set_task_status(store: Store, job_id: int, idx: int, new: Status, reason: st
             (job_id, idx, now, f"task {old.value} -> {new.value}", reason),
         )
     return True
+
+
+def set_pending_reason(store: Store, job_id: int, reason: str) -> bool:
+    """Why a PENDING job waits (shown by `queue`); an event when the reason changes."""
+    with store.write() as c:
+        row = c.execute("SELECT status, reason FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None or Status(row["status"]) != Status.PENDING or row["reason"] == reason:
+            return False
+        c.execute("UPDATE jobs SET reason=? WHERE id=?", (reason, job_id))
+        c.execute(
+            "INSERT INTO events(job_id, at, kind, message) VALUES (?,?,?,?)",
+            (job_id, time.time(), "waiting", reason),
+        )
+    return True

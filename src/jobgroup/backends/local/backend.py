@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+import msgspec
 
 from jobgroup.backends.base import Backend, Handle, Outcome, PhaseLaunch
 from jobgroup.backends.local import isolation, mounts, network, shim
@@ -38,6 +40,9 @@ def proc_start_time(pid: int) -> int | None:
 
 
 PHASE_MARK = "JOBGROUP_PHASE"
+# argv: join FILE... -- CMD...: write our pid into each cgroup.procs FILE, then exec CMD.
+_JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"'
+
 
 
 def marked_processes(status_path: Path) -> list[int]:
@@ -123,6 +128,8 @@ class LocalBackend(Backend):
         tmp = hosts_file.with_suffix(".tmp")
         tmp.write_text(isolation.hosts_text(entries, machine_hosts))
         os.replace(tmp, hosts_file)
+        if net is not None:
+            (job_dir / "resolv.conf").write_text(isolation.NO_DNS)
         self._jobs[job_id] = _JobPlan(group, base_dir, index, addresses, hosts_file, net)
         return addresses
 
@@ -139,6 +146,7 @@ class LocalBackend(Backend):
             binds=mounts.node_binds(task, plan.base_dir, self.home, user_home),
             netns=plan.net.netns(node) if plan.net else None,
             chdir=workdir,
+            resolv_file=str(plan.hosts_file.with_name("resolv.conf")) if plan.net else None,
         )
 
     def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
@@ -157,7 +165,24 @@ class LocalBackend(Backend):
             argv += ["-C", launch.workdir]
         view = self._view(launch.job_id, launch.task_idx, launch.rank, launch.workdir,
                           launch.env.get("HOME", os.path.expanduser("~")))
-        argv += ["--", *isolation.wrap(["/bin/bash", "-c", launch.script], view)]
+        inner = isolation.wrap(["/bin/bash", "-c", launch.script], view)
+        cg_file = Path(f"{launch.status_path}.cgroup")
+        cg_file.unlink(missing_ok=True)
+        if launch.cpus or launch.memory_gb:
+            from jobgroup.resources import cgroups
+
+            cg = cgroups.create(
+                cgroups.node_name(self.home, launch.job_id, launch.task, launch.rank),
+                cpus=launch.cpus or None,
+                memory_bytes=int(launch.memory_gb * 2**30) or None,
+            )
+            if cg.paths:
+                cg_file.write_bytes(msgspec.json.encode(cg))
+                # The node's first process joins the cgroup itself before exec'ing the node, so
+                # every process of the node is inside from its first instruction (the shim stays
+                # outside: the OOM killer must never take the supervisor).
+                inner = ["/bin/sh", "-c", _JOIN, "join", *cgroups.procs_files(cg), "--", *inner]
+        argv += ["--", *inner]
         # A marker every process of this phase inherits: if the shim itself is SIGKILLed, its
         # setsid'ed descendants are re-parented to init and only this finds them.
         env = {**launch.env, PHASE_MARK: str(launch.status_path)}
@@ -223,18 +248,38 @@ class LocalBackend(Backend):
     def outcome(self, handle: Handle | None, status_path: Path) -> Outcome | None:
         st = shim.read_status(status_path)
         if st is not None:
+            note = self._release_cgroup(status_path)
             code, sig = st.exit_code, st.signal
             if self.level != isolation.NONE and code is not None and 128 < code < 128 + 65:
                 # bubblewrap stands between the shim and the node's shell and reports a child
                 # killed by signal N as exit code 128+N (as shells do): give the signal back.
                 code, sig = None, code - 128
-            return Outcome(exit_code=code, signal=sig, stopped=st.stopped)
+            return Outcome(exit_code=code, signal=sig, stopped=st.stopped, note=note)
         if handle is not None and self.alive(handle):
             return None
         # The shim is gone without a record (killed by SIGKILL or the OOM killer): its direct
         # child died with it (PDEATHSIG); kill what may be left of the node's session.
         self._kill_session(status_path)
-        return Outcome(signal=signal.SIGKILL, lost=True)
+        note = self._release_cgroup(status_path)
+        return Outcome(signal=signal.SIGKILL, lost=True, note=note)
+
+    @staticmethod
+    def _release_cgroup(status_path: Path) -> str:
+        """Remove the phase's cgroup (if it had one); say whether the OOM killer struck."""
+        cg_file = Path(f"{status_path}.cgroup")
+        try:
+            data = cg_file.read_bytes()
+        except FileNotFoundError:
+            return ""
+        from jobgroup.resources import cgroups
+
+        cg = msgspec.json.decode(data, type=cgroups.NodeCgroup)
+        kills = cgroups.oom_kills(cg)
+        cgroups.remove(cg)
+        cg_file.unlink(missing_ok=True)
+        if kills:
+            return "out of memory: killed by the OOM killer at its memory limit"
+        return ""
 
     def find(self, status_path: Path) -> Handle | None:
         if shim.read_status(status_path) is not None:
@@ -287,3 +332,4 @@ class LocalBackend(Backend):
             network.destroy(net.netid)
         saved.unlink(missing_ok=True)
         (job_dir / "hosts").unlink(missing_ok=True)
+        (job_dir / "resolv.conf").unlink(missing_ok=True)
