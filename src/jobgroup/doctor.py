@@ -24,10 +24,11 @@ class Leftovers(msgspec.Struct, kw_only=True):
     links: list[str]
     processes: list[int]
     files: list[str]
+    cgroups: list[str] = []
 
     @property
     def empty(self) -> bool:
-        return not (self.netns or self.links or self.processes or self.files)
+        return not (self.netns or self.links or self.processes or self.files or self.cgroups)
 
 
 def _job_of_netid(netid: str) -> int | None:
@@ -73,8 +74,15 @@ def find(store: Store) -> Leftovers:
                 for name in ("hosts", "network.json"):
                     if (d / name).exists():
                         files.append(str(d / name))
+    from jobgroup.resources import cgroups
+
+    groups = []
+    for cg in cgroups.leftovers(store.home):
+        job = cg.name.split("-")[1] if cg.name.count("-") >= 3 else ""
+        if not job.isdigit() or int(job) not in active_ids:
+            groups.extend(cg.paths)
     return Leftovers(netns=sorted(netns), links=sorted(links), processes=sorted(procs),
-                     files=sorted(files))
+                     files=sorted(files), cgroups=sorted(groups))
 
 
 def fix(found: Leftovers) -> None:
@@ -87,6 +95,11 @@ def fix(found: Leftovers) -> None:
     netids = {n[3:11] for n in found.netns} | {n[2:10] for n in found.links}
     for netid in sorted(netids):
         network.destroy(netid)
+    if found.cgroups:
+        from jobgroup.resources import cgroups
+
+        for path in found.cgroups:
+            cgroups.remove(cgroups.NodeCgroup(name=os.path.basename(path), paths=(path,)))
     for f in found.files:
         try:
             os.unlink(f)

@@ -42,7 +42,7 @@ def doctor(fix: bool, as_json: bool) -> None:
     else:
         for what, items in (("network namespaces", found.netns), ("interfaces", found.links),
                             ("processes", [str(p) for p in found.processes]),
-                            ("files", found.files)):
+                            ("files", found.files), ("cgroups", found.cgroups)):
             if items:
                 click.echo(f"{what}: {' '.join(items)}")
         click.echo("Removed." if fix and after.empty else
