@@ -32,7 +32,7 @@ def test_rl_example_is_the_seed_group() -> None:
         "ppo-trainer": 2}
     assert group.primaries == ["ppo-trainer"]
     assert delay_for(group, "replay-buffer") == 15 and delay_for(group, "data-server") == 5
-    assert group.task("ppo-trainer").envs == {"NUM_STEPS": "10"}
+    assert group.task("ppo-trainer").envs["NUM_STEPS"] == "30"
 
 
 def test_train_eval_example_shares_a_volume() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -62,8 +62,26 @@ class PhaseLaunch:
     memory_gb: float = 0.0
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A self-scheduling backend's word on a pending group: `waiting` (reason shown in queue),
+    `ready` (start it) or `failed` (FAILED_NO_RESOURCE with the reason). `facts` are merged into
+    the job's stored options (e.g. the cluster's job id, so a restarted controller finds it)."""
+
+    state: str
+    reason: str
+    facts: dict[str, object] = field(default_factory=dict)
+
+
 class Backend(ABC):
     name: str
+    # True for backends with their own scheduler (Slurm): the controller calls `admit` instead
+    # of admitting the group against this machine's resources.
+    schedules_itself: bool = False
+
+    def admit(self, job_id: int, group: JobGroup, options: dict) -> Admission:
+        """Submit (once) and poll the group's allocation; only if `schedules_itself`."""
+        raise NotImplementedError
 
     level: str = ""  # isolation level the backend gives nodes, in its own words
 

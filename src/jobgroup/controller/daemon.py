@@ -56,7 +56,8 @@ class Controller:
             from jobgroup.backends.local.backend import LocalBackend
 
             backend = LocalBackend(home)
-        self.backend = backend
+        self.backends: dict[str, Backend] = {"local": backend}
+        self._infra: dict[int, str] = {}
         from jobgroup.resources import inventory
 
         self.inventory = inventory.detect(home)
@@ -159,6 +160,49 @@ class Controller:
             except Exception:
                 log.exception("admission pass failed")
 
+    def _backend(self, job_id: int) -> Backend:
+        """The backend of a job (its launch-time infra), created on first use."""
+        infra = self._infra.get(job_id)
+        if infra is None:
+            job = self.store.job(job_id)
+            infra = str((job.options if job else {}).get("infra") or "local").split("/")[0]
+            self._infra[job_id] = infra
+        backend = self.backends.get(infra)
+        if backend is None:
+            if infra == "slurm":
+                from jobgroup.backends.slurm.backend import SlurmBackend
+
+                backend = SlurmBackend(self.home)
+            else:
+                backend = self.backends["local"]
+            self.backends[infra] = backend
+        return backend
+
+    def _admit_self_scheduled(self, job: JobRec, group: JobGroup, backend: Backend) -> None:
+        """Ask a backend with its own scheduler (Slurm) about a pending group."""
+        from jobgroup.backends.slurm.backend import SlurmError
+
+        try:
+            adm = backend.admit(job.id, group, job.options)
+        except SlurmError as e:
+            transitions.set_pending_reason(self.store, job.id, f"cannot reach Slurm: {e}")
+            self.loop.call_later(2.0, self._mark, job.id)
+            return
+        if adm.facts:
+            self.store.update_options(job.id, **adm.facts)
+        if adm.state == "ready":
+            self.store.update_options(job.id, admitted=True)
+            self.store.add_event(job.id, "admitted", adm.reason)
+            self._mark(job.id)
+        elif adm.state == "failed":
+            for t in self.store.tasks(job.id):
+                transitions.set_task_status(self.store, job.id, t.idx,
+                                            Status.FAILED_NO_RESOURCE, adm.reason)
+            transitions.set_job_status(self.store, job.id, Status.FAILED_NO_RESOURCE, adm.reason)
+        else:
+            transitions.set_pending_reason(self.store, job.id, adm.reason)
+            self.loop.call_later(0.5, self._mark, job.id)  # Slurm has no push: poll gently
+
     # ---- admission ----------------------------------------------------------------------------
 
     def _admit(self) -> None:
@@ -172,6 +216,12 @@ class Controller:
         for job in sorted(self.store.jobs(active_only=True), key=lambda j: j.id):
             group, _ = self._spec(job.id, job.spec)
             placement = _placement(job)
+            backend = self._backend(job.id)
+            if backend.schedules_itself:
+                if job.status == Status.PENDING and not job.cancel_requested \
+                        and not job.options.get("admitted"):
+                    self._admit_self_scheduled(job, group, backend)
+                continue
             if job.status == Status.PENDING:
                 if not job.cancel_requested:
                     steps[job.id] = 0
@@ -220,7 +270,7 @@ class Controller:
         try:
             for n in self.store.nodes(job_id):
                 if n.live and n.pid:
-                    self.backend.stop(Handle(n.pid, n.pid_start or 0), self._status(job_id, n),
+                    self._backend(job_id).stop(Handle(n.pid, n.pid_start or 0), self._status(job_id, n),
                                       kill=True)
             transitions.set_job_status(
                 self.store, job_id, Status.FAILED_CONTROLLER,
@@ -238,7 +288,9 @@ class Controller:
             group, info = self._spec(job_id, job.spec)
             placement = _placement(job)
             placed: frozenset[int] = frozenset()
-            if placement is not None:
+            if job.options.get("admitted"):  # by a backend with its own scheduler
+                placed = frozenset(range(len(group.tasks)))
+            elif placement is not None:
                 placed = frozenset(range(len(group.tasks))) if group.execution == "parallel" \
                     else frozenset({int(job.options.get("placement_step", 0))})
             view = JobView(job=job, tasks=self.store.tasks(job_id),
@@ -293,7 +345,7 @@ class Controller:
                 self.store.update_node(job_id, task_idx, rank, stop_requested_at=now)
                 self.store.add_event(job_id, "stop", reason, task_idx, rank)
                 if node.pid:
-                    self.backend.stop(Handle(node.pid, node.pid_start or 0),
+                    self._backend(job_id).stop(Handle(node.pid, node.pid_start or 0),
                                       self._status(job_id, node))
             case Abandon(task_idx, rank):
                 self.store.update_node(job_id, task_idx, rank, phase=Phase.ENDED, stopped=1,
@@ -310,7 +362,7 @@ class Controller:
                 self.store.add_event(job_id, "outcome", f"{status.value}: {reason}")
             case SetJob(status, reason):
                 if status.terminal:
-                    self.backend.cleanup(job_id)
+                    self._backend(job_id).cleanup(job_id)
                     self._freed = True
                 transitions.set_job_status(self.store, job_id, status, reason)
             case RestartTask(idx, reason, error):
@@ -337,8 +389,9 @@ class Controller:
     def _addresses_of(self, job_id: int, group: JobGroup, base_dir: str) -> dict[tuple[int, int], str]:
         addrs = self._addresses.get(job_id)
         if addrs is None:
-            addrs = self.backend.prepare(job_id, group, Path(base_dir))
-            self.store.set_job_facts(job_id, isolation=self.backend.level)
+            backend = self._backend(job_id)
+            addrs = backend.prepare(job_id, group, Path(base_dir))
+            self.store.set_job_facts(job_id, isolation=backend.level)
             self._addresses[job_id] = addrs
             topo = paths.topology_path(self.home, job_id)
             topo.parent.mkdir(parents=True, exist_ok=True)
@@ -372,7 +425,7 @@ class Controller:
             env = self._env(job, group, s.task_idx, s.rank, addrs, setup=s.phase == Phase.SETUP,
                             attempt=node.attempt)
             script = (task.setup if s.phase == Phase.SETUP else task.run) or "true"
-            handle = self.backend.start(PhaseLaunch(
+            handle = self._backend(job_id).start(PhaseLaunch(
                 job_id=job_id, task=task.name or "", task_idx=s.task_idx, rank=s.rank,
                 phase=s.phase.value, script=script, env=env,
                 workdir=_workdir(job.base_dir, task.workdir) or str(
@@ -434,7 +487,7 @@ class Controller:
         argv = env = None
         if probe.command is not None:
             env = self._env(job, group, n.task_idx, n.rank, addrs, attempt=n.attempt)
-            argv = self.backend.exec_argv(job.id, n.task_idx, n.rank,
+            argv = self._backend(job.id).exec_argv(job.id, n.task_idx, n.rank,
                                           ["/bin/bash", "-c", probe.command])
         what = probes.describe(probe, address)
         await asyncio.sleep(parse_duration(probe.initial_delay))
@@ -470,7 +523,7 @@ class Controller:
         handle = Handle(n.pid, n.pid_start or 0) if n.pid else None
         if handle is None:
             # Started but not recorded: the previous controller died in between.
-            handle = self.backend.find(self._status(job_id, n))
+            handle = self._backend(job_id).find(self._status(job_id, n))
             if handle is None:  # it never started: start it again
                 back = Phase.WAITING if n.phase == Phase.SETUP else Phase.READY
                 self.store.update_node(job_id, n.task_idx, n.rank, phase=back)
@@ -487,12 +540,12 @@ class Controller:
         if handle is None:
             self.loop.call_soon(ended)
         else:
-            self.backend.watch(self.loop, handle, ended)
+            self._backend(job_id).watch(self.loop, handle, ended)
 
     def _settle(self, job_id: int, n: NodeRec, handle: Handle | None) -> None:
         """The phase `n` was in has ended: record how, then reconcile the job."""
         status_file = self._status(job_id, n)
-        out = self.backend.outcome(handle, status_file)
+        out = self._backend(job_id).outcome(handle, status_file)
         if out is None:  # still running after all (spurious wake-up): keep watching
             self._watch(job_id, n)
             return

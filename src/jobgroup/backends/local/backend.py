@@ -163,6 +163,34 @@ class LocalBackend(Backend):
         if launch.workdir:
             Path(launch.workdir).mkdir(parents=True, exist_ok=True)
             argv += ["-C", launch.workdir]
+        argv += ["--", *self.inner_argv(launch)]
+        # A marker every process of this phase inherits: if the shim itself is SIGKILLed, its
+        # setsid'ed descendants are re-parented to init and only this finds them.
+        env = {**self.launch_env(launch.env), PHASE_MARK: str(launch.status_path)}
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            pid = os.posix_spawn(
+                self._shim,
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, devnull, 1),
+                    (os.POSIX_SPAWN_DUP2, devnull, 2),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(devnull)
+        start = proc_start_time(pid)
+        return Handle(pid=pid, pid_start=start or 0)
+
+    def launch_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The environment the shim starts with (the node's)."""
+        return env
+
+    def inner_argv(self, launch: PhaseLaunch) -> list[str]:
+        """What the shim runs: the phase's script inside the node's view (and cgroup)."""
         view = self._view(launch.job_id, launch.task_idx, launch.rank, launch.workdir,
                           launch.env.get("HOME", os.path.expanduser("~")))
         inner = isolation.wrap(["/bin/bash", "-c", launch.script], view)
@@ -182,27 +210,7 @@ class LocalBackend(Backend):
                 # every process of the node is inside from its first instruction (the shim stays
                 # outside: the OOM killer must never take the supervisor).
                 inner = ["/bin/sh", "-c", _JOIN, "join", *cgroups.procs_files(cg), "--", *inner]
-        argv += ["--", *inner]
-        # A marker every process of this phase inherits: if the shim itself is SIGKILLed, its
-        # setsid'ed descendants are re-parented to init and only this finds them.
-        env = {**launch.env, PHASE_MARK: str(launch.status_path)}
-        devnull = os.open(os.devnull, os.O_RDWR)
-        try:
-            pid = os.posix_spawn(
-                self._shim,
-                argv,
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, devnull, 0),
-                    (os.POSIX_SPAWN_DUP2, devnull, 1),
-                    (os.POSIX_SPAWN_DUP2, devnull, 2),
-                ],
-                setsid=True,
-            )
-        finally:
-            os.close(devnull)
-        start = proc_start_time(pid)
-        return Handle(pid=pid, pid_start=start or 0)
+        return inner
 
     def alive(self, handle: Handle) -> bool:
         start = proc_start_time(handle.pid)

@@ -1,0 +1,128 @@
+"""The Kubernetes backend's configuration: `$JOBGROUP_HOME/kubernetes.yaml`, or the defaults.
+
+Every key is optional; unknown keys are errors (a typo must not silently change where jobs run)::
+
+    context: my-cluster          # kubeconfig context (like `kubectl --context`); default: current
+    namespace: ml-team           # where every object of a group is created
+    image: python:3.11-slim      # container image of tasks without `resources.image_id`
+    image_pull_policy: IfNotPresent
+    service_account: null        # serviceAccountName of the pods
+    gpu_resource: nvidia.com/gpu # extended resource a GPU is requested as
+    gpu_label: nvidia.com/gpu.product   # node label that names the GPU model (null: any GPU)
+    gpu_types:                   # accelerator name -> accepted values of gpu_label
+      H100: [NVIDIA-H100-80GB-HBM3]
+    tolerations: []              # added to every pod (e.g. the GPU taint of a node pool)
+    node_selector: {}            # added to every pod
+    volume_size: 10Gi            # size of a PVC created on first use
+    storage_class: null          # storageClassName of those PVCs (null: the cluster default)
+    volume_access_mode: ReadWriteMany   # several pods on several nodes share a volume
+    create_volumes: true         # create a missing PVC on first use (else: it must exist)
+    kueue_queue: null            # LocalQueue name: pods get kueue.x-k8s.io/queue-name
+    scheduler_name: null         # e.g. scheduler-plugins' coscheduling scheduler
+    pod_group: false             # add scheduling.x-k8s.io/pod-group labels + a PodGroup object
+    schedule_timeout: 300        # seconds every pod has to be scheduled, else the group fails
+    dns_wait_timeout: 600        # seconds a node waits for its peers' names to resolve
+    setup_timeout: 86400         # seconds `setup` may take (the startup probe's budget)
+    cluster_domain: cluster.local
+
+`gpu_types` entries are merged over the built-in table (NVIDIA GPU feature discovery's product
+names); a name is looked up as written, then upper-case.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from jobgroup.errors import UsageError
+
+CONFIG_NAME = "kubernetes.yaml"
+
+# Values of `nvidia.com/gpu.product` (NVIDIA GPU feature discovery) per SkyPilot accelerator name.
+DEFAULT_GPU_TYPES: dict[str, list[str]] = {
+    "A10": ["NVIDIA-A10"],
+    "A10G": ["NVIDIA-A10G"],
+    "A100": ["NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB", "NVIDIA-A100-SXM4-80GB",
+             "NVIDIA-A100-80GB-PCIe"],
+    "A100-80GB": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"],
+    "H100": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe", "NVIDIA-H100-NVL"],
+    "H200": ["NVIDIA-H200", "NVIDIA-H200-NVL"],
+    "L4": ["NVIDIA-L4"],
+    "L40S": ["NVIDIA-L40S"],
+    "T4": ["Tesla-T4"],
+    "V100": ["Tesla-V100-SXM2-16GB", "Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-16GB",
+             "Tesla-V100-PCIE-32GB"],
+}
+
+
+class KubernetesConfigError(UsageError):
+    """A malformed kubernetes.yaml (the message names the file)."""
+
+
+class KubernetesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """See the module docstring for what each field means."""
+
+    context: str | None = None
+    namespace: str = "default"
+    image: str = "python:3.11-slim"
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_label: str | None = "nvidia.com/gpu.product"
+    gpu_types: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
+    volume_size: str = "10Gi"
+    storage_class: str | None = None
+    volume_access_mode: str = "ReadWriteMany"
+    create_volumes: bool = True
+    kueue_queue: str | None = None
+    scheduler_name: str | None = None
+    pod_group: bool = False
+    schedule_timeout: float = 300.0
+    dns_wait_timeout: int = 600
+    setup_timeout: int = 86400
+    cluster_domain: str = "cluster.local"
+
+    def gpu_values(self, accelerator: str) -> list[str] | None:
+        """Accepted values of `gpu_label` for `accelerator`, or None if it is not known."""
+        table = {**DEFAULT_GPU_TYPES, **self.gpu_types}
+        return table.get(accelerator) or table.get(accelerator.upper())
+
+
+def config_path(home: Path | None = None) -> Path:
+    if home is None:
+        env = os.environ.get("JOBGROUP_HOME")
+        home = Path(env).expanduser() if env else Path.home() / ".jobgroup"
+    return home / CONFIG_NAME
+
+
+def load_config(home: Path | None = None) -> KubernetesConfig:
+    """`$JOBGROUP_HOME/kubernetes.yaml` (or `home`/kubernetes.yaml), else the defaults."""
+    path = config_path(home)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return KubernetesConfig()
+    except OSError as e:
+        raise KubernetesConfigError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, label: str = CONFIG_NAME) -> KubernetesConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise KubernetesConfigError(f"{label}: not valid YAML: {e}") from None
+    if data is None:
+        return KubernetesConfig()
+    if not isinstance(data, dict):
+        raise KubernetesConfigError(f"{label}: expected a mapping of settings")
+    try:
+        return msgspec.convert(data, KubernetesConfig)
+    except msgspec.ValidationError as e:
+        raise KubernetesConfigError(f"{label}: {e}") from None

@@ -1,0 +1,282 @@
+"""The Slurm backend: one heterogeneous Slurm job per group, one component per task.
+
+How a group runs:
+1. `admit` submits (once) a heterogeneous batch job whose components ask for each task's nodes,
+   CPUs, memory and GPUs (GRES), so Slurm co-schedules the whole group all-or-nothing. Its batch
+   script only holds the allocation. The job carries a comment `jobgroup:<state-dir tag>:<job>`
+   so a restarted controller finds it again. While Slurm keeps it pending, `admit` returns
+   Slurm's reason (Resources, Priority, ...); a request Slurm refuses outright fails the group
+   FAILED_NO_RESOURCE with Slurm's message.
+2. Each node phase runs as a job step: `srun --jobid J --het-group T -w NODE -N1 -n1 --overlap`,
+   started by the same local shim as on the local backend (the step's output lands in the node's
+   log file; stopping the shim signals srun, which forwards the signal to the step).
+3. Inside the step, a private mount and UTS namespace (where the cluster allows it) give the node
+   its hostname `{task}-{rank}` and the group's hosts file, so `{task}-{rank}.{group}` resolves;
+   where it does not, a warning goes into the node's log and only the variables work.
+4. `cleanup` cancels the Slurm job (`scancel`).
+All Slurm commands run with timeouts (a client blocks for long while slurmctld is down).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobgroup.backends.base import Admission, PhaseLaunch
+from jobgroup.backends.local import isolation
+from jobgroup.backends.local.backend import LocalBackend
+from jobgroup.spec.models import JobGroup
+from jobgroup.spec.resources import parse_accelerators, parse_cpus, parse_memory
+
+TIMEOUT = 15.0
+# Pending reasons after which the job can never start (Slurm keeps such jobs pending forever).
+NEVER = ("PartitionConfig", "PartitionNodeLimit", "BadConstraints", "ReqNodeNotAvail",
+         "PartitionTimeLimit", "InvalidAccount", "InvalidQOS", "QOSMaxGRESPerJob")
+
+
+class SlurmError(Exception):
+    pass
+
+
+def run(argv: list[str], *, timeout: float = TIMEOUT, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    except FileNotFoundError:
+        raise SlurmError(f"{argv[0]} not found: is Slurm installed here (and on PATH)?") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{' '.join(argv[:2])} did not answer within {timeout:g}s "
+                         "(is slurmctld up?)") from None
+
+
+def batch_script(group: JobGroup, job_id: int, tag: str, log_dir: Path,
+                 partition: str | None = None) -> str:
+    """The heterogeneous batch script of a group (pure)."""
+    lines = ["#!/bin/bash"]
+    for i, t in enumerate(group.tasks):
+        if i:
+            lines.append("#SBATCH hetjob")
+        opts = [f"--nodes={t.num_nodes}", "--ntasks-per-node=1"]
+        cpus = parse_cpus(t.resources.cpus)
+        if cpus is not None:
+            opts.append(f"--cpus-per-task={max(1, int(-(-cpus.value // 1)))}")
+        mem = parse_memory(t.resources.memory)
+        if mem is not None:
+            opts.append(f"--mem={max(1, int(mem.value * 1024))}M")
+        alts = parse_accelerators(t.resources.accelerators)
+        if alts:
+            (gpu, count), = list(alts[0].items())[:1]
+            opts.append(f"--gres=gpu:{gpu.lower()}:{max(1, int(count))}")
+        if partition:
+            opts.append(f"--partition={partition}")
+        if i == 0:
+            opts += [f"--job-name=jobgroup-{job_id}-{group.name}",
+                     f"--comment=jobgroup:{tag}:{job_id}",
+                     f"--output={log_dir / 'slurm-%j.out'}"]
+        lines += [f"#SBATCH {o}" for o in opts]
+    lines += ["# Holds the allocation; jobgroup runs every node's setup and run as job steps.",
+              "exec sleep infinity", ""]
+    return "\n".join(lines)
+
+
+def expand_nodes(nodelist: str, env: dict[str, str] | None = None) -> list[str]:
+    if not nodelist or nodelist in ("(null)", "None"):
+        return []
+    p = run(["scontrol", "show", "hostnames", nodelist], env=env)
+    return p.stdout.split()
+
+
+@dataclass(frozen=True)
+class Component:
+    index: int
+    state: str
+    reason: str
+    nodes: list[str]
+
+
+def components(slurm_id: str, env: dict[str, str] | None = None) -> list[Component]:
+    """State of each heterogeneous component of job `slurm_id` (squeue)."""
+    p = run(["squeue", "-h", "-j", slurm_id, "-o", "%i|%T|%r|%N"], env=env)
+    out = []
+    for line in p.stdout.splitlines():
+        jid, state, reason, nodelist = (line.split("|") + ["", "", "", ""])[:4]
+        m = re.search(r"\+(\d+)$", jid.strip())
+        out.append(Component(int(m.group(1)) if m else 0, state.strip(), reason.strip(),
+                             expand_nodes(nodelist.strip(), env)))
+    return sorted(out, key=lambda c: c.index)
+
+
+def node_addresses(env: dict[str, str] | None = None) -> dict[str, str]:
+    p = run(["sinfo", "-h", "-N", "-o", "%N %o"], env=env)
+    out = {}
+    for line in p.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out[parts[0]] = parts[1]
+    return out
+
+
+# Run inside the step: give the node its own hostname and the group's hosts file when the
+# cluster allows private namespaces (root, or unprivileged user namespaces), then run the phase.
+_NODE_WRAP = r'''
+hosts="$1"; name="$2"; shift 2
+if [ "$(id -u)" = 0 ] && unshare --mount --uts --propagation private true 2>/dev/null; then
+  exec unshare --mount --uts --propagation private sh -c 'mount --bind "$0" /etc/hosts && hostname "$1" && shift 2 && exec "$@"' "$hosts" "$name" "$@"
+elif unshare -r --mount --uts true 2>/dev/null; then
+  exec unshare -r --mount --uts sh -c 'mount --bind "$0" /etc/hosts && hostname "$1" && shift 2 && exec "$@"' "$hosts" "$name" "$@"
+fi
+echo "jobgroup: this node allows no private namespaces: peer names do not resolve here; use the SKYPILOT_* variables" >&2
+exec "$@"
+'''
+
+
+class SlurmBackend(LocalBackend):
+    """Slurm through its commands; node phases are job steps supervised by local shims."""
+
+    name = "slurm"
+    schedules_itself = True
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(home)
+        self.level = "slurm"
+        self.env = dict(os.environ)
+        self.partition: str | None = None
+        self._nodes: dict[int, tuple[str | None, dict[tuple[int, int], str]]] = {}
+        cluster = home / "devcluster" / "slurm" / "cluster.json"
+        if "SLURM_CONF" not in self.env and cluster.exists():
+            # `jobgroup dev slurm up` is running: use it unless the user points elsewhere.
+            info = json.loads(cluster.read_text())
+            self.env["SLURM_CONF"] = info["slurm_conf"]
+            self.partition = info.get("partition")
+
+    def _tag(self) -> str:
+        from jobgroup.backends.local.network import home_tag
+
+        return home_tag(self.home)
+
+    def _job_dir(self, job_id: int) -> Path:
+        return self.home / "jobs" / str(job_id)
+
+    def _find(self, job_id: int) -> str | None:
+        """The Slurm job of group `job_id` (by its comment), if Slurm still knows it."""
+        p = run(["squeue", "-h", "-o", "%A|%k"], env=self.env)
+        want = f"jobgroup:{self._tag()}:{job_id}"
+        for line in p.stdout.splitlines():
+            jid, _, comment = line.partition("|")
+            if comment.strip() == want:
+                return jid.strip().split("+")[0]
+        return None
+
+    def admit(self, job_id: int, group: JobGroup, options: dict) -> Admission:
+        slurm_id = options.get("slurm_job_id")
+        if slurm_id is None:
+            slurm_id = self._find(job_id)
+        if slurm_id is None:
+            job_dir = self._job_dir(job_id)
+            job_dir.mkdir(parents=True, exist_ok=True)
+            script = batch_script(group, job_id, self._tag(), job_dir, self.partition)
+            (job_dir / "slurm-batch.sh").write_text(script)
+            p = run(["sbatch", "--parsable", str(job_dir / "slurm-batch.sh")], env=self.env)
+            if p.returncode != 0:
+                msg = p.stderr.strip().removeprefix("sbatch: error: ") or "sbatch failed"
+                return Admission("failed", f"Slurm refused the group: {msg}")
+            slurm_id = p.stdout.strip().split(";")[0].split("+")[0]
+            return Admission("waiting", f"submitted as Slurm job {slurm_id}",
+                             {"slurm_job_id": slurm_id})
+        comps = components(slurm_id, self.env)
+        if not comps:
+            return Admission("failed", f"Slurm job {slurm_id} is gone (cancelled outside "
+                             "jobgroup, or ended)")
+        if all(c.state == "RUNNING" and c.nodes for c in comps) and len(comps) == len(group.tasks):
+            nodes = {str(c.index): c.nodes for c in comps}
+            return Admission("ready", f"Slurm job {slurm_id} runs on "
+                             + ", ".join(",".join(c.nodes) for c in comps),
+                             {"slurm_job_id": slurm_id, "slurm_nodes": nodes})
+        pending = [c for c in comps if c.state == "PENDING"]
+        reason = pending[0].reason if pending else comps[0].state
+        if any(reason.startswith(n) for n in NEVER):
+            run(["scancel", slurm_id], env=self.env)
+            return Admission("failed", f"Slurm can never start the group: {reason}")
+        return Admission("waiting", f"Slurm job {slurm_id} pending: {reason}",
+                         {"slurm_job_id": slurm_id})
+
+    def prepare(self, job_id: int, group: JobGroup, base_dir: Path) -> dict[tuple[int, int], str]:
+        plan = self._jobs.get(job_id)
+        if plan is not None:
+            return plan.addresses
+        from jobgroup.backends.local.backend import _JobPlan
+        from jobgroup.state.store import Store
+
+        store = Store(self.home)
+        try:
+            rec = store.job(job_id)
+        finally:
+            store.close()
+        opts = rec.options if rec else {}
+        nodes = opts.get("slurm_nodes", {})
+        addr_of = node_addresses(self.env)
+        index, addresses, hostnames = {}, {}, {}
+        for i, t in enumerate(group.tasks):
+            names = nodes.get(str(i), [])
+            for r in range(t.num_nodes):
+                index[(i, r)] = len(index)
+                host = names[r] if r < len(names) else ""
+                hostnames[(i, r)] = host
+                addresses[(i, r)] = addr_of.get(host, host)
+        job_dir = self._job_dir(job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        hosts_file = job_dir / "hosts"
+        entries = [(addresses[(i, r)], [f"{t.name}-{r}.{group.name}", f"{t.name}-{r}",
+                                         hostnames[(i, r)]])
+                   for i, t in enumerate(group.tasks) for r in range(t.num_nodes)]
+        try:
+            machine = Path("/etc/hosts").read_text()
+        except OSError:
+            machine = ""
+        hosts_file.write_text(isolation.hosts_text(entries, machine))
+        self._jobs[job_id] = _JobPlan(group, base_dir, index, addresses, hosts_file, None)
+        self._nodes[job_id] = (opts.get("slurm_job_id"), hostnames)
+        return addresses
+
+    def _step_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
+        slurm_id, hostnames = self._nodes[job_id]
+        plan = self._jobs[job_id]
+        task = plan.group.tasks[task_idx]
+        return ["srun", f"--jobid={slurm_id}", f"--het-group={task_idx}", "-N1", "-n1",
+                f"--nodelist={hostnames[(task_idx, rank)]}", "--overlap", "--export=ALL",
+                "--quiet", "--kill-on-bad-exit=1",
+                "/bin/sh", "-c", _NODE_WRAP, "jobgroup-node", str(plan.hosts_file),
+                f"{task.name}-{rank}", *argv]
+
+    def inner_argv(self, launch: PhaseLaunch) -> list[str]:
+        return self._step_argv(launch.job_id, launch.task_idx, launch.rank,
+                               ["/bin/bash", "-c", launch.script])
+
+    def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
+        return self._step_argv(job_id, task_idx, rank, argv)
+
+    def launch_env(self, env: dict[str, str]) -> dict[str, str]:
+        out = dict(env)
+        if "SLURM_CONF" in self.env:
+            out.setdefault("SLURM_CONF", self.env["SLURM_CONF"])
+        return out
+
+    def cleanup(self, job_id: int) -> None:
+        entry = self._nodes.pop(job_id, None)
+        slurm_id = entry[0] if entry else None
+        if slurm_id is None:
+            try:
+                slurm_id = self._find(job_id)
+            except SlurmError:
+                slurm_id = None
+        if slurm_id:
+            try:
+                run(["scancel", str(slurm_id)], env=self.env)
+            except SlurmError:
+                pass
+        self._jobs.pop(job_id, None)
+        (self._job_dir(job_id) / "hosts").unlink(missing_ok=True)
