@@ -1,0 +1,74 @@
+"""The node driver: the one bash script every pod's container runs (the same text for all).
+
+What it does, in order:
+1. copies the task's workdir (shipped as a read-only ConfigMap at /var/jobgroup/workdir) to
+   $JOBGROUP_WORKDIR, a writable folder, and `cd`s there (only when the task has a workdir);
+2. runs the task's `setup` (from /etc/jobgroup/<task>.setup.sh); on failure it writes
+   `setup failed: exit N` to the termination log and exits with the same code;
+3. touches /tmp/jobgroup/setup-done (the pod's startupProbe: the container is `started` once
+   setup succeeded, which is how the controller learns it);
+4. waits until every peer's name (`{task}-{rank}.{group}.{namespace}.svc.{domain}`) resolves
+   — the headless Service publishes not-ready pods, so this takes seconds, not `sleep 30` —
+   giving up after $JOBGROUP_DNS_WAIT seconds (exit 97, reason in the termination log);
+5. when $JOBGROUP_RUN_GATE is 1 (pods created by the backend's controller), waits for
+   /tmp/jobgroup/run, which the controller creates when every setup of the group succeeded
+   (and depends_on allows); pods applied by hand (`--dryrun -o yaml`) start `run` at once;
+6. runs `run` in its own session; SIGTERM (pod deletion) is forwarded to its whole process
+   group, so servers shut down within the pod's grace period; exits with run's exit code.
+"""
+
+DRIVER = r"""set -u
+jg=/etc/jobgroup
+note() { printf '%s' "$1" > /dev/termination-log 2>/dev/null || true; }
+mkdir -p /tmp/jobgroup
+if [ -n "${JOBGROUP_WORKDIR:-}" ]; then
+  mkdir -p "$JOBGROUP_WORKDIR" || exit 1
+  for f in /var/jobgroup/workdir/* /var/jobgroup/workdir/.[!.]*; do
+    [ -e "$f" ] && cp -RL "$f" "$JOBGROUP_WORKDIR"/
+  done
+  cd "$JOBGROUP_WORKDIR" || exit 1
+fi
+if [ -s "$jg/$JOBGROUP_TASK.setup.sh" ]; then
+  note setup
+  bash "$jg/$JOBGROUP_TASK.setup.sh"
+  rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "jobgroup: setup failed (exit $rc)" >&2
+    note "setup failed: exit $rc"
+    exit "$rc"
+  fi
+fi
+touch /tmp/jobgroup/setup-done
+resolves() {
+  getent hosts "$1" >/dev/null 2>&1 && return 0
+  command -v python3 >/dev/null 2>&1 &&
+    python3 -c 'import socket, sys; socket.getaddrinfo(sys.argv[1], None)' "$1" 2>/dev/null
+}
+deadline=$((SECONDS + ${JOBGROUP_DNS_WAIT:-600}))
+for h in ${JOBGROUP_PEERS:-}; do
+  until resolves "$h"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "jobgroup: $h did not resolve within ${JOBGROUP_DNS_WAIT:-600}s" >&2
+      note "peer $h never resolved"
+      exit 97
+    fi
+    sleep 0.5
+  done
+done
+if [ "${JOBGROUP_RUN_GATE:-0}" = 1 ]; then
+  until [ -e /tmp/jobgroup/run ]; do sleep 0.2; done
+fi
+note run
+if command -v setsid >/dev/null 2>&1; then
+  setsid bash "$jg/$JOBGROUP_TASK.run.sh" &
+else
+  bash "$jg/$JOBGROUP_TASK.run.sh" &
+fi
+child=$!
+trap 'kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null' TERM INT
+wait "$child"
+rc=$?
+while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+note "run exited $rc"
+exit "$rc"
+"""
