@@ -380,7 +380,7 @@ def test_python_api_launch_wait_logs_cancel(jenv):
     from jobgroup import JobGroup, Task
 
     group = JobGroup(name="api-group", tasks=[
-        Task(name="main", run="echo main-says-hi"),
+        Task(name="main", run="echo main-says-hi; sleep 1.5"),  # side prints meanwhile
         Task(name="side", num_nodes=2, run="echo side $SKYPILOT_NODE_RANK; sleep 1000"),
     ], primary_tasks=["main"])
     job = jobgroup.launch(group, home=jenv.home)

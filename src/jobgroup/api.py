@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import msgspec
 
 from jobgroup.errors import NotFound, UsageError
-from jobgroup.spec import Loaded, check, dump, load_file
-from jobgroup.spec.models import JobGroup
 from jobgroup.state.status import Status
 from jobgroup.state.store import JobRec, Store, TaskRec, default_home
 
 if TYPE_CHECKING:
     from jobgroup.logfiles.follow import LogLine
+    from jobgroup.spec.models import JobGroup
 
 SUPPORTED_INFRA = ("local",)
 # Variables of the launching process that nodes do not inherit (they describe jobgroup's own
@@ -133,6 +132,14 @@ def backend_problems(group: JobGroup, infra: str | None) -> list[str]:
     for t in group.tasks:
         want = infra or t.resources.infra or "local"
         kind = want.split("/")[0].lower()
+        if kind == "kubernetes":
+            problems.append(
+                f"task '{t.name}' asks for infra '{want}': launching on a live Kubernetes "
+                "cluster is not enabled in this version (it has never run against one); "
+                "`--infra kubernetes --dryrun -o yaml` prints the objects for kubectl, and "
+                "--infra local runs the group on this machine"
+            )
+            continue
         if kind not in SUPPORTED_INFRA:
             problems.append(
                 f"task '{t.name}' asks for infra '{want}', which this installation cannot run"
@@ -166,6 +173,10 @@ def launch(
     Python's `warnings`. `gpus_any`: accept any GPU type for `accelerators`; `cpu_only`: run
     tasks that ask for GPUs without GPUs (smoke tests of cluster YAML on a laptop).
     """
+    # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
+    from jobgroup.spec import Loaded, check, dump, load_file
+    from jobgroup.spec.models import JobGroup
+
     if isinstance(spec, JobGroup):
         group = check(spec)
         loaded = Loaded(group=group, warnings=[], path=None, base_dir=Path.cwd())
@@ -228,6 +239,24 @@ def launch(
     return job
 
 
+def dryrun(spec: str | os.PathLike[str], *, name: str | None = None,
+           env: dict[str, str] | None = None, infra: str | None = None) -> str:
+    """What `launch` would create, without launching: for Kubernetes, the objects as YAML
+    (secret values redacted), ready for `kubectl apply -f -`."""
+    from jobgroup.spec import load_file
+
+    loaded = load_file(spec, name=name)
+    kinds = {(infra or t.resources.infra or "local").split("/")[0].lower()
+             for t in loaded.group.tasks}
+    if kinds != {"kubernetes"}:
+        raise UsageError("--dryrun prints the Kubernetes objects of a group: add --infra "
+                         "kubernetes (the local backend creates nothing to print)")
+    from jobgroup.backends.kubernetes import load_config, render_yaml
+
+    return render_yaml(loaded.group, 0, load_config(default_home()), base_dir=loaded.base_dir,
+                       env=dict(env or {}))
+
+
 def get_job(job_id: int, *, home: Path | str | None = None, store: Store | None = None) -> Job:
     """The job `job_id`; NotFound (listing recent ids) if there is none."""
     own = store is None
@@ -249,7 +278,7 @@ def queue(*, all: bool = False, limit: int | None = None,
     """Jobs, newest first: active ones, or every job with `all=True`."""
     st = _store(home)
     try:
-        recs = st.jobs(active_only=not all, limit=limit)
+        recs = st.jobs(active_only=not all, limit=limit, light=True)
         tasks = st.tasks_of([r.id for r in recs])
         return [_job(r, tasks[r.id]) for r in recs]
     finally:
@@ -272,12 +301,11 @@ def cancel(job_ids: Iterable[int] | int, *, home: Path | str | None = None) -> d
                 out[job_id] = f"already ended ({rec.status.value if rec else '?'})"
     finally:
         st.close()
-    if any(v == "cancelling" for v in out.values()):
+    cancelling = [job_id for job_id, v in out.items() if v == "cancelling"]
+    if cancelling:
         from jobgroup.controller.wake import wake
 
-        for job_id, v in out.items():
-            if v == "cancelling":
-                wake(_home(home), job_id)
+        wake(_home(home), cancelling)
     return out
 
 

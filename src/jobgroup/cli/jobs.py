@@ -57,8 +57,14 @@ def _exit_for(job: api.Job) -> int:
               help="'any': accept any GPU type for the YAML's accelerators.")
 @click.option("--cpu-only", is_flag=True,
               help="Run tasks that ask for GPUs without GPUs (smoke tests of cluster YAML).")
+@click.option("--dryrun", is_flag=True,
+              help="Launch nothing: print what would be created (with --infra kubernetes: "
+                   "the Kubernetes objects).")
+@click.option("-o", "--output", type=click.Choice(["yaml"]), default="yaml", show_default=True,
+              help="Format of --dryrun's output.")
 def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
-           infra: str | None, grace: float, gpus: str | None, cpu_only: bool) -> None:
+           infra: str | None, grace: float, gpus: str | None, cpu_only: bool, dryrun: bool,
+           output: str) -> None:
     """Launch the job group in FILE.
 
     Without -d, streams every task's logs until the group ends and exits 0 only if it
@@ -69,8 +75,12 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
       jobgroup launch examples/hello/hello.yaml
       jobgroup launch rl.yaml --infra local --env STEPS=10 -d
       jobgroup launch cluster.yaml --cpu-only     # GPU tasks without GPUs
+      jobgroup launch rl.yaml --infra kubernetes --dryrun -o yaml | kubectl apply -f -
     """
     env = api.parse_env(envs)
+    if dryrun:
+        click.echo(api.dryrun(file, name=name, env=env, infra=infra), nl=False)
+        return
     job = api.launch(file, name=name, env=env, infra=infra, grace=grace,
                      on_warning=lambda w: click.echo(w, err=True), gpus_any=gpus == "any",
                      cpu_only=cpu_only)

@@ -65,6 +65,7 @@ class Controller:
         self._dirty: set[int] = set()
         self._scheduled = False
         self._freed = False
+        self._seen_up_to = 0  # highest job id looked at (for _scan_intents)
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._specs: dict[int, tuple[JobGroup, list[TaskInfo]]] = {}
         self._addresses: dict[int, dict[tuple[int, int], str]] = {}
@@ -122,8 +123,9 @@ class Controller:
             except BlockingIOError:
                 return
             msg = data.decode(errors="replace").split()
-            if msg[:1] == ["job"] and len(msg) == 2 and msg[1].isdigit():
-                self._mark(int(msg[1]))
+            if msg[:1] == ["job"] and len(msg) >= 2 and all(m.isdigit() for m in msg[1:]):
+                for m in msg[1:]:
+                    self._mark(int(m))
             elif msg[:1] == ["ping"]:
                 continue
             elif msg[:1] == ["stop"]:
@@ -153,6 +155,7 @@ class Controller:
             except Exception:  # one broken job must not stop the others
                 log.exception("reconcile of job %d failed", job_id)
                 self._fail_job(job_id)
+        self._scan_intents()
         if self._freed:  # a group ended: what it held may admit a waiting one
             self._freed = False
             try:
@@ -265,6 +268,19 @@ class Controller:
                 self.store.set_job_facts(bad.job_id, outcome=Status.FAILED_NO_RESOURCE,
                                          outcome_reason=bad.reason)
                 self._mark(bad.job_id)
+
+    def _scan_intents(self) -> None:
+        """Jobs whose intent no wake-up announced (a wake can be dropped while we are busy):
+        new jobs never looked at, and cancels not acted on yet. One indexed query a pass."""
+        rows = self.store.conn.execute(
+            "SELECT id FROM jobs WHERE (status='PENDING' AND id > ?)"
+            " OR (cancel_requested=1 AND outcome IS NULL AND status NOT IN"
+            " ('SUCCEEDED','CANCELLED','FAILED','FAILED_SETUP','FAILED_PRECHECKS',"
+            "'FAILED_NO_RESOURCE','FAILED_CONTROLLER'))", (self._seen_up_to,)).fetchall()
+        for (job_id,) in rows:
+            self._seen_up_to = max(self._seen_up_to, job_id)
+            if job_id not in self._dirty:
+                self._mark(job_id)
 
     def _fail_job(self, job_id: int) -> None:
         try:

@@ -53,11 +53,15 @@ def controller_pid(home: Path) -> tuple[int, float] | None:
 
 def send(home: Path, message: str) -> bool:
     """Send one datagram to the controller; False if none listens."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
     try:
         s.sendto(message.encode(), socket_name(home))
         return True
-    except (ConnectionRefusedError, FileNotFoundError, BlockingIOError):
+    except BlockingIOError:
+        # The controller's queue is full: it is alive and busy, and after each pass it scans
+        # the store for intents it has not seen (new jobs, cancels), so nothing is lost.
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
         return False
     finally:
         s.close()
@@ -93,9 +97,11 @@ def _listening(home: Path) -> bool:
     return send(home, "ping")
 
 
-def wake(home: Path, job_id: int | None = None) -> None:
-    """Tell the controller that job `job_id` (or anything) changed; start it if needed."""
-    msg = f"job {job_id}" if job_id is not None else "all"
+def wake(home: Path, job_id: int | list[int] | None = None) -> None:
+    """Tell the controller that job(s) `job_id` (or anything) changed; start it if needed.
+    One datagram per call, however many jobs."""
+    ids = [job_id] if isinstance(job_id, int) else job_id
+    msg = "job " + " ".join(map(str, ids)) if ids else "all"
     if not send(home, msg):
         ensure_running(home)
         send(home, msg)

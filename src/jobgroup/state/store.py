@@ -343,9 +343,15 @@ class Store:
         row = self.conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def jobs(self, *, active_only: bool = False, limit: int | None = None) -> list[JobRec]:
-        """Jobs, newest first. `active_only`: those not in a terminal status."""
-        sql = "SELECT * FROM jobs"
+    def jobs(self, *, active_only: bool = False, limit: int | None = None,
+             light: bool = False) -> list[JobRec]:
+        """Jobs, newest first. `active_only`: those not in a terminal status. `light`: without
+        their spec and options (empty), for listings: options carry the launcher's
+        environment, and decoding 1,000 of them dominated `queue --all`."""
+        cols = "*" if not light else ", ".join(
+            f"'' AS {c}" if c == "spec" else "'{}' AS options" if c == "options" else c
+            for c, _ in _expected_columns()["jobs"])
+        sql = f"SELECT {cols} FROM jobs"
         if active_only:
             terminal = ",".join(f"'{s.value}'" for s in Status if s.terminal)
             sql += f" WHERE status NOT IN ({terminal})"

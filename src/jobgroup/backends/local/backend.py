@@ -194,6 +194,11 @@ class LocalBackend(Backend):
         view = self._view(launch.job_id, launch.task_idx, launch.rank, launch.workdir,
                           launch.env.get("HOME", os.path.expanduser("~")))
         inner = isolation.wrap(["/bin/bash", "-c", launch.script], view)
+        marker = Path(f"{launch.status_path}.bwrap")
+        if isolation.uses_bwrap(inner):
+            marker.touch()  # durable: outcome() must know how to read the exit code
+        else:
+            marker.unlink(missing_ok=True)
         cg_file = Path(f"{launch.status_path}.cgroup")
         cg_file.unlink(missing_ok=True)
         if launch.cpus or launch.memory_gb:
@@ -258,7 +263,8 @@ class LocalBackend(Backend):
         if st is not None:
             note = self._release_cgroup(status_path)
             code, sig = st.exit_code, st.signal
-            if self.level != isolation.NONE and code is not None and 128 < code < 128 + 65:
+            marker = Path(f"{status_path}.bwrap")
+            if marker.exists() and code is not None and 128 < code < 128 + 65:
                 # bubblewrap stands between the shim and the node's shell and reports a child
                 # killed by signal N as exit code 128+N (as shells do): give the signal back.
                 code, sig = None, code - 128
@@ -337,7 +343,7 @@ class LocalBackend(Backend):
         if net is None and saved.exists():
             net = network.GroupNet.from_json(saved.read_text())
         if net is not None:
-            network.destroy(net.netid)
+            network.destroy(net.netid, len(net.addresses))
         saved.unlink(missing_ok=True)
         (job_dir / "hosts").unlink(missing_ok=True)
         (job_dir / "resolv.conf").unlink(missing_ok=True)

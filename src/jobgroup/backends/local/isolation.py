@@ -178,14 +178,33 @@ def _entry(full: str, islink: Callable[[str], bool], readlink: Callable[[str], s
     return ["--bind", full, full]
 
 
+# The light view, for root and nodes without mounts: a private mount and UTS namespace where the
+# hosts file (and resolv.conf) are bound over the machine's and the hostname set. Four small
+# execs instead of bubblewrap's rebuilt root (~25 mounts): ~10 ms a node instead of ~25 ms.
+_LIGHT = ('mount --bind "$1" /etc/hosts && { [ -z "$2" ] || mount --bind "$2" /etc/resolv.conf; }'
+          ' && hostname "$3" && cd "$4" && shift 4 && exec "$@"')
+
+
+def uses_bwrap(argv: list[str]) -> bool:
+    """Whether `wrap` put bubblewrap between the shim and the node (bubblewrap reports a child
+    killed by signal N as exit code 128+N)."""
+    return any(os.path.basename(a) == "bwrap" for a in argv[:4])
+
+
 def wrap(argv: list[str], view: NodeView | None) -> list[str]:
     """`argv` run inside the node's view (unchanged when there is no view)."""
     if view is None:
         return argv
     import shutil
 
-    bwrap = shutil.which("bwrap") or "bwrap"
-    inner = [bwrap, *bwrap_args(view), "--", *argv]
+    if not view.binds and os.geteuid() == 0:
+        inner = [shutil.which("unshare") or "unshare", "--mount", "--uts",
+                 "--propagation", "private", "--", "/bin/sh", "-c", _LIGHT, "view",
+                 view.hosts_file, view.resolv_file or "", view.hostname, view.chdir or ".",
+                 *argv]
+    else:
+        bwrap = shutil.which("bwrap") or "bwrap"
+        inner = [bwrap, *bwrap_args(view), "--", *argv]
     if view.netns:
         # nsenter switches only the network namespace (`ip netns exec` would remount /sys).
         nsenter = shutil.which("nsenter") or "nsenter"

@@ -194,14 +194,26 @@ def create(home: Path, job_id: int, nodes: int, pool: str | None = None) -> Grou
         for p in inside:
             _finish(p, f"configure a node of job {job_id}")
     except Exception:
-        destroy(net.netid)
+        destroy(net.netid, nodes)
         raise
     return net
 
 
-def destroy(netid: str) -> None:
-    """Remove a group's veths, bridge and namespaces; quiet about what is already gone."""
-    names = existing(netid)
+def destroy(netid: str, nodes: int | None = None) -> None:
+    """Remove a group's veths, bridge and namespaces; quiet about what is already gone.
+    With `nodes` known, the names are computed (no listing of the machine's interfaces, which
+    costs ~10 ms more per call with hundreds of groups running)."""
+    if nodes is not None:
+        names = {
+            "netns": [netns_name(netid, i) for i in range(nodes)
+                      if os.path.exists(f"/run/netns/{netns_name(netid, i)}")],
+            "bridges": [bridge_name(netid)] if os.path.exists(
+                f"/sys/class/net/{bridge_name(netid)}") else [],
+            "veths": [veth_name(netid, i) for i in range(nodes)
+                      if os.path.exists(f"/sys/class/net/{veth_name(netid, i)}")],
+        }
+    else:
+        names = existing(netid)
     # Deleting a namespace destroys the veth end inside it, and with it the pair: deleting the
     # namespaces first and the bridge last is ~3x faster than deleting each host-side veth.
     lines = [f"netns del {ns}" for ns in names["netns"]]
@@ -218,7 +230,8 @@ def destroy(netid: str) -> None:
 
     deadline = time.monotonic() + 2.0
     while names["netns"]:
-        left = existing(netid)["veths"]
+        left = [v for v in names["veths"] if os.path.exists(f"/sys/class/net/{v}")] \
+            if nodes is not None else existing(netid)["veths"]
         if not left:
             break
         if time.monotonic() > deadline:
