@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from jobgroup.logfiles.follow import LogLine
     from jobgroup.spec.models import JobGroup
 
-SUPPORTED_INFRA = ("local",)
+SUPPORTED_INFRA = ("local", "slurm")
 # Variables of the launching process that nodes do not inherit (they describe jobgroup's own
 # state directory, not the job).
 _NOT_INHERITED = ("JOBGROUP_HOME",)
@@ -139,6 +139,13 @@ def backend_problems(group: JobGroup, infra: str | None) -> list[str]:
                 "`--infra kubernetes --dryrun -o yaml` prints the objects for kubectl, and "
                 "--infra local runs the group on this machine"
             )
+            continue
+        if kind == "slurm":
+            import shutil
+
+            if shutil.which("sbatch") is None:
+                problems.append(f"task '{t.name}' asks for infra 'slurm' but no Slurm client "
+                                "(sbatch) is installed here; try `jobgroup dev slurm up`")
             continue
         if kind not in SUPPORTED_INFRA:
             problems.append(

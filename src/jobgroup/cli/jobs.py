@@ -88,8 +88,12 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
                f"{sum(t.num_nodes for t in job.tasks)} node(s).")
     from jobgroup.backends.local.isolation import LEVEL_NOTES
 
-    level = api.isolation_level(default_home())
-    click.echo(f"Isolation: {level} ({LEVEL_NOTES.get(level, '?')}).", err=True)
+    if (infra or "").startswith("slurm") or job_infra(file) == "slurm":
+        click.echo("Slurm: one heterogeneous Slurm job for the group; every node's setup and "
+                   "run are job steps on its Slurm node.", err=True)
+    else:
+        level = api.isolation_level(default_home())
+        click.echo(f"Isolation: {level} ({LEVEL_NOTES.get(level, '?')}).", err=True)
     if detach:
         click.echo(f"Follow: jobgroup logs {job.id}   Status: jobgroup queue   "
                    f"Cancel: jobgroup cancel {job.id}")
@@ -105,6 +109,14 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
         sys.exit(130)
     _print_end(final)
     sys.exit(_exit_for(final))
+
+
+def job_infra(file: str) -> str:
+    """The infra a spec file asks for ('' when several or none)."""
+    from jobgroup.spec import load
+
+    kinds = {(t.resources.infra or "local").split("/")[0] for t in load(file).tasks}
+    return kinds.pop() if len(kinds) == 1 else ""
 
 
 def _print_end(job: api.Job) -> None:

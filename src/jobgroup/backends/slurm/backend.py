@@ -125,9 +125,9 @@ def node_addresses(env: dict[str, str] | None = None) -> dict[str, str]:
 _NODE_WRAP = r'''
 hosts="$1"; name="$2"; shift 2
 if [ "$(id -u)" = 0 ] && unshare --mount --uts --propagation private true 2>/dev/null; then
-  exec unshare --mount --uts --propagation private sh -c 'mount --bind "$0" /etc/hosts && hostname "$1" && shift 2 && exec "$@"' "$hosts" "$name" "$@"
+  exec unshare --mount --uts --propagation private sh -c 'mount --bind "$0" /etc/hosts && hostname "$1" && shift && exec "$@"' "$hosts" "$name" "$@"
 elif unshare -r --mount --uts true 2>/dev/null; then
-  exec unshare -r --mount --uts sh -c 'mount --bind "$0" /etc/hosts && hostname "$1" && shift 2 && exec "$@"' "$hosts" "$name" "$@"
+  exec unshare -r --mount --uts sh -c 'mount --bind "$0" /etc/hosts && hostname "$1" && shift && exec "$@"' "$hosts" "$name" "$@"
 fi
 echo "jobgroup: this node allows no private namespaces: peer names do not resolve here; use the SKYPILOT_* variables" >&2
 exec "$@"
@@ -201,6 +201,8 @@ class SlurmBackend(LocalBackend):
         if any(reason.startswith(n) for n in NEVER):
             run(["scancel", slurm_id], env=self.env)
             return Admission("failed", f"Slurm can never start the group: {reason}")
+        if reason in ("", "None"):
+            reason = "not yet looked at by Slurm's scheduler"
         return Admission("waiting", f"Slurm job {slurm_id} pending: {reason}",
                          {"slurm_job_id": slurm_id})
 
@@ -246,7 +248,9 @@ class SlurmBackend(LocalBackend):
         slurm_id, hostnames = self._nodes[job_id]
         plan = self._jobs[job_id]
         task = plan.group.tasks[task_idx]
-        return ["srun", f"--jobid={slurm_id}", f"--het-group={task_idx}", "-N1", "-n1",
+        # A one-task group is an ordinary (not heterogeneous) job: no --het-group then.
+        het = [f"--het-group={task_idx}"] if len(plan.group.tasks) > 1 else []
+        return ["srun", f"--jobid={slurm_id}", *het, "-N1", "-n1",
                 f"--nodelist={hostnames[(task_idx, rank)]}", "--overlap", "--export=ALL",
                 "--quiet", "--kill-on-bad-exit=1",
                 "/bin/sh", "-c", _NODE_WRAP, "jobgroup-node", str(plan.hosts_file),

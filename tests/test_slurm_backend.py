@@ -1,0 +1,123 @@
+"""The Slurm backend on a real Slurm cluster started by the tests (`jobgroup dev slurm up`):
+slurmctld plus one slurmd per network namespace, all on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import REPO, wait_for
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("slurmctld") is None,
+    reason="needs root and Slurm (scripts/install-slurm installs it)",
+)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from jobgroup.devcluster import slurm
+
+    home = tmp_path_factory.mktemp("slurm-home")
+    info = slurm.up(home, nodes=7)
+    yield info
+    slurm.down(home)
+
+
+@pytest.fixture
+def senv(jenv, cluster):
+    jenv.env.update(cluster.env())  # SLURM_CONF: the controller inherits it
+    return jenv
+
+
+def squeue(cluster) -> str:
+    return subprocess.run(["squeue", "-h"], env={**os.environ, **cluster.env()},
+                          capture_output=True, text=True, timeout=15).stdout.strip()
+
+
+def test_group_runs_as_one_heterogeneous_job_with_names(senv, cluster):
+    job = senv.launch_d("""
+        name: sgroup
+        execution: parallel
+        primary_tasks: [client]
+        termination_delay: 1s
+        ---
+        name: server
+        run: echo "server on $(hostname)"; exec python3 -m http.server 8080 --bind 0.0.0.0
+        ---
+        name: client
+        num_nodes: 2
+        setup: echo "setup $(hostname) $SKYPILOT_SETUP_NODE_RANK"
+        run: |
+          for i in $(seq 100); do
+            python3 -c "import urllib.request; urllib.request.urlopen('http://server-0.sgroup:8080/', timeout=2)" 2>/dev/null && break
+            sleep 0.1
+          done && echo "$(hostname) reached server-0.sgroup"
+        """, "--infra", "slurm")
+    final = senv.wait(job, timeout=90)
+    assert final["status"] == "SUCCEEDED", (final, senv.log(job, "client"))
+    assert [t["status"] for t in final["tasks"]] == ["CANCELLED", "SUCCEEDED"]
+    for r in (0, 1):
+        assert f"client-{r} reached server-0.sgroup" in senv.log(job, "client", r)
+    assert "server on server-0" in senv.log(job, "server")
+    assert wait_for(lambda: squeue(cluster) == "", timeout=15) is not None  # scancel'ed
+    evs = json.loads(senv.jg("events", str(job), "--json", check=True).stdout)
+    assert any(e["kind"] == "admitted" and "Slurm job" in e["message"] for e in evs)
+
+
+def test_fail_fast_and_cancel_on_slurm(senv, cluster):
+    job = senv.launch_d("""
+        name: sfail
+        execution: parallel
+        ---
+        name: bad
+        run: sleep 0.5; exit 3
+        ---
+        name: peer
+        run: sleep 1000
+        """, "--infra", "slurm")
+    final = senv.wait(job, timeout=90)
+    assert final["status"] == "FAILED"
+    assert "task 'bad' run exited with code 3" in final["reason"]
+    other = senv.launch_d("name: scancel\nrun: sleep 1000\n", "--infra", "slurm")
+    wait_for(lambda: senv.job(other)["status"] == "RUNNING", timeout=60)
+    senv.jg("cancel", str(other), check=True)
+    assert senv.wait(other, timeout=60)["status"] == "CANCELLED"
+    wait_for(lambda: squeue(cluster) == "", timeout=15)
+
+
+def test_group_that_can_never_fit_is_rejected_with_slurms_reason(senv):
+    job = senv.launch_d("name: huge\nnum_nodes: 50\nrun: echo no\n", "--infra", "slurm")
+    final = senv.wait(job, timeout=60)
+    assert final["status"] == "FAILED_NO_RESOURCE"
+    assert "Slurm" in final["reason"]
+
+
+def test_pending_shows_slurms_reason(senv, cluster):
+    hog = senv.launch_d("name: hog\nnum_nodes: 7\nresources: {cpus: 2}\nrun: sleep 1000\n",
+                        "--infra", "slurm")  # every CPU of the 7 two-CPU nodes
+    wait_for(lambda: senv.job(hog)["status"] == "RUNNING", timeout=60)
+    waiter = senv.launch_d("name: waiter\nresources: {cpus: 1}\nrun: echo finally\n",
+                           "--infra", "slurm")
+    # Slurm's own reason, once its scheduler has looked at the job.
+    wait_for(lambda: any(r in senv.job(waiter)["reason"] for r in ("Resources", "Priority")),
+             timeout=30)
+    assert senv.job(waiter)["status"] == "PENDING"
+    assert "pending" in senv.jg("queue", check=True).stdout.lower()
+    senv.jg("cancel", str(hog), check=True)
+    assert senv.wait(waiter, timeout=90)["status"] == "SUCCEEDED"
+    assert "finally" in senv.log(waiter, "waiter")
+
+
+def test_the_seed_rl_example_runs_on_slurm(senv, cluster):
+    senv.env["PATH"] = f"{REPO / '.venv' / 'bin'}:{senv.env['PATH']}"  # numpy for the nodes
+    p = senv.jg("launch", str(REPO / "examples/rl-post-training/rl-post-training.yaml"),
+                "--infra", "slurm", timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "SUCCEEDED" in p.stderr
+    assert "mean reward" in p.stdout
+    wait_for(lambda: squeue(cluster) == "", timeout=15)
