@@ -204,7 +204,11 @@ class Controller:
             transitions.set_job_status(self.store, job.id, Status.FAILED_NO_RESOURCE, adm.reason)
         else:
             transitions.set_pending_reason(self.store, job.id, adm.reason)
-            self.loop.call_later(0.5, self._mark, job.id)  # Slurm has no push: poll gently
+            # Slurm has no push: poll, briskly at first (most groups start within a second or
+            # two of submission), then gently.
+            waited = time.time() - job.submitted_at
+            self.loop.call_later(0.1 if waited < 5 else 0.5 if waited < 60 else 2.0,
+                                 self._mark, job.id)
 
     # ---- admission ----------------------------------------------------------------------------
 
