@@ -102,6 +102,17 @@ def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def job_backend_level(job_id: int, home: Path | str | None = None) -> str:
+    """What a launched job runs on: its infra, or for the local backend the isolation level."""
+    st = _store(home)
+    try:
+        rec = st.job(job_id)
+        infra = str((rec.options if rec else {}).get("infra") or "local")
+    finally:
+        st.close()
+    return isolation_level(_home(home)) if infra == "local" else infra
+
+
 def isolation_level(home: Path) -> str:
     """The isolation the local backend gives nodes here (the controller records what it
     detected; before it ever ran, detect it the same way)."""
@@ -172,6 +183,8 @@ def launch(
     on_warning: Callable[[str], None] | None = None,
     gpus_any: bool = False,
     cpu_only: bool = False,
+    base_env: dict[str, str] | None = None,
+    notify: bool = True,
 ) -> Job:
     """Validate `spec` (a JobGroup, a path or YAML text), record it PENDING, wake the controller.
 
@@ -179,6 +192,7 @@ def launch(
     are not DNS labels, fields the backend does not honour) go to `on_warning`, else to
     Python's `warnings`. `gpus_any`: accept any GPU type for `accelerators`; `cpu_only`: run
     tasks that ask for GPUs without GPUs (smoke tests of cluster YAML on a laptop).
+    `base_env`: the environment nodes start from (default: this process's).
     """
     # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
     from jobgroup.spec import Loaded, check, dump, load_file
@@ -226,8 +240,13 @@ def launch(
                 raise UsageError(f"task '{t.name}': workdir {wd} does not exist")
     # Nodes start from the environment of the launching process (as a local user expects: an
     # activated venv, PATH, locale), whichever shell happened to start the controller.
-    base_env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
-    options = {"env": dict(env or {}), "grace": grace, "infra": infra or "local",
+    source_env = os.environ if base_env is None else base_env
+    base_env = {k: v for k, v in source_env.items() if k not in _NOT_INHERITED}
+    kinds = {(infra or t.resources.infra or "local").split("/")[0].lower() for t in group.tasks}
+    if len(kinds) > 1:
+        raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
+                         "group runs on one (placement SAME_INFRA): give --infra")
+    options = {"env": dict(env or {}), "grace": grace, "infra": kinds.pop(),
                "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only}
     store = _store(home)
     try:
@@ -240,9 +259,10 @@ def launch(
         job = get_job(job_id, store=store)
     finally:
         store.close()
-    from jobgroup.controller.wake import wake
+    if notify:  # (the controller itself, launching on a client's behalf, needs no wake-up)
+        from jobgroup.controller.wake import wake
 
-    wake(_home(home), job_id)
+        wake(_home(home), job_id)
     return job
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
-from jobgroup import api
 from jobgroup.cli.output import paint, table, use_colour
+from jobgroup.home import default_home
 from jobgroup.state.status import Status
-from jobgroup.state.store import default_home
+
+if TYPE_CHECKING:
+    from jobgroup import api
 
 _STATUS_COLOUR = {
     Status.SUCCEEDED: "green", Status.RUNNING: "cyan", Status.STARTING: "cyan",
@@ -77,46 +80,84 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
       jobgroup launch cluster.yaml --cpu-only     # GPU tasks without GPUs
       jobgroup launch rl.yaml --infra kubernetes --dryrun -o yaml | kubectl apply -f -
     """
-    env = api.parse_env(envs)
+    env = parse_env(envs)
     if dryrun:
+        from jobgroup import api
+
         click.echo(api.dryrun(file, name=name, env=env, infra=infra), nl=False)
         return
-    job = api.launch(file, name=name, env=env, infra=infra, grace=grace,
-                     on_warning=lambda w: click.echo(w, err=True), gpus_any=gpus == "any",
-                     cpu_only=cpu_only)
-    click.echo(f"Job {job.id} ({job.name}) submitted: {len(job.tasks)} task(s), "
-               f"{sum(t.num_nodes for t in job.tasks)} node(s).")
+    job_id, job_name, tasks, nodes, level = _submit(
+        file, name=name, env=env, infra=infra, grace=grace, gpus_any=gpus == "any",
+        cpu_only=cpu_only)
+    click.echo(f"Job {job_id} ({job_name}) submitted: {tasks} task(s), {nodes} node(s).")
     from jobgroup.backends.local.isolation import LEVEL_NOTES
 
-    if (infra or "").startswith("slurm") or job_infra(file) == "slurm":
+    if level == "slurm":
         click.echo("Slurm: one heterogeneous Slurm job for the group; every node's setup and "
                    "run are job steps on its Slurm node.", err=True)
     else:
-        level = api.isolation_level(default_home())
         click.echo(f"Isolation: {level} ({LEVEL_NOTES.get(level, '?')}).", err=True)
     if detach:
-        click.echo(f"Follow: jobgroup logs {job.id}   Status: jobgroup queue   "
-                   f"Cancel: jobgroup cancel {job.id}")
+        click.echo(f"Follow: jobgroup logs {job_id}   Status: jobgroup queue   "
+                   f"Cancel: jobgroup cancel {job_id}")
         return
+    from jobgroup import api
+
     from jobgroup.cli.logs import follow_job
 
     try:
-        follow_job(job.id, task=None, rank=None, follow=True)
-        final = api.wait(job.id)
+        follow_job(job_id, task=None, rank=None, follow=True)
+        final = api.wait(job_id)
     except KeyboardInterrupt:
-        click.echo(f"\nDetached; job {job.id} keeps running. Re-attach: jobgroup logs {job.id}"
-                   f"   Cancel: jobgroup cancel {job.id}", err=True)
+        click.echo(f"\nDetached; job {job_id} keeps running. Re-attach: jobgroup logs {job_id}"
+                   f"   Cancel: jobgroup cancel {job_id}", err=True)
         sys.exit(130)
     _print_end(final)
     sys.exit(_exit_for(final))
 
 
-def job_infra(file: str) -> str:
-    """The infra a spec file asks for ('' when several or none)."""
-    from jobgroup.spec import load
+def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`K=V` strings -> dict (the same rule as jobgroup.api.parse_env, without importing it)."""
+    from jobgroup.errors import UsageError
 
-    kinds = {(t.resources.infra or "local").split("/")[0] for t in load(file).tasks}
-    return kinds.pop() if len(kinds) == 1 else ""
+    out: dict[str, str] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise UsageError(f"--env {p!r}: expected KEY=VALUE with a valid variable name")
+        out[key] = value
+    return out
+
+
+def _submit(file: str, **options: object) -> tuple[int, str, int, int, str]:
+    """Submit through the running controller (fast: it validates and starts in one turn);
+    in-process when no controller serves requests. (id, name, tasks, nodes, isolation)."""
+    import os
+
+    from jobgroup.controller import rpc, wake
+    from jobgroup.errors import JobGroupError
+
+    home = default_home().absolute()
+    if not wake.running(home):
+        wake.ensure_running(home)
+    request = {"op": "launch", "path": os.path.abspath(file), "base_env": dict(os.environ),
+               **options}
+    answer = rpc.call(home, request)
+    if answer is not None:
+        for w in answer.get("warnings", []):
+            click.echo(w, err=True)
+        if not answer.get("ok"):
+            err = JobGroupError(answer.get("error", "the launch failed"))
+            err.exit_code = int(answer.get("exit_code", 1))
+            raise err
+        job = answer["job"]
+        return (job["id"], job["name"], len(job["tasks"]),
+                sum(t["num_nodes"] for t in job["tasks"]), str(answer.get("isolation", "?")))
+    from jobgroup import api
+
+    job = api.launch(file, on_warning=lambda w: click.echo(w, err=True), **options)  # type: ignore[arg-type]
+    return (job.id, job.name, len(job.tasks), sum(t.num_nodes for t in job.tasks),
+            api.job_backend_level(job.id, home))
 
 
 def _print_end(job: api.Job) -> None:
@@ -137,6 +178,8 @@ def queue(all_: bool, as_json: bool, limit: int | None) -> None:
       jobgroup queue
       jobgroup queue --all --json | jq '.[0].status'
     """
+    from jobgroup import api
+
     jobs = api.queue(all=all_, limit=limit)
     if as_json:
         import msgspec
@@ -188,6 +231,8 @@ def cancel(job_ids: tuple[int, ...], all_: bool) -> None:
       jobgroup cancel 3 4 5
       jobgroup cancel --all
     """
+    from jobgroup import api
+
     if bool(job_ids) == all_:
         raise click.UsageError("give job IDs or --all (not both)")
     result = api.cancel_all() if all_ else api.cancel(list(job_ids))
@@ -209,6 +254,8 @@ def wait(job_id: int, timeout: float | None, as_json: bool) -> None:
       jobgroup wait 3 && echo done
       jobgroup wait 3 --timeout 600
     """
+    from jobgroup import api
+
     job = api.wait(job_id, timeout=timeout)
     if as_json:
         import msgspec

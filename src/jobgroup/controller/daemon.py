@@ -83,6 +83,10 @@ class Controller:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.loop.stop)
         self.loop.add_signal_handler(signal.SIGCHLD, self._reap_children)
+        from jobgroup.controller.rpc import rpc_name
+
+        self.loop.run_until_complete(asyncio.start_unix_server(
+            self._serve_rpc, path=rpc_name(self.home).decode(), limit=4 << 20))
         self.adopt()
         self.loop.call_later(SWEEP_SECONDS, self._sweep)
         log.info("controller %d serving %s", os.getpid(), self.home)
@@ -91,6 +95,43 @@ class Controller:
         finally:
             sock.close()
             log.info("controller %d stopped; running groups are left running", os.getpid())
+
+    async def _serve_rpc(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        """One request per connection (see `controller.rpc`)."""
+        try:
+            line = await reader.readline()
+            answer = self._launch_for_client(json.loads(line))
+        except Exception as e:  # never let a client's request take the controller down
+            log.exception("rpc request failed")
+            answer = {"ok": False, "error": f"the controller could not launch: {e}",
+                      "exit_code": 1}
+        writer.write(json.dumps(answer).encode() + b"\n")
+        try:
+            await writer.drain()
+        finally:
+            writer.close()
+
+    def _launch_for_client(self, req: dict) -> dict:
+        from jobgroup import api
+
+        if req.get("op") != "launch":
+            return {"ok": False, "error": f"unknown request {req.get('op')!r}", "exit_code": 2}
+        notes: list[str] = []
+        try:
+            job = api.launch(
+                req["path"], name=req.get("name"), env=req.get("env") or {},
+                infra=req.get("infra"), grace=float(req.get("grace", 10.0)), home=self.home,
+                on_warning=notes.append, gpus_any=bool(req.get("gpus_any")),
+                cpu_only=bool(req.get("cpu_only")), base_env=req.get("base_env") or {},
+                notify=False,
+            )
+        except JobGroupError as e:
+            return {"ok": False, "error": str(e), "exit_code": e.exit_code, "warnings": notes}
+        self._mark(job.id)  # starts in this very turn of the loop
+        infra = self._backend(job.id).name
+        return {"ok": True, "job": msgspec.to_builtins(job), "warnings": notes,
+                "isolation": self.backends["local"].level if infra == "local" else infra}
 
     def adopt(self) -> None:
         """Watch every phase that still runs; settle every one that ended while we were away."""

@@ -12,7 +12,6 @@ Contract:
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import Any, Iterator
 
 import msgspec
 
+from jobgroup.home import default_home  # noqa: F401  (re-exported)
 from jobgroup.state.status import Phase, Status
 
 SCHEMA = """
@@ -246,10 +246,6 @@ def _expected_columns() -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def default_home() -> Path:
-    """The state directory: $JOBGROUP_HOME, else ~/.jobgroup."""
-    env = os.environ.get("JOBGROUP_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".jobgroup"
 
 
 class Store:
