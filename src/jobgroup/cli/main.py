@@ -24,6 +24,7 @@ _COMMANDS = {
     "resources": ("jobgroup.cli.resources", "resources"),
     "volume": ("jobgroup.cli.volume", "volume"),
     "doctor": ("jobgroup.cli.doctor", "doctor"),
+    "dashboard": ("jobgroup.cli.dashboard", "dashboard"),
     "dev": ("jobgroup.cli.dev", "dev"),
 }
 

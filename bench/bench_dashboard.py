@@ -1,0 +1,227 @@
+"""Dashboard benchmarks (issue 10): figures for bench/RESULTS.md.
+
+usage: .venv/bin/python bench/bench_dashboard.py [--jobs 1000] [--runs 30] [--no-browser]
+
+A temporary state directory gets `--jobs` jobs written straight into the store (3 tasks and 4
+nodes each, ~14 events each, statuses mixed: 85% ended, the rest PENDING/RUNNING; no controller,
+no processes: the dashboard only reads), and one job's node logs (3 x 2,000 lines). The
+dashboard serves it on 127.0.0.1 from a thread of this process; requests come from a plain
+http.client connection (a fresh connection per request, like a browser's first visit).
+
+Measured (medians [p90] of `--runs` runs):
+  - the server: GET / (the jobs page with every job), the poll of its rows (200 and 304 with
+    If-None-Match), GET /api/jobs, a group page, its poll, /api/jobs/{id}, /events, /logs, the
+    first line of a log stream;
+  - the browser (Debian's chromium through Playwright, when present): navigation start to the
+    `load` event of the jobs page with every job (HTML, CSS, JS, rows rendered), and of a group
+    page; its first live update.
+The budget: the jobs page with 1,000 jobs loads in under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from jobgroup.controller import paths
+from jobgroup.dashboard.server import make_server, serve_in_thread
+from jobgroup.state.store import Store
+
+TERMINAL = ["SUCCEEDED"] * 6 + ["FAILED", "CANCELLED"]
+
+
+def populate(home: Path, n: int) -> int:
+    """`n` jobs with tasks, nodes and events; returns the id of the job with logs."""
+    st = Store(home)
+    rnd = random.Random(10)
+    now = time.time()
+    spec = "name: bench\nexecution: parallel\n---\nname: trainer\nrun: x\n---\nname: rollout\n" \
+           "num_nodes: 2\nrun: x\n---\nname: reward\nrun: x\n"
+    for i in range(n):
+        jid = st.create_job(name=f"bench-{i}", execution="parallel", spec=spec, base_dir="/",
+                            options={}, tasks=[("trainer", 1, True), ("rollout", 2, True),
+                                               ("reward", 1, False)])
+        t0 = now - (n - i) * 60
+        status = rnd.choice(TERMINAL) if i < n * 0.85 else rnd.choice(["PENDING", "RUNNING"])
+        status = "SUCCEEDED" if i == 0 else "RUNNING" if i == n - 1 else status
+        ended = t0 + 50 if status not in ("PENDING", "RUNNING") else None
+        started = t0 + 1 if status != "PENDING" else None
+        with st.write() as c:
+            c.execute("UPDATE jobs SET status=?, reason=?, submitted_at=?, started_at=?, "
+                      "ended_at=? WHERE id=?", (status, f"bench {status.lower()}", t0, started,
+                                                ended, jid))
+            c.execute("UPDATE tasks SET status=?, started_at=?, ended_at=?, restarts=? "
+                      "WHERE job_id=?", (status, started, ended, rnd.choice([0, 0, 0, 1]), jid))
+            for k, (t, r) in enumerate([(0, 0), (1, 0), (1, 1), (2, 0)]):
+                c.execute("UPDATE nodes SET phase=?, address=?, hostname=?, started_at=?, "
+                          "ended_at=?, exit_code=? WHERE job_id=? AND task_idx=? AND rank=?",
+                          ("ended" if ended else "run", f"10.213.{i % 250}.{k + 2}",
+                           ["trainer", "rollout", "rollout", "reward"][k] + f"-{r}", started,
+                           ended, 0 if ended else None, jid, t, r))
+            evs = [(None, None, t0 + 1, "job PENDING -> STARTING", "admitted")]
+            for k, (t, r) in enumerate([(0, 0), (1, 0), (1, 1), (2, 0)]):
+                evs += [(t, r, t0 + 1.1, "setup-started", "pid 1"),
+                        (t, r, t0 + 2, "setup-ended", "exit code 0"),
+                        (t, r, t0 + 2.1, "run-started", "pid 2")]
+                if ended:
+                    evs.append((t, r, t0 + 40 + k, "run-ended", "exit code 0"))
+            c.executemany("INSERT INTO events(job_id, task_idx, rank, at, kind, message) "
+                          "VALUES (?,?,?,?,?,?)", [(jid, *e) for e in evs])
+    st.close()
+    log_job = n  # the newest job: give it logs
+    for task, rank in (("trainer", 0), ("rollout", 0), ("rollout", 1)):
+        p = paths.log_path(home, log_job, task, rank)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("".join(f"{task} {rank}: step {i} loss=0.{i % 97:02d}\n" for i in range(2000)))
+    return log_job
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None,
+        first_line: bool = False) -> tuple[float, int, bytes, str]:
+    t = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path, headers=headers or {})
+    r = conn.getresponse()
+    body = r.readline() + r.readline() + r.readline() if first_line else r.read()
+    dt = time.perf_counter() - t
+    conn.close()
+    return dt, r.status, body, r.headers.get("ETag") or ""
+
+
+def stats(xs: list[float]) -> str:
+    xs = sorted(xs)
+    p90 = xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
+    return f"{statistics.median(xs) * 1000:.1f} ms [{p90 * 1000:.1f}]"
+
+
+def bench_server(port: int, job: int, runs: int) -> list[tuple[str, str, str]]:
+    _, _, rows, rows_tag = get(port, "/fragments/jobs?status=all")
+    ended = 1  # the oldest jobs have ended (see populate)
+    _, _, _, ended_tag = get(port, f"/fragments/jobs/{ended}")
+    cases = [
+        ("GET / (jobs page, every job)", "/", None, False),
+        ("poll of its rows, changed (200)", "/fragments/jobs?status=all", None, False),
+        ("poll of its rows, unchanged (304)", "/fragments/jobs?status=all",
+         {"If-None-Match": rows_tag}, False),
+        ("GET /api/jobs (every job, JSON)", "/api/jobs", None, False),
+        ("GET /api/jobs?status=RUNNING", "/api/jobs?status=RUNNING", None, False),
+        ("GET /jobs/{id} (group page)", f"/jobs/{job}", None, False),
+        ("poll of the group page (running: the timeline grows)", f"/fragments/jobs/{job}",
+         None, False),
+        ("poll of an ended group's page, unchanged (304)", f"/fragments/jobs/{ended}",
+         {"If-None-Match": ended_tag}, False),
+        ("GET /api/jobs/{id}", f"/api/jobs/{job}", None, False),
+        ("GET /api/jobs/{id}/events", f"/api/jobs/{job}/events", None, False),
+        ("GET /api/jobs/{id}/logs (6,000 lines)", f"/api/jobs/{job}/logs", None, False),
+        ("log stream: first line", f"/api/jobs/{job}/logs/stream", None, True),
+    ]
+    times: dict[str, list[float]] = {c[0]: [] for c in cases}
+    sizes: dict[str, int] = {}
+    for i in range(runs):
+        order = cases[i % len(cases):] + cases[:i % len(cases)]  # interleaved
+        for name, path, headers, first in order:
+            dt, status, body, _ = get(port, path, headers, first)
+            assert status in (200, 304), (path, status)
+            times[name].append(dt)
+            sizes[name] = len(body)
+    return [(name, stats(times[name]), f"{sizes[name] / 1024:.0f} KiB" if sizes[name] > 2048
+             else f"{sizes[name]} B") for name, *_ in cases]
+
+
+def bench_browser(url: str, job: int, runs: int, bare: str) -> list[tuple[str, str, str]]:
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return [("browser", "skipped: playwright not installed", "")]
+    if not chromium:
+        return [("browser", "skipped: no chromium", "")]
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    out = []
+    profile = tempfile.mkdtemp(prefix="bench-chromium-")
+    try:
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium,
+                                                       headless=True, args=flags)
+            page = ctx.new_page()
+            for label, target, check in [
+                ("jobs page, 1,000 jobs: navigation to `load`", url, "#jobs-rows tr[data-id]"),
+                ("group page: navigation to `load`", f"{url}jobs/{job}", "svg.timeline"),
+                ("baseline: the jobs page's HTML as a static file, no CSS/JS: to `load`", bare,
+                 "tr[data-id]"),
+            ]:
+                loads, doms = [], []
+                for _ in range(runs):
+                    page.goto("about:blank")
+                    page.goto(target, wait_until="load")
+                    page.wait_for_selector(check)
+                    nav = page.evaluate("JSON.stringify(performance.getEntriesByType("
+                                        "'navigation')[0])")
+                    nav = json.loads(nav)
+                    loads.append(nav["loadEventEnd"] / 1000)
+                    doms.append(nav["domContentLoadedEventEnd"] / 1000)
+                rows = page.locator("#jobs-rows tr[data-id]").count() if "jobs page" in label \
+                    else ""
+                out.append((label, stats(loads), f"{rows} rows" if rows else ""))
+                if not label.startswith("baseline"):
+                    out.append((label.replace("`load`", "DOMContentLoaded"), stats(doms), ""))
+            ctx.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    return out
+
+
+def bare_copy(port: int, home: Path) -> str:
+    """A file: URL of the jobs page's HTML without its stylesheet and script (the browser's
+    own cost of 1,000 table rows, for comparison)."""
+    _, _, body, _ = get(port, "/")
+    html = body.decode().replace('<link rel="stylesheet" href="/static/style.css">', "")
+    html = html.replace('<script src="/static/app.js" defer></script>', "")
+    path = home / "bare.html"
+    path.write_text(html)
+    return path.as_uri()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--no-browser", action="store_true")
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
+    try:
+        t = time.perf_counter()
+        job = populate(home, args.jobs)
+        print(f"# {args.jobs} jobs written in {time.perf_counter() - t:.1f} s; "
+              f"CPython {platform.python_version()}, {os.cpu_count()} CPUs", file=sys.stderr)
+        server = make_server(home, "127.0.0.1", 0)
+        serve_in_thread(server)
+        try:
+            rows = bench_server(server.port, job, args.runs)
+            if not args.no_browser:
+                bare = bare_copy(server.port, home)
+                rows += bench_browser(server.url, job, max(5, args.runs // 3), bare)
+        finally:
+            server.shutdown()
+            server.server_close()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    print("| measure | median [p90] | size |")
+    print("|---|---|---|")
+    for name, value, size in rows:
+        print(f"| {name} | {value} | {size} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Server-rendered HTML: the jobs page, the group page, and the fragments the page script
+polls (with ETags) to update them live. Everything a user wrote (names, reasons, messages) is
+escaped; no inline scripts or styles (the Content-Security-Policy forbids them)."""
+
+from __future__ import annotations
+
+import time
+from html import escape
+from urllib.parse import quote
+
+from jobgroup.dashboard import timeline
+from jobgroup.dashboard.views import STATUS_FILTERS
+
+
+def _ts(t: float | None) -> str:
+    return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def _dur(started: float | None, ended: float | None) -> str:
+    """A duration that the script keeps ticking while it runs (so the HTML, and its ETag, do
+    not change every second)."""
+    if started is None:
+        return '<span class="dur">-</span>'
+    if ended is not None:
+        return f'<span class="dur">{fmt_duration(ended - started)}</span>'
+    return f'<span class="dur" data-start="{started}">running</span>'
+
+
+def badge(status: str) -> str:
+    kind = "failed" if status.startswith("FAILED") else status.lower()
+    return f'<span class="badge s-{escape(kind)}">{escape(status)}</span>'
+
+
+def page(title: str, body: str, *, kind: str) -> str:
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{escape(title)}</title><link rel=\"stylesheet\" href=\"/static/style.css\">"
+        "<script src=\"/static/app.js\" defer></script></head>"
+        f"<body data-page=\"{kind}\"><header><a class=\"brand\" href=\"/\">jobgroup</a>"
+        "<nav><a href=\"/\">Jobs</a><a href=\"/api/openapi.json\">API</a></nav></header>"
+        f"<main>{body}</main></body></html>"
+    )
+
+
+def not_found(message: str) -> str:
+    return page("Not found", f'<h1>Not found</h1><p class="reason">{escape(message)}</p>'
+                f'<p><a href="/">All jobs</a></p>', kind="error")
+
+
+def unauthorized() -> str:
+    return page("Token required", (
+        "<h1>Token required</h1><p>This dashboard is reachable beyond this machine, so it asks "
+        "for its token. Open the URL that <code>jobgroup dashboard</code> printed (it ends in "
+        "<code>?token=…</code>), or read the token from <code>$JOBGROUP_HOME/dashboard.token"
+        "</code> on the machine that runs it.</p>"), kind="error")
+
+
+# ---- jobs page ---------------------------------------------------------------------------------
+
+def job_rows(jobs: list[dict]) -> str:
+    """One light row per job (a 1,000-job page must load in well under a second): numbers are
+    aligned by column CSS, the status colour is the cell's class, durations of ended jobs are
+    plain text."""
+    if not jobs:
+        return '<tr class="empty"><td colspan="9">No jobs.</td></tr>'
+    out = []
+    for j in jobs:
+        st = j["status"]
+        kind = "failed" if st.startswith("FAILED") else st.lower()
+        if j["started_at"] is None:
+            dur = "-"
+        elif j["ended_at"] is not None:
+            dur = fmt_duration(j["ended_at"] - j["started_at"])
+        else:
+            dur = f'<span class="dur" data-start="{j["started_at"]}">running</span>'
+        out.append(
+            f'<tr data-id="{j["id"]}" data-status="{st}"><td>{j["id"]}</td>'
+            f'<td><a href="/jobs/{j["id"]}">{escape(j["name"])}</a></td>'
+            f'<td class="st st-{kind}">{st}</td><td>{j["num_tasks"]}</td><td>{j["num_nodes"]}</td>'
+            f'<td>{j["restarts"]}</td><td>{dur}</td><td>{_ts(j["submitted_at"])}</td>'
+            f'<td>{escape(j["reason"])}</td></tr>'
+        )
+    return "".join(out)
+
+
+def jobs_page(jobs: list[dict], status: str) -> str:
+    options = "".join(
+        f'<option value="{s}"{" selected" if s == status else ""}>{s}</option>'
+        for s in STATUS_FILTERS
+    )
+    body = (
+        '<div class="bar"><h1>Jobs</h1>'
+        '<form class="filter" method="get" action="/"><label>Status '
+        f'<select name="status" id="status-filter">{options}</select></label>'
+        '<noscript><button>Filter</button></noscript></form>'
+        f'<span class="count" id="job-count">{len(jobs)} job(s)</span></div>'
+        '<table class="jobs"><thead><tr><th>ID</th><th>Name</th><th>Status</th><th>Tasks</th>'
+        '<th>Nodes</th><th>Restarts</th><th>Duration</th><th>Submitted</th><th>Reason</th>'
+        '</tr></thead>'
+        f'<tbody id="jobs-rows" data-fragment="/fragments/jobs?status={quote(status)}">'
+        f'{job_rows(jobs)}</tbody></table>'
+    )
+    return page("jobgroup — jobs", body, kind="jobs")
+
+
+# ---- group page --------------------------------------------------------------------------------
+
+def _node_rows(task: dict, colour: int) -> str:
+    rows = []
+    for n in task.get("nodes", []):
+        ready = n["readiness"]
+        rcls = "ok" if ready in ("ready", "started") else "bad" if ready.startswith("failed") else ""
+        phase = n["phase"]
+        rows.append(
+            f'<tr class="node" data-task="{escape(task["name"])}" data-rank="{n["rank"]}">'
+            f'<td class="indent"><span class="c{colour}">{escape(task["name"])}-{n["rank"]}</span>'
+            f'</td><td><span class="phase p-{escape(phase)}">{escape(phase)}</span>'
+            f'{" <span class=attempt>attempt " + str(n["attempt"]) + "</span>" if n["attempt"] > 1 else ""}'
+            f'</td><td class="mono">{escape(n["address"]) or "-"}</td>'
+            f'<td class="mono">{escape(n["hostname"]) or "-"}</td>'
+            f'<td class="num">{n["restarts"]}</td><td class="{rcls}">{escape(ready)}</td>'
+            f'<td>{escape(n["exit"]) or "-"}</td>'
+            f'<td class="num">{_dur(n["started_at"], n["ended_at"])}</td></tr>'
+        )
+    return "".join(rows)
+
+
+def tasks_table(job: dict) -> str:
+    rows = []
+    for t in job["tasks"]:
+        colour = t["index"] % 6
+        role = "" if not job.get("has_auxiliaries") else (" [P]" if t["primary"] else "")
+        probe = "probe" if t.get("readiness_probe") else ""
+        rows.append(
+            f'<tr class="task" data-task="{escape(t["name"])}" data-status="{t["status"]}">'
+            f'<td><b class="c{colour}">{escape(t["name"])}</b>{escape(role)}</td>'
+            f'<td>{badge(t["status"])}</td><td colspan="2" class="reason">{escape(t["reason"])}</td>'
+            f'<td class="num">{t["restarts"]}</td><td>{probe}</td><td></td>'
+            f'<td class="num">{_dur(t["started_at"], t["ended_at"])}</td></tr>'
+        )
+        rows.append(_node_rows(t, colour))
+    return (
+        '<table class="nodes"><thead><tr><th>Task / node</th><th>Status</th><th>Address</th>'
+        '<th>Hostname</th><th>Restarts</th><th>Readiness</th><th>Exit</th><th>Duration</th>'
+        f'</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+def stop_notes(job: dict, events: list[dict]) -> str:
+    """Why nodes were stopped and why the group ended, under the timeline."""
+    t0 = events[0]["at"] if events else job["submitted_at"]
+    items, seen = [], set()
+    for e in events:
+        if e["kind"] in ("stop", "probe-failed", "cancel-requested") and len(items) < 12:
+            who = "group" if e["task"] is None else (
+                e["task"] if e["rank"] is None else f'{e["task"]}-{e["rank"]}')
+            key = (e["kind"], e["message"])
+            if key in seen:
+                continue  # one line per reason (a 100-node task is stopped for one reason)
+            seen.add(key)
+            what = {"stop": "stopped", "probe-failed": "readiness probe failed",
+                    "cancel-requested": "cancel requested"}[e["kind"]]
+            items.append(f'<li><span class="mono">+{e["at"] - t0:.1f}s</span> '
+                         f'{escape(who)} {what}: {escape(e["message"])}</li>')
+    if job["done"]:
+        items.append(f'<li><b>{escape(job["status"])}</b>: {escape(job["reason"])}</li>')
+    return f'<ul class="stops">{"".join(items)}</ul>' if items else ""
+
+
+def group_live(job: dict, events: list[dict], now: float) -> str:
+    """The parts of the group page that change: header, tasks/nodes, timeline."""
+    done = "1" if job["done"] else "0"
+    cancel = "" if job["done"] else (
+        f'<button class="cancel-btn danger" data-job="{job["id"]}" '
+        f'data-name="{escape(job["name"])}">Cancel</button>'
+    )
+    if job["cancel_requested"] and not job["done"]:
+        cancel = '<span class="muted">cancelling…</span>'
+    restarts = (f' · group restarts {job["group_restarts"]}' if job["group_restarts"] else "")
+    return (
+        f'<div class="live-root" data-done="{done}" data-status="{job["status"]}">'
+        f'<div class="bar"><h1>{escape(job["name"])} <span class="muted">job {job["id"]}</span>'
+        f'</h1>{badge(job["status"])}{cancel}</div>'
+        f'<p class="reason" id="job-reason">{escape(job["reason"])}</p>'
+        f'<p class="facts">submitted {_ts(job["submitted_at"])} · duration '
+        f'{_dur(job["started_at"], job["ended_at"])} · {job["num_tasks"]} task(s), '
+        f'{job["num_nodes"]} node(s) · {escape(job["execution"])}'
+        f'{" · isolation " + escape(job["isolation"]) if job["isolation"] else ""}{restarts}</p>'
+        f'<h2>Tasks and nodes</h2>{tasks_table(job)}'
+        f'<h2>Timeline</h2><div class="timeline-wrap">{timeline.render(job, events, now)}</div>'
+        '<p class="legend"><span class="k setup"></span>setup <span class="k run"></span>run '
+        '<span class="k ready"></span>ready <span class="k ok"></span>exit 0 '
+        '<span class="k bad"></span>failed exit <span class="k stop"></span>stopped '
+        '<span class="k restart"></span>restart <span class="k retry"></span>run, later attempt</p>'
+        f'{stop_notes(job, events)}</div>'
+    )
+
+
+def group_page(job: dict, events: list[dict], now: float) -> str:
+    options = "".join(f'<option value="{escape(t["name"])}">{escape(t["name"])}</option>'
+                      for t in job["tasks"])
+    body = (
+        '<div id="flash" class="flash" hidden></div>'
+        f'<div id="live" data-fragment="/fragments/jobs/{job["id"]}">'
+        f'{group_live(job, events, now)}</div>'
+        '<div class="bar"><h2>Logs</h2><label>Task <select id="task-filter">'
+        f'<option value="">all tasks</option>{options}</select></label>'
+        '<label><input type="checkbox" id="autoscroll" checked> follow</label>'
+        '<span class="muted" id="log-state"></span></div>'
+        f'<div id="logs" class="logs" data-job="{job["id"]}"></div>'
+    )
+    return page(f"{job['name']} (job {job['id']}) — jobgroup", body, kind="group")

@@ -1,0 +1,154 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright's client
+library; Playwright's own browser downloads are never used). This module installs nothing: it
+skips, saying why, where chromium or the playwright package is missing (scripts/bootstrap
+installs both).
+
+A user's view: launch a group, open its page, watch its tasks turn RUNNING then SUCCEEDED and its
+log lines appear; cancel a second group from its page (declining the confirmation first); filter
+the jobs page by status.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import textwrap
+
+import pytest
+
+from jobgroup import api
+from test_dashboard_helpers import dashboard  # noqa: F401 (fixture)
+
+CHROMIUM = os.environ.get("JOBGROUP_TEST_CHROMIUM") or shutil.which("chromium") or ""
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM, reason="no chromium on this machine (Debian: apt-get "
+                       "install chromium; scripts/bootstrap installs it as root)"),
+    pytest.mark.skipif(sync_playwright is None, reason="the playwright package is not installed "
+                       "(pip install playwright; its browser download is not needed)"),
+]
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def browser():
+    profile = tempfile.mkdtemp(prefix="jobgroup-chromium-")
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
+            viewport={"width": 1200, "height": 900})
+        ctx.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def _launch(server, text: str) -> int:
+    return api.launch(textwrap.dedent(text), home=server.home).id
+
+
+def test_watch_a_group_run_then_cancel_another(dashboard, browser):
+    errors: list[str] = []
+    page = browser.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+    job = _launch(dashboard, """
+        name: watched
+        execution: parallel
+        ---
+        name: server
+        run: |
+          echo "server up on $(hostname)"
+          sleep 3
+          echo "server finishing"
+        ---
+        name: workers
+        num_nodes: 2
+        run: |
+          sleep 1
+          echo "worker $SKYPILOT_NODE_RANK working"
+          sleep 1.5
+        """)
+    page.goto(f"{dashboard.url}jobs/{job}")
+    expect(page.locator("h1")).to_contain_text("watched")
+    server_row = page.locator('tr.task[data-task="server"]')
+    workers_row = page.locator('tr.task[data-task="workers"]')
+    expect(server_row).to_have_attribute("data-status", "RUNNING")
+    expect(workers_row).to_have_attribute("data-status", "RUNNING")
+    logs = page.locator("#logs")
+    expect(logs).to_contain_text("(server, rank=0)")
+    expect(logs).to_contain_text("server up on server-0")
+    expect(logs).to_contain_text("(workers, rank=1)")
+    expect(logs).to_contain_text("worker 1 working")
+    expect(page.locator('tr.node[data-task="workers"][data-rank="1"]')).to_contain_text(
+        "workers-1")
+    # the end: every task SUCCEEDED, the page stops polling, the log stream ends
+    expect(server_row).to_have_attribute("data-status", "SUCCEEDED")
+    expect(workers_row).to_have_attribute("data-status", "SUCCEEDED")
+    expect(page.locator(".live-root")).to_have_attribute("data-done", "1")
+    expect(page.locator(".live-root .badge").first).to_have_text("SUCCEEDED")
+    expect(logs).to_contain_text("server finishing")
+    expect(page.locator("#log-state")).to_contain_text("end of logs")
+    expect(page.locator("svg.timeline .bar-run")).to_have_count(3)
+    # the task filter: only the workers' lines
+    page.select_option("#task-filter", "workers")
+    expect(logs).to_contain_text("worker 0 working")
+    expect(logs).not_to_contain_text("server up")
+
+    # a second group, cancelled from its page (the confirmation declined once, then accepted)
+    other = _launch(dashboard, "name: forever\nrun: echo waiting; sleep 300\n")
+    page.goto(f"{dashboard.url}jobs/{other}")
+    expect(page.locator('tr.task[data-task="forever"]')).to_have_attribute("data-status",
+                                                                             "RUNNING")
+    expect(page.locator("#logs")).to_contain_text("(forever, rank=0) waiting")
+    dialogs: list[str] = []
+
+    def dismiss(d):
+        dialogs.append(d.message)
+        d.dismiss()
+
+    page.once("dialog", dismiss)
+    page.click(".cancel-btn")
+    assert dialogs and f"Cancel job {other} (forever)?" in dialogs[0]
+    assert not api.get_job(other, home=dashboard.home).done
+    page.once("dialog", lambda d: d.accept())
+    page.click(".cancel-btn")
+    expect(page.locator("#flash")).to_contain_text(f"Job {other}: cancelling")
+    expect(page.locator(".live-root")).to_have_attribute("data-status", "CANCELLED")
+    expect(page.locator('tr.task[data-task="forever"]')).to_have_attribute("data-status",
+                                                                             "CANCELLED")
+    expect(page.locator(".stops")).to_contain_text("cancel requested")
+    assert api.get_job(other, home=dashboard.home).status.value == "CANCELLED"
+
+    # the jobs page: both jobs, filtered by status without a reload
+    page.goto(dashboard.url)
+    rows = page.locator("#jobs-rows tr[data-id]")
+    expect(rows).to_have_count(2)
+    page.select_option("#status-filter", "CANCELLED")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-id", str(other))
+    assert page.url.endswith("/?status=CANCELLED")
+    assert not errors, errors
+
+
+def test_jobs_page_updates_live(dashboard, browser):
+    page = browser.new_page()
+    page.goto(dashboard.url)
+    expect(page.locator("#jobs-rows")).to_contain_text("No jobs.")
+    job = _launch(dashboard, "name: appears\nrun: sleep 1\n")
+    row = page.locator(f'#jobs-rows tr[data-id="{job}"]')
+    expect(row).to_contain_text("appears")
+    expect(row).to_have_attribute("data-status", "SUCCEEDED")
+    expect(page.locator("#job-count")).to_have_text("1 job(s)")

@@ -1,0 +1,197 @@
+"""The dashboard's pure parts: the SVG timeline, the HTML (escaping), readiness, and the
+`jobgroup dashboard` command itself (light to import, prints its URL, token beyond loopback)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+import xml.etree.ElementTree as ET
+
+from jobgroup.dashboard import pages, timeline, views
+from jobgroup.state.status import Phase
+from jobgroup.state.store import NodeRec
+
+T0 = 1_000_000.0
+
+
+def _job(done: bool = True, status: str = "FAILED", reason: str = "task 'w' node 1 failed",
+         nodes_per_task: int = 2) -> dict:
+    tasks = []
+    for i, name in enumerate(["srv", "w"]):
+        tasks.append({"index": i, "name": name, "status": "RUNNING", "reason": "",
+                      "num_nodes": nodes_per_task, "primary": True, "restarts": 0,
+                      "started_at": T0, "ended_at": None, "duration": 1.0,
+                      "nodes": [{"rank": r} for r in range(nodes_per_task)]})
+    return {"id": 7, "name": "g", "status": status, "reason": reason, "done": done,
+            "submitted_at": T0, "started_at": T0 + 1, "ended_at": T0 + 30 if done else None,
+            "tasks": tasks}
+
+
+def _ev(at: float, kind: str, message: str = "", task: str | None = None,
+        rank: int | None = None) -> dict:
+    return {"id": 0, "at": T0 + at, "kind": kind, "message": message, "task": task, "rank": rank}
+
+
+EVENTS = [
+    _ev(0, "submitted", "2 task(s)"),
+    _ev(1, "job PENDING -> STARTING", "admitted"),
+    _ev(1.1, "setup-started", "pid 1", "srv", 0),
+    _ev(2, "setup-ended", "exit code 0", "srv", 0),
+    _ev(2.1, "run-started", "pid 2", "srv", 0),
+    _ev(2.1, "job STARTING -> RUNNING"),
+    _ev(4, "ready", "GET http://10.0.0.2:8000/", "srv", 0),
+    _ev(5, "run-started", "pid 3", "w", 1),
+    _ev(8, "run-ended", "exit code 3", "w", 1),
+    _ev(8.1, "restart", "attempt 2", "w", 1),
+    _ev(8.2, "run-started", "pid 4", "w", 1),
+    _ev(20, "cancel-requested", "cancel requested by the user"),
+    _ev(20.1, "stop", "cancelled by the user", "srv", 0),
+    _ev(20.5, "run-ended", "signal 15", "srv", 0),
+    _ev(29, "outcome", "FAILED: <b>boom</b>"),
+    _ev(30, "job RUNNING -> FAILED", "x"),
+]
+
+
+def test_timeline_draws_phases_marks_and_reasons():
+    svg = timeline.render(_job(), EVENTS, now=T0 + 99)
+    root = ET.fromstring(svg)  # well-formed XML (inline SVG)
+    assert root.tag.endswith("svg")
+    titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert "setup: exit code 0" in titles
+    assert "ready: GET http://10.0.0.2:8000/" in titles
+    assert "run ended: exit code 3" in titles
+    assert "restarted: attempt 2" in titles
+    assert "stopped: cancelled by the user" in titles
+    assert "run ended: signal 15 (stopped: cancelled by the user)" in titles
+    assert "run (attempt 2): running" in titles  # w-1 is still in its second attempt
+    assert "bar-run retry open" in svg
+    assert "FAILED: task 'w' node 1 failed" in titles  # the end line carries the reason
+    assert "cancel requested" in svg and ">FAILED</text>" in svg
+    for cls in ("m-ready", "m-exit-bad", "m-restart", "m-stop", "m-exit-stopped", "bar-setup",
+                "bar-run"):
+        assert f'class="{cls}' in svg or f'mark {cls}"' in svg, cls
+    labels = re.findall(r'class="lane-label"[^>]*>([^<]+)<', svg)
+    assert labels == ["group", "srv-0", "srv-1", "w-0", "w-1"]
+    # marks are drawn after (over) every bar
+    assert svg.rfind("<rect class=\"bar-") < svg.find('<g class="mark')
+    # the time axis spans submission to the end, in whole steps
+    ticks = re.findall(r'class="tick"[^>]*>([^<]+)<', svg)
+    assert ticks[0] == "+0s" and ticks[-1] == "+30s"
+
+
+def test_timeline_of_a_running_job_reaches_now_and_caps_lanes():
+    job = _job(done=False, status="RUNNING", nodes_per_task=150)
+    svg = timeline.render(job, EVENTS[:6], now=T0 + 600)
+    ticks = re.findall(r'class="tick"[^>]*>([^<]+)<', svg)
+    assert ticks[-1] == "+10m"
+    assert "… 100 more nodes" in svg
+    assert len(re.findall(r'class="lane-label"', svg)) == 1 + timeline.MAX_LANES + 1
+
+
+def test_html_escapes_what_users_wrote():
+    job = _job()
+    job.update(num_tasks=2, num_nodes=4, restarts=0, group_restarts=0, cancel_requested=False,
+               execution="parallel", isolation="none", duration=1.0)
+    job["reason"] = "<script>alert(1)</script>"
+    for t in job["tasks"]:
+        t["nodes"] = [{"rank": 0, "phase": "ended", "attempt": 1, "address": "",
+                       "hostname": "<img>", "restarts": 0, "readiness": "-",
+                       "exit": "exit code 0", "started_at": None, "ended_at": None}]
+    html = pages.group_live(job, EVENTS, T0 + 40)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<img>" not in html and "<b>boom</b>" not in html
+    rows = pages.job_rows([{**job, "name": "a<b"}])
+    assert "a&lt;b" in rows and "<script>" not in rows
+
+
+def _node(**kw) -> NodeRec:
+    base = dict(job_id=1, task_idx=0, rank=0, phase=Phase.RUN, pid=1, pid_start=1,
+                exit_code=None, signal=None, stopped=False, stop_requested_at=None,
+                started_at=T0, ended_at=None, address="", hostname="", attempt=1)
+    return NodeRec(**{**base, **kw})
+
+
+def test_readiness_and_exit_words():
+    assert views.readiness(_node(), probed=True) == "waiting"
+    assert views.readiness(_node(), probed=False) == "started"
+    assert views.readiness(_node(ready_at=T0 + 1), probed=True) == "ready"
+    assert views.readiness(_node(probe_failed="GET x failed"), probed=True) == "failed: GET x failed"
+    assert views.readiness(_node(phase=Phase.WAITING), probed=True) == "-"
+    assert views.exit_text(_node()) == ""
+    assert views.exit_text(_node(phase=Phase.ENDED, exit_code=0)) == "exit code 0"
+    assert views.exit_text(_node(phase=Phase.ENDED, signal=15, stopped=True)) == \
+        "signal 15 (stopped)"
+    assert views.exit_text(_node(phase=Phase.ENDED, stopped=True)) == "stopped"
+    assert views.probed_tasks("name: a\nrun: x\nreadiness_probe: {tcp: {port: 1}}\n") == \
+        frozenset({"a"})
+    assert pages.fmt_duration(3.25) == "3.2s" and pages.fmt_duration(3725) == "1h 02m"
+
+
+def test_the_cli_does_not_import_the_server():
+    code = ("import sys; from jobgroup.cli.main import cli; "
+            "print(any(m.startswith('jobgroup.dashboard') or m == 'http.server' "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _start(jenv, *args: str) -> tuple[subprocess.Popen, list[str]]:
+    p = subprocess.Popen([sys.executable, "-m", "jobgroup", "dashboard", "--port", "0", *args],
+                         env=jenv.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = [p.stdout.readline()]
+    while "Ctrl-C" not in lines[-1] and p.poll() is None:
+        lines.append(p.stdout.readline())
+    return p, lines
+
+
+def test_dashboard_command_serves_and_stops_on_ctrl_c(jenv):
+    p, lines = _start(jenv)
+    try:
+        url = re.search(r"(http://127\.0\.0\.1:\d+/)", lines[0]).group(1)
+        with urllib.request.urlopen(url + "api/jobs", timeout=10) as r:
+            assert r.status == 200 and b'"jobs":[]' in r.read()
+    finally:
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=10)
+    assert p.returncode == 0 and "Stopped." in out
+    assert not (jenv.home / "dashboard.token").exists()
+
+
+def test_dashboard_command_beyond_loopback_prints_the_token_url(jenv):
+    p, lines = _start(jenv, "--host", "127.0.0.2")
+    try:
+        token = (jenv.home / "dashboard.token").read_text().strip()
+        text = "".join(lines)
+        assert f"?token={token}" in text and "token is required" in text
+        assert oct(os.stat(jenv.home / "dashboard.token").st_mode & 0o777) == "0o600"
+        url = re.search(r"(http://127\.0\.0\.2:\d+/)", text).group(1)
+        try:
+            urllib.request.urlopen(url + "api/jobs", timeout=10)
+            raise AssertionError("no token: must be refused")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+        req = urllib.request.Request(url + "api/jobs", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=10)
+
+
+def test_dashboard_command_reports_a_busy_port(jenv):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    try:
+        p = jenv.jg("dashboard", "--port", str(s.getsockname()[1]))
+    finally:
+        s.close()
+    assert p.returncode == 2 and "cannot listen on 127.0.0.1" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert "dashboard" in jenv.jg("--help").stdout
