@@ -78,6 +78,7 @@ class Controller:
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT or `controller stop`. The lock must already be held."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent each datagram
         sock.bind(socket_name(self.home))
         self.loop.add_reader(sock.fileno(), self._on_wake, sock)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,8 +99,16 @@ class Controller:
 
     async def _serve_rpc(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
-        """One request per connection (see `controller.rpc`)."""
+        """One request per connection (see `controller.rpc`). Only this controller's own user
+        (or root) may ask: the socket is abstract, so file permissions cannot guard it."""
         try:
+            if not _peer_allowed(writer.get_extra_info("socket")):
+                answer = {"ok": False, "error": "permission denied: the controller only takes "
+                          "requests from its own user", "exit_code": 2}
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await writer.drain()
+                writer.close()
+                return
             line = await reader.readline()
             answer = self._launch_for_client(json.loads(line))
         except Exception as e:  # never let a client's request take the controller down
@@ -160,10 +169,13 @@ class Controller:
     def _on_wake(self, sock: socket.socket) -> None:
         while True:
             try:
-                data = sock.recv(512)
+                data, anc, _, _ = sock.recvmsg(512, socket.CMSG_SPACE(12))
             except BlockingIOError:
                 return
             msg = data.decode(errors="replace").split()
+            if msg[:1] == ["stop"] and not _sender_allowed(anc):
+                log.warning("ignored a stop request from another user")
+                continue
             if msg[:1] == ["job"] and len(msg) >= 2 and all(m.isdigit() for m in msg[1:]):
                 for m in msg[1:]:
                     self._mark(int(m))
@@ -630,6 +642,35 @@ class Controller:
             if out.note:
                 self.store.add_event(job_id, "note", out.note, n.task_idx, n.rank)
         self._mark(job_id)
+
+
+def _uid_allowed(uid: int) -> bool:
+    return uid == os.getuid() or uid == 0
+
+
+def _peer_allowed(sock: socket.socket | None) -> bool:
+    """The connecting process runs as our user (or root)."""
+    import struct
+
+    if sock is None:
+        return False
+    try:
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                        struct.calcsize("3i")))
+    except OSError:
+        return False
+    return _uid_allowed(uid)
+
+
+def _sender_allowed(ancillary: list) -> bool:
+    """A datagram's SCM_CREDENTIALS name our user (or root)."""
+    import struct
+
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= 12:
+            _, uid, _ = struct.unpack("3i", data[:12])
+            return _uid_allowed(uid)
+    return False
 
 
 def _placement(job: JobRec):  # -> admission.Placement | None
