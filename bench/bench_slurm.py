@@ -68,13 +68,13 @@ def main() -> None:
             steps = " : ".join(f"--het-group={k} sh -c 'date +%s.%N > {out}/t{k}'"
                                for k in range(3))
             script = tmp / f"base{i}.sh"
-            script.write_text("#!/bin/bash\n#SBATCH --nodes=1\n#SBATCH hetjob\n#SBATCH --nodes=1\n"
-                              f"#SBATCH hetjob\n#SBATCH --nodes=1\n#SBATCH --output=/dev/null\n"
-                              f"srun {steps}\n")
+            script.write_text("#!/bin/bash\n#SBATCH --nodes=1\n#SBATCH --output=/dev/null\n"
+                              "#SBATCH hetjob\n#SBATCH --nodes=1\n#SBATCH hetjob\n"
+                              f"#SBATCH --nodes=1\nsrun {steps}\n")
             idle(env)
             t0 = time.time()
             subprocess.run(["sbatch", "--parsable", str(script)], env=env, check=True,
-                           capture_output=True)
+                           capture_output=True, cwd=tmp)
             base.append(wait_files(out, 3) - t0)
             # the same through jobgroup
             out = tmp / f"ours{i}"
