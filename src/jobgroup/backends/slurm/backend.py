@@ -26,6 +26,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from jobgroup.backends.base import Admission, PhaseLaunch
 from jobgroup.backends.local import isolation
 from jobgroup.backends.local.backend import LocalBackend
@@ -53,9 +55,33 @@ def run(argv: list[str], *, timeout: float = TIMEOUT, env: dict[str, str] | None
                          "(is slurmctld up?)") from None
 
 
+class SlurmSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`$JOBGROUP_HOME/slurm.yaml`: where groups go. A task's `resources.labels` may override
+    any of these for its component (`slurm-partition`, `slurm-account`, `slurm-qos`)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+
+
+def load_settings(home: Path) -> SlurmSettings:
+    path = home / "slurm.yaml"
+    if not path.exists():
+        return SlurmSettings()
+    import yaml
+
+    from jobgroup.errors import UsageError
+
+    try:
+        return msgspec.convert(yaml.safe_load(path.read_text()) or {}, SlurmSettings)
+    except (yaml.YAMLError, msgspec.ValidationError) as e:
+        raise UsageError(f"{path}: {e}") from None
+
+
 def batch_script(group: JobGroup, job_id: int, tag: str, log_dir: Path,
-                 partition: str | None = None) -> str:
+                 partition: str | None = None, settings: SlurmSettings | None = None) -> str:
     """The heterogeneous batch script of a group (pure)."""
+    settings = settings or SlurmSettings(partition=partition)
     lines = ["#!/bin/bash"]
     for i, t in enumerate(group.tasks):
         if i:
@@ -71,8 +97,12 @@ def batch_script(group: JobGroup, job_id: int, tag: str, log_dir: Path,
         if alts:
             (gpu, count), = list(alts[0].items())[:1]
             opts.append(f"--gres=gpu:{gpu.lower()}:{max(1, int(count))}")
-        if partition:
-            opts.append(f"--partition={partition}")
+        labels = t.resources.labels or {}
+        for key in ("partition", "account", "qos"):
+            value = labels.get(f"slurm-{key}") or getattr(settings, key) or (
+                partition if key == "partition" else None)
+            if value:
+                opts.append(f"--{key}={value}")
         if i == 0:
             opts += [f"--job-name=jobgroup-{job_id}-{group.name}",
                      f"--comment=jobgroup:{tag}:{job_id}",
@@ -178,7 +208,10 @@ class SlurmBackend(LocalBackend):
         if slurm_id is None:
             job_dir = self._job_dir(job_id)
             job_dir.mkdir(parents=True, exist_ok=True)
-            script = batch_script(group, job_id, self._tag(), job_dir, self.partition)
+            settings = load_settings(self.home)
+            if settings.partition is None and self.partition:
+                settings = msgspec.structs.replace(settings, partition=self.partition)
+            script = batch_script(group, job_id, self._tag(), job_dir, settings=settings)
             (job_dir / "slurm-batch.sh").write_text(script)
             p = run(["sbatch", "--parsable", str(job_dir / "slurm-batch.sh")], env=self.env)
             if p.returncode != 0:
