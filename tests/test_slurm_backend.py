@@ -121,3 +121,6 @@ def test_the_seed_rl_example_runs_on_slurm(senv, cluster):
     assert "SUCCEEDED" in p.stderr
     assert "mean reward" in p.stdout
     wait_for(lambda: squeue(cluster) == "", timeout=15)
+    # Its /checkpoints volume lived on the shared filesystem, never on the nodes' disks.
+    assert not os.path.exists("/checkpoints")
+    assert list((senv.home / "volumes" / "rl-post-training").glob("run-*/reward.png"))

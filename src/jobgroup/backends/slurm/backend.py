@@ -281,13 +281,24 @@ class SlurmBackend(LocalBackend):
         slurm_id, hostnames = self._nodes[job_id]
         plan = self._jobs[job_id]
         task = plan.group.tasks[task_idx]
+        if task.volumes or task.file_mounts:
+            # Volumes live on the shared filesystem ($JOBGROUP_HOME/volumes/NAME) and appear at
+            # their mount path through bubblewrap on the node (mount points are created inside
+            # the step's view only, never on the node's disk); bwrap must be installed there.
+            from jobgroup.backends.local import mounts
+
+            view = isolation.NodeView(
+                hostname=f"{task.name}-{rank}", hosts_file=str(plan.hosts_file),
+                binds=mounts.node_binds(task, plan.base_dir, self.home, os.path.expanduser("~")))
+            inner = ["bwrap", *isolation.bwrap_args(view), "--", *argv]
+        else:
+            inner = ["/bin/sh", "-c", _NODE_WRAP, "jobgroup-node", str(plan.hosts_file),
+                     f"{task.name}-{rank}", *argv]
         # A one-task group is an ordinary (not heterogeneous) job: no --het-group then.
         het = [f"--het-group={task_idx}"] if len(plan.group.tasks) > 1 else []
         return ["srun", f"--jobid={slurm_id}", *het, "-N1", "-n1",
                 f"--nodelist={hostnames[(task_idx, rank)]}", "--overlap", "--export=ALL",
-                "--quiet", "--kill-on-bad-exit=1",
-                "/bin/sh", "-c", _NODE_WRAP, "jobgroup-node", str(plan.hosts_file),
-                f"{task.name}-{rank}", *argv]
+                "--quiet", "--kill-on-bad-exit=1", *inner]
 
     def inner_argv(self, launch: PhaseLaunch) -> list[str]:
         return self._step_argv(launch.job_id, launch.task_idx, launch.rank,
