@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import msgspec
 
+from jobgroup.envvars import parse_env  # noqa: F401  (part of the API)
 from jobgroup.errors import NotFound, UsageError
 from jobgroup.state.status import Status
 from jobgroup.state.store import JobRec, Store, TaskRec, default_home
@@ -89,17 +90,6 @@ def _store(home: Path | str | None) -> Store:
 
 def _home(home: Path | str | None) -> Path:
     return (Path(home) if home else default_home()).absolute()
-
-
-def parse_env(pairs: Iterable[str]) -> dict[str, str]:
-    """`K=V` strings -> dict; a clear UsageError for anything else."""
-    out: dict[str, str] = {}
-    for p in pairs:
-        key, sep, value = p.partition("=")
-        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
-            raise UsageError(f"--env {p!r}: expected KEY=VALUE with a valid variable name")
-        out[key] = value
-    return out
 
 
 def job_backend_level(job_id: int, home: Path | str | None = None) -> str:

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import click
 
 from jobgroup.cli.output import paint, table, use_colour
+from jobgroup.envvars import parse_env
 from jobgroup.home import default_home
+from jobgroup.humanize import human_ago, human_duration
 from jobgroup.state.status import Status
 
 if TYPE_CHECKING:
@@ -24,23 +26,6 @@ _STATUS_COLOUR = {
 def status_text(status: Status, colour: bool) -> str:
     c = _STATUS_COLOUR.get(status, "red" if status.failed else None)
     return paint(status.value, c, colour)
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
-
-
-def human_ago(ts: float) -> str:
-    return human_duration(max(0.0, time.time() - ts)).split(" ")[0] + " ago"
 
 
 def _exit_for(job: api.Job) -> int:
@@ -114,19 +99,6 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
         sys.exit(130)
     _print_end(final)
     sys.exit(_exit_for(final))
-
-
-def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
-    """`K=V` strings -> dict (the same rule as jobgroup.api.parse_env, without importing it)."""
-    from jobgroup.errors import UsageError
-
-    out: dict[str, str] = {}
-    for p in pairs:
-        key, sep, value = p.partition("=")
-        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
-            raise UsageError(f"--env {p!r}: expected KEY=VALUE with a valid variable name")
-        out[key] = value
-    return out
 
 
 def _submit(file: str, **options: object) -> tuple[int, str, int, int, str]:

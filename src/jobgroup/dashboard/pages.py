@@ -9,6 +9,7 @@ from html import escape
 from urllib.parse import quote
 
 from jobgroup.dashboard import timeline
+from jobgroup.humanize import human_duration
 from jobgroup.dashboard.views import STATUS_FILTERS
 
 
@@ -16,15 +17,7 @@ def _ts(t: float | None) -> str:
     return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+fmt_duration = human_duration  # one formatting of durations across the CLI and the page
 
 
 def _dur(started: float | None, ended: float | None) -> str:

@@ -17,38 +17,22 @@ _STARTED = frozenset({Status.STARTING, Status.RUNNING})
 
 def set_job_status(store: Store, job_id: int, new: Status, reason: str = "") -> bool:
     """Move job `job_id` to `new`; True if it changed."""
-    now = time.time()
-    with store.write() as c:
-        row = c.execute("SELECT status, started_at FROM jobs WHERE id=?", (job_id,)).fetchone()
-        if row is None:
-            raise KeyError(job_id)
-        old = Status(row["status"])
-        if old.terminal or old == new:
-            return False
-        sets, vals = ["status=?", "reason=?"], [new.value, reason]
-        if new in _STARTED and row["started_at"] is None:
-            sets.append("started_at=?")
-            vals.append(now)
-        if new.terminal:
-            sets.append("ended_at=?")
-            vals.append(now)
-        c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*vals, job_id))
-        c.execute(
-            "INSERT INTO events(job_id, at, kind, message) VALUES (?,?,?,?)",
-            (job_id, now, f"job {old.value} -> {new.value}", reason),
-        )
-    return True
+    return _transition(store, "jobs", "id=?", (job_id,), job_id, None, "job", new, reason)
 
 
 def set_task_status(store: Store, job_id: int, idx: int, new: Status, reason: str = "") -> bool:
     """Move task `idx` of job `job_id` to `new`; True if it changed."""
+    return _transition(store, "tasks", "job_id=? AND idx=?", (job_id, idx), job_id, idx, "task",
+                       new, reason)
+
+
+def _transition(store: Store, table: str, where: str, key: tuple, job_id: int,
+                task_idx: int | None, what: str, new: Status, reason: str) -> bool:
     now = time.time()
     with store.write() as c:
-        row = c.execute(
-            "SELECT status, started_at FROM tasks WHERE job_id=? AND idx=?", (job_id, idx)
-        ).fetchone()
+        row = c.execute(f"SELECT status, started_at FROM {table} WHERE {where}", key).fetchone()
         if row is None:
-            raise KeyError((job_id, idx))
+            raise KeyError(key)
         old = Status(row["status"])
         if old.terminal or old == new:
             return False
@@ -59,12 +43,10 @@ def set_task_status(store: Store, job_id: int, idx: int, new: Status, reason: st
         if new.terminal:
             sets.append("ended_at=?")
             vals.append(now)
-        c.execute(
-            f"UPDATE tasks SET {', '.join(sets)} WHERE job_id=? AND idx=?", (*vals, job_id, idx)
-        )
+        c.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE {where}", (*vals, *key))
         c.execute(
             "INSERT INTO events(job_id, task_idx, at, kind, message) VALUES (?,?,?,?,?)",
-            (job_id, idx, now, f"task {old.value} -> {new.value}", reason),
+            (job_id, task_idx, now, f"{what} {old.value} -> {new.value}", reason),
         )
     return True
 
