@@ -206,7 +206,8 @@ def cancel(job_ids: tuple[int, ...], all_: bool) -> None:
     from jobgroup import api
 
     if bool(job_ids) == all_:
-        raise click.UsageError("give job IDs, or --all" if all_ else "give job IDs or --all")
+        raise click.UsageError("give job IDs or --all, not both" if all_ else
+                               "give job IDs or --all")
     result = api.cancel_all() if all_ else api.cancel(list(job_ids))
     if not result:
         click.echo("No active jobs to cancel.")
