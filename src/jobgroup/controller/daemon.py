@@ -28,16 +28,17 @@ import msgspec
 
 from jobgroup import discovery
 from jobgroup.backends.base import Backend, Handle, PhaseLaunch
-from jobgroup.controller import paths, probes
+from jobgroup.controller import creds, paths, probes
+from jobgroup.controller import placement as placements
 from jobgroup.controller.decide import (
     Abandon, JobView, MarkReady, Plan, ResetTask, RestartGroup, RestartTask, SetJob, SetOutcome,
-    SetTask, StartPhase, StopNode, TaskInfo, decide,
+    SetTask, StartPhase, StopNode, TaskInfo, decide, task_info,
 )
 from jobgroup.controller.wake import socket_name
 from jobgroup.errors import JobGroupError
 from jobgroup.spec import load
-from jobgroup.spec.durations import delay_for, parse_duration
-from jobgroup.spec.models import JobGroup, JobRecovery, Task
+from jobgroup.spec.durations import parse_duration
+from jobgroup.spec.models import JobGroup
 from jobgroup.state import transitions
 from jobgroup.state.status import Phase, Status
 from jobgroup.state.store import JobRec, NodeRec, Store
@@ -102,7 +103,7 @@ class Controller:
         """One request per connection (see `controller.rpc`). Only this controller's own user
         (or root) may ask: the socket is abstract, so file permissions cannot guard it."""
         try:
-            if not _peer_allowed(writer.get_extra_info("socket")):
+            if not creds.peer_allowed(writer.get_extra_info("socket")):
                 answer = {"ok": False, "error": "permission denied: the controller only takes "
                           "requests from its own user", "exit_code": 2}
                 writer.write(json.dumps(answer).encode() + b"\n")
@@ -173,7 +174,7 @@ class Controller:
             except BlockingIOError:
                 return
             msg = data.decode(errors="replace").split()
-            if msg[:1] == ["stop"] and not _sender_allowed(anc):
+            if msg[:1] == ["stop"] and not creds.sender_allowed(anc):
                 log.warning("ignored a stop request from another user")
                 continue
             if msg[:1] == ["job"] and len(msg) >= 2 and all(m.isdigit() for m in msg[1:]):
@@ -275,7 +276,7 @@ class Controller:
         steps: dict[int, int] = {}
         for job in sorted(self.store.jobs(active_only=True), key=lambda j: j.id):
             group, _ = self._spec(job.id, job.spec)
-            placement = _placement(job)
+            placement = placements.placement_of(job)
             backend = self._backend(job.id)
             if backend.schedules_itself:
                 if job.status == Status.PENDING and not job.cancel_requested \
@@ -306,7 +307,7 @@ class Controller:
             self.store.update_options(p.job_id, placement=msgspec.to_builtins(p),
                                       placement_step=steps[p.job_id])
             held = [n for n in p.nodes if not n.best_effort]
-            self.store.add_event(p.job_id, "admitted", describe_placement(p) if held else
+            self.store.add_event(p.job_id, "admitted", placements.describe_placement(p) if held else
                                  "best-effort: reserves nothing")
             self._mark(p.job_id)
         for w in decision.waiting:
@@ -359,7 +360,7 @@ class Controller:
                 self._forget(job_id)
                 return
             group, info = self._spec(job_id, job.spec)
-            placement = _placement(job)
+            placement = placements.placement_of(job)
             placed: frozenset[int] = frozenset()
             if job.options.get("admitted"):  # by a backend with its own scheduler
                 placed = frozenset(range(len(group.tasks)))
@@ -507,7 +508,7 @@ class Controller:
                 status_path=paths.status_path(self.home, job_id, s.task_idx, s.rank,
                                               s.phase.value, node.attempt),
                 grace=float(opts.get("grace", 10.0)),
-                **_limits(job, s.task_idx, s.rank),
+                **placements.limits(job, s.task_idx, s.rank),
             ))
             started.append(NodeRec(**{**_fields(node), "phase": s.phase, "pid": handle.pid,
                                       "pid_start": handle.pid_start}))
@@ -533,7 +534,7 @@ class Controller:
             overrides=job.options.get("env", {}), setup=setup,
         ))
         env["JOBGROUP_ATTEMPT"] = str(attempt)
-        alloc = _node_alloc(job, task_idx, rank)
+        alloc = placements.node_alloc(job, task_idx, rank)
         if alloc is not None:
             env.update(alloc.env())  # CUDA_VISIBLE_DEVICES, SKYPILOT_NUM_GPUS_PER_NODE
         return env
@@ -642,95 +643,6 @@ class Controller:
             if out.note:
                 self.store.add_event(job_id, "note", out.note, n.task_idx, n.rank)
         self._mark(job_id)
-
-
-def _uid_allowed(uid: int) -> bool:
-    return uid == os.getuid() or uid == 0
-
-
-def _peer_allowed(sock: socket.socket | None) -> bool:
-    """The connecting process runs as our user (or root)."""
-    import struct
-
-    if sock is None:
-        return False
-    try:
-        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                        struct.calcsize("3i")))
-    except OSError:
-        return False
-    return _uid_allowed(uid)
-
-
-def _sender_allowed(ancillary: list) -> bool:
-    """A datagram's SCM_CREDENTIALS name our user (or root)."""
-    import struct
-
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= 12:
-            _, uid, _ = struct.unpack("3i", data[:12])
-            return _uid_allowed(uid)
-    return False
-
-
-def _placement(job: JobRec):  # -> admission.Placement | None
-    raw = job.options.get("placement")
-    if raw is None:
-        return None
-    from jobgroup.resources.admission import Placement
-
-    return msgspec.convert(raw, Placement)
-
-
-def _node_alloc(job: JobRec, task_idx: int, rank: int):  # -> admission.NodeAlloc | None
-    placement = _placement(job)
-    if placement is None:
-        return None
-    try:
-        return placement.node(task_idx, rank)
-    except KeyError:
-        return None
-
-
-def _limits(job: JobRec, task_idx: int, rank: int) -> dict[str, float]:
-    alloc = _node_alloc(job, task_idx, rank)
-    if alloc is None:
-        return {}
-    return {"cpus": alloc.cpus, "memory_gb": alloc.memory_gb}
-
-
-def describe_placement(p) -> str:  # p: admission.Placement
-    parts = []
-    for n in p.nodes:
-        if n.best_effort:
-            continue
-        what = []
-        if n.cpus:
-            what.append(f"{n.cpus:g} CPU")
-        if n.memory_gb:
-            what.append(f"{n.memory_gb:g} GB")
-        if n.gpus:
-            what.append(f"GPU {','.join(map(str, n.gpus))}")
-        parts.append(f"{n.task_idx}/{n.rank}: {' '.join(what)}")
-    return "; ".join(parts)
-
-
-def task_info(group: JobGroup, task: Task) -> TaskInfo:
-    """What decide() needs to know of a task's spec."""
-    names = [t.name for t in group.tasks]
-    rec = task.resources.job_recovery
-    if isinstance(rec, str):  # `job_recovery: FAILOVER` names a strategy only
-        rec = JobRecovery(strategy=rec)
-    codes = rec.recover_on_exit_codes if rec else None
-    return TaskInfo(
-        has_setup=bool(task.setup),
-        delay=delay_for(group, task.name or ""),
-        has_probe=task.readiness_probe is not None,
-        deps=tuple((names.index(d), c) for d, c in task.dependencies().items() if d in names),
-        max_restarts=rec.max_restarts_on_errors if rec else 0,
-        recover_codes=frozenset([codes] if isinstance(codes, int) else codes or []),
-        recover_preemption=bool(rec and rec.strategy),
-    )
 
 
 def _fields(n: NodeRec) -> dict[str, object]:

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jobgroup.spec.durations import delay_for
+from jobgroup.spec.models import JobGroup, JobRecovery, Task
 from jobgroup.state.status import Phase, Status
 from jobgroup.state.store import JobRec, NodeRec, TaskRec
 
@@ -418,3 +420,21 @@ def _progress(
         isinstance(a, (StartPhase, MarkReady)) for a in plan.actions
     ):
         plan.actions.append(SetJob(Status.STARTING, "admitted"))
+
+
+def task_info(group: JobGroup, task: Task) -> TaskInfo:
+    """What decide() needs to know of a task's spec."""
+    names = [t.name for t in group.tasks]
+    rec = task.resources.job_recovery
+    if isinstance(rec, str):  # `job_recovery: FAILOVER` names a strategy only
+        rec = JobRecovery(strategy=rec)
+    codes = rec.recover_on_exit_codes if rec else None
+    return TaskInfo(
+        has_setup=bool(task.setup),
+        delay=delay_for(group, task.name or ""),
+        has_probe=task.readiness_probe is not None,
+        deps=tuple((names.index(d), c) for d, c in task.dependencies().items() if d in names),
+        max_restarts=rec.max_restarts_on_errors if rec else 0,
+        recover_codes=frozenset([codes] if isinstance(codes, int) else codes or []),
+        recover_preemption=bool(rec and rec.strategy),
+    )
