@@ -65,13 +65,8 @@ from jobgroup.dashboard.server import make_server, serve_in_thread  # noqa: E402
 
 
 def stop_own_controller(jenv) -> None:
-    """End the test's groups and stop its controller, reaping it: launched through the API from
-    this process, the controller is our child, and an unreaped child stays a zombie that
-    `jenv`'s check would wait 10 s for."""
-    import os
-    import signal
-    import time
-
+    """End the test's groups and stop its controller (reaped: launched through the API from this
+    process, the controller is our child)."""
     from jobgroup import api
 
     if not (jenv.home / "state.db").exists():
@@ -79,26 +74,7 @@ def stop_own_controller(jenv) -> None:
     for job in api.queue(home=jenv.home):
         api.cancel(job.id, home=jenv.home)
         api.wait(job.id, timeout=30, home=jenv.home)
-    pid = jenv.controller_pid()
-    if pid is None:
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child: someone else reaps it
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            done = 0
-        if done:
-            return
-        time.sleep(0.02)
+    jenv.stop_controller()
 
 
 @pytest.fixture
