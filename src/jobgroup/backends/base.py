@@ -26,6 +26,11 @@ from typing import Callable
 from jobgroup.spec.models import JobGroup
 
 
+class Unreachable(Exception):
+    """The backend's cluster (Slurm's controller, the Kubernetes API server) did not answer;
+    the controller keeps the group pending with this reason and asks again."""
+
+
 @dataclass(frozen=True)
 class Handle:
     """How to find a running phase again (stored in the node's row)."""

@@ -230,19 +230,23 @@ class Controller:
                 from jobgroup.backends.slurm.backend import SlurmBackend
 
                 backend = SlurmBackend(self.home)
+            elif infra == "kubernetes":
+                from jobgroup.backends.kubernetes.backend import KubernetesBackend
+
+                backend = KubernetesBackend(self.home)
             else:
                 backend = self.backends["local"]
             self.backends[infra] = backend
         return backend
 
     def _admit_self_scheduled(self, job: JobRec, group: JobGroup, backend: Backend) -> None:
-        """Ask a backend with its own scheduler (Slurm) about a pending group."""
-        from jobgroup.backends.slurm.backend import SlurmError
+        """Ask a backend with its own scheduler (Slurm, Kubernetes) about a pending group."""
+        from jobgroup.backends.base import Unreachable
 
         try:
-            adm = backend.admit(job.id, group, job.options)
-        except SlurmError as e:
-            transitions.set_pending_reason(self.store, job.id, f"cannot reach Slurm: {e}")
+            adm = backend.admit(job.id, group, {**job.options, "base_dir": job.base_dir})
+        except Unreachable as e:
+            transitions.set_pending_reason(self.store, job.id, f"cannot reach {backend.name.capitalize()}: {e}")
             self.loop.call_later(2.0, self._mark, job.id)
             return
         if adm.facts:

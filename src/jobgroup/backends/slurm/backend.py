@@ -28,7 +28,7 @@ from pathlib import Path
 
 import msgspec
 
-from jobgroup.backends.base import Admission, PhaseLaunch
+from jobgroup.backends.base import Admission, PhaseLaunch, Unreachable
 from jobgroup.backends.local import isolation
 from jobgroup.backends.local.backend import LocalBackend
 from jobgroup.spec.models import JobGroup
@@ -40,8 +40,8 @@ NEVER = ("PartitionConfig", "PartitionNodeLimit", "BadConstraints", "ReqNodeNotA
          "PartitionTimeLimit", "InvalidAccount", "InvalidQOS", "QOSMaxGRESPerJob")
 
 
-class SlurmError(Exception):
-    pass
+class SlurmError(Unreachable):
+    """A Slurm command failed to run or answer (not a refusal: those are Admission results)."""
 
 
 def run(argv: list[str], *, timeout: float = TIMEOUT, env: dict[str, str] | None = None
