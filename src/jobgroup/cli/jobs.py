@@ -71,23 +71,24 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
 
         click.echo(api.dryrun(file, name=name, env=env, infra=infra), nl=False)
         return
-    job_id, job_name, tasks, nodes, level = _submit(
+    from jobgroup.cli.fastlaunch import detach_hint, submitted_lines
+
+    job, level, note = _submit(
         file, name=name, env=env, infra=infra, grace=grace, gpus_any=gpus == "any",
         cpu_only=cpu_only)
-    click.echo(f"Job {job_id} ({job_name}) submitted: {tasks} task(s), {nodes} node(s).")
-    from jobgroup.backends.local.isolation import LEVEL_NOTES
-
-    if level == "slurm":
-        click.echo("Slurm: one heterogeneous Slurm job for the group; every node's setup and "
-                   "run are job steps on its Slurm node.", err=True)
-    else:
-        click.echo(f"Isolation: {level} ({LEVEL_NOTES.get(level, '?')}).", err=True)
+    out, err = submitted_lines(job, level, note)
+    click.echo(out)
+    click.echo(err, err=True)
     if detach:
-        click.echo(f"Follow: jobgroup logs {job_id}   Status: jobgroup queue   "
-                   f"Cancel: jobgroup cancel {job_id}")
+        click.echo(detach_hint(job["id"]))
         return
-    from jobgroup import api
+    sys.exit(follow_until_end(job["id"]))
 
+
+def follow_until_end(job_id: int) -> int:
+    """Stream every task's logs until the job ends; its exit code (0 only if SUCCEEDED).
+    Ctrl-C detaches (exit 130) and says how to re-attach and cancel."""
+    from jobgroup import api
     from jobgroup.cli.logs import follow_job
 
     try:
@@ -96,14 +97,15 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
     except KeyboardInterrupt:
         click.echo(f"\nDetached; job {job_id} keeps running. Re-attach: jobgroup logs {job_id}"
                    f"   Cancel: jobgroup cancel {job_id}", err=True)
-        sys.exit(130)
+        return 130
     _print_end(final)
-    sys.exit(_exit_for(final))
+    return _exit_for(final)
 
 
-def _submit(file: str, **options: object) -> tuple[int, str, int, int, str]:
-    """Submit through the running controller (fast: it validates and starts in one turn);
-    in-process when no controller serves requests. (id, name, tasks, nodes, isolation)."""
+def _submit(file: str, **options: object) -> tuple[dict, str, str | None]:
+    """Submit through the running controller (started if needed: it validates and starts in
+    one turn); in-process when no controller serves requests. (job as a dict with id, name and
+    tasks' num_nodes; isolation level; its note)."""
     import os
 
     from jobgroup.controller import rpc, wake
@@ -122,14 +124,15 @@ def _submit(file: str, **options: object) -> tuple[int, str, int, int, str]:
             err = JobGroupError(answer.get("error", "the launch failed"))
             err.exit_code = int(answer.get("exit_code", 1))
             raise err
-        job = answer["job"]
-        return (job["id"], job["name"], len(job["tasks"]),
-                sum(t["num_nodes"] for t in job["tasks"]), str(answer.get("isolation", "?")))
+        return answer["job"], str(answer.get("isolation", "?")), answer.get("isolation_note")
+    import msgspec
+
     from jobgroup import api
+    from jobgroup.backends.local.isolation import LEVEL_NOTES
 
     job = api.launch(file, on_warning=lambda w: click.echo(w, err=True), **options)  # type: ignore[arg-type]
-    return (job.id, job.name, len(job.tasks), sum(t.num_nodes for t in job.tasks),
-            api.job_backend_level(job.id, home))
+    level = api.job_backend_level(job.id, home)
+    return msgspec.to_builtins(job), level, LEVEL_NOTES.get(level)
 
 
 def _print_end(job: api.Job) -> None:

@@ -140,8 +140,11 @@ class Controller:
             return {"ok": False, "error": str(e), "exit_code": e.exit_code, "warnings": notes}
         self._mark(job.id)  # starts in this very turn of the loop
         infra = self._backend(job.id).name
+        level = self.backends["local"].level if infra == "local" else infra
+        from jobgroup.backends.local.isolation import LEVEL_NOTES
+
         return {"ok": True, "job": msgspec.to_builtins(job), "warnings": notes,
-                "isolation": self.backends["local"].level if infra == "local" else infra}
+                "isolation": level, "isolation_note": LEVEL_NOTES.get(level)}
 
     def adopt(self) -> None:
         """Watch every phase that still runs; settle every one that ended while we were away."""

@@ -19,13 +19,9 @@ import json
 import socket
 from pathlib import Path
 
-from jobgroup.controller.wake import socket_name
+from jobgroup.controller.sockname import rpc_name
 
 MAX_REQUEST = 4 << 20  # a request carries a path and an environment, never a spec
-
-
-def rpc_name(home: Path) -> bytes:
-    return socket_name(home) + b":rpc"
 
 
 def call(home: Path, request: dict, timeout: float = 30.0) -> dict | None:

@@ -12,19 +12,11 @@ import os
 import socket
 import sys
 import time
-import zlib
 from pathlib import Path
 
 from jobgroup.controller import paths
+from jobgroup.controller.sockname import socket_name
 from jobgroup.errors import ControllerError
-
-
-def socket_name(home: Path) -> bytes:
-    """An abstract socket name unique to the state directory (the path itself when it fits)."""
-    path = os.fsencode(home.absolute())
-    if len(path) > 90:  # abstract names are limited to 107 bytes
-        path = b"%08x" % zlib.crc32(path) + path[-80:]
-    return b"\0jobgroup:" + path
 
 
 def running(home: Path) -> bool:

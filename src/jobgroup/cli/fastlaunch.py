@@ -1,0 +1,176 @@
+"""The short road for `jobgroup launch`: no click, no YAML, no SQLite in the CLI process.
+
+When a controller already serves this state directory, `launch` only has to send the file's path
+and its options to it (`controller.rpc`) and print the answer; the controller validates, records
+and starts the group in one turn of its loop. Importing click and the command modules costs more
+than all of that (~40 ms of a ~100 ms launch on these 2-CPU machines), so `cli.main` calls
+`try_launch` first, and this module imports only `os`, `sys`, `json` and `socket`.
+
+Contract: `try_launch(args)` either handles the command completely — the same output, exit code
+and errors as the click command in `cli.jobs.launch` — and returns the exit code, or returns None
+without having printed or sent anything, and the click command runs as usual. It declines
+anything that is not a plain launch with well-formed options: `--help`, `--dryrun`, unknown or
+malformed options, a bad `--env`, a FILE that is a directory, and any state directory whose
+controller does not answer (the click path starts it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+
+# option -> (key in the request, takes a value); everything else declines the fast path.
+_OPTIONS = {
+    "--name": ("name", True),
+    "--env": ("env", True),
+    "--infra": ("infra", True),
+    "--grace": ("grace", True),
+    "--gpus": ("gpus", True),
+    "-d": ("detach", False),
+    "--detach": ("detach", False),
+    "--cpu-only": ("cpu_only", False),
+}
+
+
+def parse(args: list[str]) -> dict | None:
+    """The launch request's options from `launch`'s arguments, or None to decline."""
+    opts: dict = {"name": None, "env": {}, "infra": None, "grace": 10.0, "gpus_any": False,
+                  "cpu_only": False, "detach": False}
+    files: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            files.append(arg)
+            continue
+        name, eq, value = arg.partition("=")
+        spec = _OPTIONS.get(name)
+        if spec is None or (eq and not spec[1]):
+            return None  # --help, --dryrun, -o, -dX, '--', unknown: click says what is wrong
+        key, takes_value = spec
+        if not takes_value:
+            opts[key] = True
+            continue
+        if not eq:
+            if i >= len(args):
+                return None
+            value = args[i]
+            i += 1
+        if key == "env":
+            k, sep, v = value.partition("=")
+            if not sep or not k or not k.replace("_", "a").isalnum() or k[0].isdigit():
+                return None
+            opts["env"][k] = v
+        elif key == "grace":
+            try:
+                opts["grace"] = float(value)
+            except ValueError:
+                return None
+        elif key == "gpus":
+            if value != "any":
+                return None
+            opts["gpus_any"] = True
+        else:
+            opts[key] = value
+    if len(files) != 1 or os.path.isdir(files[0]):
+        return None
+    opts["path"] = os.path.abspath(files[0])
+    return opts
+
+
+def _home() -> str:
+    """The state directory as `jobgroup.home.default_home().absolute()` spells it (pathlib's
+    normalisation, without importing pathlib). A spelling that differs only means the socket
+    is not found and the click path runs."""
+    env = os.environ.get("JOBGROUP_HOME")
+    home = os.path.expanduser(env) if env else os.path.join(os.path.expanduser("~"), ".jobgroup")
+    parts = [p for p in home.split("/") if p and p != "."]
+    if home.startswith("/"):
+        return "/" + "/".join(parts)
+    return os.path.join(os.getcwd(), *parts) if parts else os.getcwd()
+
+
+def _call(name: bytes, request: dict, timeout: float = 30.0) -> dict | None:
+    """One request to the controller; None when none listens (nothing was sent then)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(name)
+    except OSError:
+        s.close()
+        return None
+    try:
+        s.sendall(json.dumps(request).encode() + b"\n")
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+            if data.endswith(b"\n"):
+                break
+        return json.loads(b"".join(chunks))
+    except (OSError, ValueError) as e:
+        # Sent but no answer: the job may exist. Never fall back (that could launch twice).
+        return {"ok": False, "exit_code": 1,
+                "error": f"the controller did not answer the launch ({e}); check "
+                         "`jobgroup queue` before launching again"}
+    finally:
+        s.close()
+
+
+def submitted_lines(job: dict, level: str, note: str | None) -> tuple[str, str]:
+    """(stdout line, stderr line) that every launch prints once the group is recorded."""
+    tasks = job["tasks"]
+    nodes = sum(t["num_nodes"] for t in tasks)
+    out = f"Job {job['id']} ({job['name']}) submitted: {len(tasks)} task(s), {nodes} node(s)."
+    if level == "slurm":
+        err = ("Slurm: one heterogeneous Slurm job for the group; every node's setup and run "
+               "are job steps on its Slurm node.")
+    elif level == "kubernetes":
+        err = "Kubernetes: one pod per node, one headless Service for the group's names."
+    else:
+        err = f"Isolation: {level} ({note or '?'})."
+    return out, err
+
+
+def detach_hint(job_id: int) -> str:
+    return (f"Follow: jobgroup logs {job_id}   Status: jobgroup queue   "
+            f"Cancel: jobgroup cancel {job_id}")
+
+
+def try_launch(args: list[str]) -> int | None:
+    opts = parse(args)
+    if opts is None:
+        return None
+    detach = opts.pop("detach")
+    request = {"op": "launch", "base_env": dict(os.environ), **opts}
+    from jobgroup.controller.sockname import rpc_name  # os + zlib only
+
+    answer = _call(rpc_name(_home()), request)
+    if answer is None:
+        return None
+    for w in answer.get("warnings", []):
+        print(w, file=sys.stderr)
+    if not answer.get("ok"):
+        print(f"Error: {answer.get('error', 'the launch failed')}", file=sys.stderr)
+        return int(answer.get("exit_code", 1))
+    job = answer["job"]
+    out, err = submitted_lines(job, str(answer.get("isolation", "?")),
+                               answer.get("isolation_note"))
+    print(out, flush=True)
+    print(err, file=sys.stderr, flush=True)
+    if detach:
+        print(detach_hint(job["id"]), flush=True)
+        return 0
+    from jobgroup.cli.jobs import follow_until_end  # the long road: imports are noise here
+    from jobgroup.errors import JobGroupError
+
+    try:
+        return follow_until_end(job["id"])
+    except JobGroupError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return e.exit_code
