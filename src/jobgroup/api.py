@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from jobgroup.logfiles.follow import LogLine
     from jobgroup.spec.models import JobGroup
 
-SUPPORTED_INFRA = ("local", "slurm")
+SUPPORTED_INFRA = ("local", "slurm", "kubernetes")
 # Variables of the launching process that nodes do not inherit (they describe jobgroup's own
 # state directory, not the job).
 _NOT_INHERITED = ("JOBGROUP_HOME",)
@@ -130,16 +130,12 @@ def backend_warnings(group: JobGroup) -> list[str]:
 def backend_problems(group: JobGroup, infra: str | None) -> list[str]:
     """What the chosen backend cannot honour, in the user's terms (empty: fine)."""
     problems: list[str] = []
+    kubernetes = False
     for t in group.tasks:
         want = infra or t.resources.infra or "local"
         kind = want.split("/")[0].lower()
         if kind == "kubernetes":
-            problems.append(
-                f"task '{t.name}' asks for infra '{want}': launching on a live Kubernetes "
-                "cluster is not enabled in this version (it has never run against one); "
-                "`--infra kubernetes --dryrun -o yaml` prints the objects for kubectl, and "
-                "--infra local runs the group on this machine"
-            )
+            kubernetes = True
             continue
         if kind == "slurm":
             import shutil
@@ -159,7 +155,48 @@ def backend_problems(group: JobGroup, infra: str | None) -> list[str]:
                 f"task '{t.name}': a git workdir (mapping form) cannot be used locally;"
                 " give a directory"
             )
+    if kubernetes:
+        problems.extend(kubernetes_problems(group))
     return problems
+
+
+def kubernetes_problems(group: JobGroup) -> list[str]:
+    """Why this group cannot be launched on Kubernetes from here: no client library, no
+    kubeconfig (or the configured context is not in it), or what the backend cannot honour
+    (`backends.kubernetes.problems`: group/task names that are not DNS labels, ...)."""
+    import importlib.util
+
+    from jobgroup.backends.kubernetes import load_config, problems as render_problems
+
+    out: list[str] = []
+    try:
+        config = load_config()
+    except UsageError as e:
+        return [str(e)]
+    out.extend(render_problems(group, config))
+    if importlib.util.find_spec("kubernetes") is None:
+        out.append("the kubernetes backend needs the Kubernetes client library, which is not "
+                   "installed here: pip install 'jobgroup[kubernetes]'")
+        return out
+    from kubernetes import config as kc
+
+    try:
+        contexts, current = kc.list_kube_config_contexts()
+    except (kc.ConfigException, OSError, ValueError) as e:
+        if config.context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return out  # inside a cluster: the pod's service account is used
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        out.append(f"no usable kubeconfig ({where}): {e}; point KUBECONFIG at your cluster's "
+                   "kubeconfig (as for kubectl)")
+        return out
+    names = [c["name"] for c in contexts]
+    if config.context is not None and config.context not in names:
+        out.append(f"kubernetes.yaml names context {config.context!r}, which the kubeconfig "
+                   f"does not have (it has: {', '.join(names) or 'none'})")
+    elif config.context is None and not current:
+        out.append("the kubeconfig has no current context: run `kubectl config use-context "
+                   "NAME` or set `context:` in $JOBGROUP_HOME/kubernetes.yaml")
+    return out
 
 
 def launch(

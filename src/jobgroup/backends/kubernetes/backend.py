@@ -1,9 +1,10 @@
 """KubernetesBackend: the Backend interface over the official `kubernetes` client.
 
-NOT VERIFIED AGAINST A LIVE CLUSTER here (none can run on the build machines); the objects it
-creates are the ones `render.py` produces, which are schema-validated and golden-tested, and the
-status mapping is `status.py` (unit-tested). `tests/test_kubernetes_e2e.py` runs it against a real
-cluster when KUBECONFIG points to one.
+Verified against a fake API server + fake kubelet written for the tests (`tests/k8sfake`: real
+REST paths and JSON, pods run as local processes), never against a real cluster here;
+`tests/test_kubernetes_e2e.py` runs the same flow against a real cluster when KUBECONFIG points
+to one. The objects it creates are the ones `render.py` produces (schema-validated, golden-tested);
+the status mapping is `status.py`.
 
 How the process-shaped interface maps onto pods (one pod per node, see `driver.py`):
 - `admit` (the backend schedules itself) creates every object of the group once — PVCs, Secret,
@@ -12,26 +13,31 @@ How the process-shaped interface maps onto pods (one pod per node, see `driver.p
   pods are one Kueue pod group (admitted all at once); otherwise, when not every pod is scheduled
   within `schedule_timeout`, everything is deleted and the group fails (FAILED_NO_RESOURCE) with
   the scheduler's message (e.g. `0/3 nodes are available: 3 Insufficient nvidia.com/gpu.`).
+  An API server that does not answer raises `Unreachable` (the controller keeps the group
+  pending, "cannot reach Kubernetes: ...", and asks again).
 - `prepare` returns each node's stable FQDN as its address.
-- `start(setup)`: the pod already runs setup as soon as it is scheduled; `start` records the node
-  and starts `kubectl logs -f` into the node's log file (logs do not pass through Python).
-  `start(run)` opens the node's gate (`touch /tmp/jobgroup/run` through the exec API). A restarted
-  node (attempt > 1) gets a new pod `{group}-{task}-{rank}-aN` with the same hostname.
+- `start(setup)`: the pod already runs setup as soon as it is scheduled; `start` starts
+  `kubectl logs -f` into the node's log file (logs do not pass through the controller; kept after
+  the pod ends). `start(run)` opens the node's gate (`touch /tmp/jobgroup/run` through the exec
+  API). A restarted node (attempt > 1) gets a new pod `{group}-{task}-{rank}-aN`, same hostname.
 - `outcome` reads the pod (`status.phase_outcome`); `watch` is one pod watch per backend (a
-  thread) that calls back when a watched pod changes; `stop` deletes the pod (grace period, or 0
-  with kill=True; quiet when it is gone); `cleanup` deletes every object labelled with the job
-  (PVCs stay: volumes outlive jobs).
-- Handles: `Handle(pid=<node number + 1>, pid_start=<attempt>)`; the pod is found by its labels,
-  so a restarted controller rebuilds everything from the cluster.
+  thread) that calls back at the first change of a jobgroup pod after the caller last looked;
+  `stop` deletes the pod (its grace period, or 0 with kill=True; quiet when it is gone);
+  `cleanup` deletes every object labelled with the job (PVCs stay: volumes outlive jobs).
+- Handles: `Handle(pid=<node number + 1>, pid_start=<attempt>)`; pods are found by name and
+  labels and the group by the job's stored spec, so a restarted controller rebuilds everything
+  from the cluster and the store.
 
 Requires `pip install 'jobgroup[kubernetes]'` (imported when a backend is created) and kubectl
 on PATH for logs and exec_argv. Kubeconfig contexts work like kubectl's (`context:` in
-kubernetes.yaml, else the current context; in-cluster config when there is no kubeconfig).
+kubernetes.yaml, else the current context of $KUBECONFIG or ~/.kube/config; in-cluster config
+when there is no kubeconfig).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -40,12 +46,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from jobgroup.backends.base import Admission, Backend, Handle, Outcome, PhaseLaunch
+from jobgroup.backends.base import Admission, Backend, Handle, Outcome, PhaseLaunch, Unreachable
 from jobgroup.backends.kubernetes import render, status
 from jobgroup.backends.kubernetes.config import KubernetesConfig, load_config
 from jobgroup.spec.models import JobGroup
 
 _STATUS = re.compile(r"(\d+)-(\d+)\.(\w+)\.(\d+)\.status$")
+TIMEOUT = 15.0  # seconds any API call may take (the controller's loop waits on it)
 
 
 def _parse_status_path(path: Path) -> tuple[int, int, int, str, int]:
@@ -58,6 +65,30 @@ def _parse_status_path(path: Path) -> tuple[int, int, int, str, int]:
             int(m.group(4)))
 
 
+def unreachable(e: BaseException) -> bool:
+    """Whether `e` means the API server did not answer (as opposed to refusing a request)."""
+    code = getattr(e, "status", None)
+    if isinstance(code, int):
+        return code == 0 or code >= 500
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {"OSError", "MaxRetryError", "ProtocolError", "TimeoutError",
+                         "NewConnectionError", "HTTPError", "WebSocketException"})
+
+
+def describe(e: BaseException) -> str:
+    """A one-line reason for an API error (no traceback, no urllib3 object reprs)."""
+    reason = getattr(e, "reason", None)
+    text = str(reason if reason is not None and not isinstance(reason, str) else e)
+    for pattern in (r"Connection refused", r"timed out", r"Name or service not known",
+                    r"Connection reset by peer", r"Remote end closed connection"):
+        if re.search(pattern, text):
+            return pattern.lower()
+    code = getattr(e, "status", None)
+    if code:
+        return f"HTTP {code} {getattr(e, 'reason', '')}".strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 class KubernetesBackend(Backend):
     name = "kubernetes"
     schedules_itself = True
@@ -65,30 +96,60 @@ class KubernetesBackend(Backend):
 
     def __init__(self, home: Path, config: KubernetesConfig | None = None, *,
                  core: Any = None, custom: Any = None) -> None:
-        """`core`/`custom`: a CoreV1Api / CustomObjectsApi (tests pass fakes); built from the
-        kubeconfig on first use otherwise."""
+        """`core`/`custom`: a CoreV1Api / CustomObjectsApi (tests may pass their own); built
+        from the kubeconfig on first use otherwise."""
         self.home = home
         self.config = config or load_config(home)
         self._core, self._custom = core, custom
+        self._server = ""
         self._groups: dict[int, JobGroup] = {}
-        self._base: dict[int, Path] = {}
+        self._opts: dict[int, dict] = {}
         self._created: dict[int, float] = {}
-        self._watchers: dict[str, list[Callable[[], None]]] = {}
+        self._callbacks: list[tuple[int, Callable[[], None]]] = []
+        self._version = 0  # pod changes the watch thread has seen
+        self._looked = 0  # `_version` when the controller last read a pod (outcome / start)
         self._stopping: set[str] = set()
+        self._followers: dict[str, subprocess.Popen[bytes]] = {}  # pod -> its log follower
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     # --- client ---------------------------------------------------------------------------
     def _api(self) -> Any:
         if self._core is None:
-            from kubernetes import client, config as kc  # heavy: imported only here
-
             try:
-                kc.load_kube_config(context=self.config.context)
-            except kc.ConfigException:
-                kc.load_incluster_config()
-            self._core, self._custom = client.CoreV1Api(), client.CustomObjectsApi()
+                from kubernetes import client, config as kc  # heavy: imported only here
+            except ImportError:
+                raise Unreachable("the kubernetes client is not installed here: "
+                                  "pip install 'jobgroup[kubernetes]'") from None
+            try:
+                cfg = client.Configuration()
+                try:
+                    kc.load_kube_config(context=self.config.context, client_configuration=cfg)
+                except kc.ConfigException as e:
+                    if self.config.context:
+                        raise
+                    try:
+                        kc.load_incluster_config(client_configuration=cfg)
+                    except kc.ConfigException:
+                        raise e from None
+            except (kc.ConfigException, OSError, ValueError) as e:
+                raise Unreachable(f"no usable kubeconfig: {e}") from None
+            self._server = cfg.host
+            api_client = client.ApiClient(cfg)
+            self._core, self._custom = client.CoreV1Api(api_client), \
+                client.CustomObjectsApi(api_client)
         return self._core
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One API call with a time-out; a server that does not answer -> Unreachable."""
+        try:
+            return fn(*args, _request_timeout=TIMEOUT, **kwargs)
+        except Exception as e:
+            if unreachable(e):
+                where = f" at {self._server}" if self._server else ""
+                raise Unreachable(f"the API server{where} did not answer {what} "
+                                  f"({describe(e)})") from None
+            raise
 
     @staticmethod
     def _status_code(e: Exception) -> int | None:
@@ -104,17 +165,21 @@ class KubernetesBackend(Backend):
             "Secret": api.create_namespaced_secret,
             "PersistentVolumeClaim": api.create_namespaced_persistent_volume_claim,
         }
+        what = f"creating {kind} {obj['metadata']['name']}"
         try:
             if kind == "PodGroup":
-                self._custom.create_namespaced_custom_object(
-                    "scheduling.x-k8s.io", "v1alpha1", ns, "podgroups", obj)
+                self._call(what, self._custom.create_namespaced_custom_object,
+                           "scheduling.x-k8s.io", "v1alpha1", ns, "podgroups", obj)
             else:
-                creators[kind](ns, obj)
+                self._call(what, creators[kind], ns, obj)
+        except Unreachable:
+            raise
         except Exception as e:
             if self._status_code(e) != 409:
-                raise
+                raise RuntimeError(f"Kubernetes refused {what}: {_api_message(e)}") from None
             if kind == "Service":
-                svc = api.read_namespaced_service(obj["metadata"]["name"], ns)
+                svc = self._call("reading a Service", api.read_namespaced_service,
+                                 obj["metadata"]["name"], ns)
                 mine = obj["metadata"]["labels"][f"{render.LABEL}/job-id"]
                 theirs = (getattr(svc.metadata, "labels", None) or {}).get(
                     f"{render.LABEL}/job-id")
@@ -126,22 +191,46 @@ class KubernetesBackend(Backend):
 
     def _pods(self, selector: str) -> list[dict[str, Any]]:
         api = self._api()
-        items = api.list_namespaced_pod(self.config.namespace, label_selector=selector).items
+        items = self._call("listing pods", api.list_namespaced_pod, self.config.namespace,
+                           label_selector=selector).items
         return [api.api_client.sanitize_for_serialization(p) for p in items]
 
     def _pod(self, name: str) -> dict[str, Any] | None:
         api = self._api()
         try:
-            pod = api.read_namespaced_pod(name, self.config.namespace)
+            pod = self._call(f"reading pod {name}", api.read_namespaced_pod, name,
+                             self.config.namespace)
+        except Unreachable:
+            raise
         except Exception as e:
             if self._status_code(e) == 404:
                 return None
             raise
         return api.api_client.sanitize_for_serialization(pod)
 
+    # --- what a job is -----------------------------------------------------------------------
+    def _job(self, job_id: int) -> tuple[JobGroup, dict]:
+        """The job's group and options: remembered from admit/prepare, else read from the
+        store (a restarted controller watches running pods before anything else is called)."""
+        if job_id not in self._groups:
+            from jobgroup.spec import load
+            from jobgroup.state.store import Store
+
+            store = Store(self.home)
+            try:
+                rec = store.job(job_id)
+            finally:
+                store.close()
+            if rec is None:
+                raise KeyError(f"no job {job_id} in {self.home}")
+            self._groups[job_id] = load(rec.spec)
+            self._opts[job_id] = {**rec.options, "base_dir": rec.base_dir}
+        return self._groups[job_id], self._opts.get(job_id, {})
+
     # --- admission and preparation ---------------------------------------------------------
     def admit(self, job_id: int, group: JobGroup, options: dict) -> Admission:
         self._groups[job_id] = group
+        self._opts[job_id] = dict(options)
         selector = render.job_selector(job_id, group.name)
         created = float(options.get("k8s_created_at") or self._created.get(job_id) or 0)
         if not created:
@@ -162,6 +251,9 @@ class KubernetesBackend(Backend):
         if status.all_scheduled(pods, expected):
             return Admission("ready", f"all {expected} pods scheduled")
         reason = status.unscheduled_reason(pods) or "waiting for the scheduler"
+        if len(pods) < expected:
+            reason = f"{expected - len(pods)} of {expected} pods are missing " \
+                     "(deleted from outside jobgroup?)"
         if self.config.kueue_queue:
             return Admission("waiting", f"queued in Kueue queue {self.config.kueue_queue}: "
                              f"{reason}")
@@ -173,29 +265,36 @@ class KubernetesBackend(Backend):
 
     def prepare(self, job_id: int, group: JobGroup, base_dir: Path) -> dict[tuple[int, int], str]:
         self._groups[job_id] = group
-        self._base[job_id] = base_dir
+        self._opts.setdefault(job_id, {})["base_dir"] = str(base_dir)
         return render.addresses(group, self.config)
 
     # --- phases -------------------------------------------------------------------------------
     def _pod_name(self, status_path: Path) -> tuple[str, str]:
         job_id, task_idx, rank, phase, attempt = _parse_status_path(status_path)
-        group = self._groups[job_id]
+        group, _ = self._job(job_id)
         return render.pod_name(group.name, group.tasks[task_idx].name or "", rank, attempt), phase
 
+    def _handle(self, job_id: int, task_idx: int, rank: int, attempt: int) -> Handle:
+        group, _ = self._job(job_id)
+        index = sum(t.num_nodes for t in group.tasks[:task_idx]) + rank
+        return Handle(pid=index + 1, pid_start=attempt)
+
     def start(self, launch: PhaseLaunch) -> Handle:
-        group = self._groups[launch.job_id]
+        self._looked = self._version
+        group, opts = self._job(launch.job_id)
         name, phase = self._pod_name(launch.status_path)
         job_id, task_idx, rank, _, attempt = _parse_status_path(launch.status_path)
         if phase == "setup":
-            if attempt > 1 or self._pod(name) is None:  # a restarted node: a fresh pod
-                files = render._Files(group, self._base.get(job_id, Path.cwd()))
+            if attempt > 1 and self._pod(name) is None:  # a restarted node: a fresh pod
+                base = Path(opts.get("base_dir") or Path.cwd())
+                files = render._Files(group, base)
                 self._create(render.pod_object(group, job_id, task_idx, rank, self.config,
-                                               files, attempt=attempt, gated=True))
-            self._follow_logs(name, launch.log_path)
-        else:
-            self._exec(name, ["touch", render.PODINFO_GATE])
-        index = sum(t.num_nodes for t in group.tasks[:task_idx]) + rank
-        return Handle(pid=index + 1, pid_start=attempt)
+                                               files, attempt=attempt, env=opts.get("env") or {},
+                                               gated=True))
+        self._follow_logs(name, launch.log_path)
+        if phase != "setup":
+            self._open_gate(name)
+        return self._handle(job_id, task_idx, rank, attempt)
 
     def _kubectl(self) -> list[str]:
         argv = ["kubectl", "--namespace", self.config.namespace]
@@ -204,56 +303,131 @@ class KubernetesBackend(Backend):
         return argv
 
     def _follow_logs(self, pod: str, log_path: Path) -> None:
-        """`kubectl logs -f` straight into the node's log file (kept after the pod ends)."""
-        if shutil.which("kubectl") is None:
-            return
+        """`kubectl logs -f` straight into the node's log file (kept after the pod ends), in its
+        own session so it outlives a controller restart; started once per pod (the log file
+        is created here, so a restarted controller does not start a second one). kubectl refuses while the container
+        is still being created (image pull): it is retried until output came or the pod is
+        gone; a stream that ended after output is not restarted (it would repeat the log)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            subprocess.Popen(self._kubectl() + ["logs", "-f", "--pod-running-timeout=24h", pod],
-                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
+        try:  # one follower per pod: the first `start` of the node (setup, or run without one)
+            os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            return
+        if shutil.which("kubectl") is None:
+            with open(log_path, "a") as f:
+                f.write("jobgroup: kubectl is not installed here, so this node's output is only "
+                        f"in the cluster: kubectl logs {pod}\n")
+            return
+        kubectl = " ".join(_quote(a) for a in self._kubectl())
+        script = (f'log={_quote(str(log_path))}; pod={_quote(pod)}\n'
+                  'while :; do\n'
+                  '  before=$(stat -c %s "$log" 2>/dev/null || echo 0)\n'
+                  f'  {kubectl} logs -f "$pod" -c {render.CONTAINER} >>"$log" 2>/dev/null '
+                  '&& exit 0\n'
+                  '  [ "$(stat -c %s "$log" 2>/dev/null || echo 0)" != "$before" ] && exit 0\n'
+                  f'  {kubectl} get pod "$pod" -o name >/dev/null 2>&1 || exit 0\n'
+                  '  sleep 1\n'
+                  'done\n')
+        self._followers[pod] = subprocess.Popen(
+            ["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
 
-    def _exec(self, pod: str, argv: list[str]) -> None:
+    def _drain_logs(self, selector: str, budget: float = 5.0) -> None:
+        """Give the log followers of pods that have ended a moment to copy the last lines
+        before the pods are deleted (a pod's log goes with it)."""
+        try:
+            pods = self._pods(selector)
+        except Unreachable:
+            return
+        deadline = time.monotonic() + budget
+        for pod in pods:
+            follower = self._followers.pop(pod["metadata"]["name"], None)
+            phase = (pod.get("status") or {}).get("phase")
+            if follower is None or phase not in ("Succeeded", "Failed"):
+                continue
+            try:
+                follower.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _open_gate(self, pod: str) -> None:
+        """`touch` the run gate inside the pod. A pod that is no longer running is left as it
+        is (its outcome says what happened to it)."""
         from kubernetes.stream import stream
 
         api = self._api()
-        stream(api.connect_get_namespaced_pod_exec, pod, self.config.namespace,
-               container=render.CONTAINER, command=argv, stderr=True, stdin=False,
-               stdout=True, tty=False)
+        try:
+            self._call(f"opening the run gate of {pod}", stream,
+                       api.connect_get_namespaced_pod_exec, pod, self.config.namespace,
+                       container=render.CONTAINER, command=["touch", render.PODINFO_GATE],
+                       stderr=True, stdin=False, stdout=True, tty=False)
+        except Unreachable:
+            raise
+        except Exception as e:
+            if self._status_code(e) in (400, 404):
+                return  # ended or deleted meanwhile
+            raise
 
     def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
-        group = self._groups[job_id]
-        pod = render.pod_name(group.name, group.tasks[task_idx].name or "", rank)
+        group, _ = self._job(job_id)
+        selector = (f"{render.job_selector(job_id, group.name)},"
+                    f"{render.LABEL}/task-index={task_idx},{render.LABEL}/rank={rank}")
+        try:
+            pods = self._pods(selector)
+        except Unreachable:
+            pods = []
+        latest = max(pods, key=lambda p: int(p["metadata"]["labels"].get(
+            f"{render.LABEL}/attempt", 1)), default=None)
+        pod = latest["metadata"]["name"] if latest else \
+            render.pod_name(group.name, group.tasks[task_idx].name or "", rank)
         return self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
 
     def outcome(self, handle: Handle | None, status_path: Path) -> Outcome | None:
+        self._looked = self._version
         name, phase = self._pod_name(status_path)
-        return status.phase_outcome(self._pod(name), phase,
-                                    stop_requested=name in self._stopping)
+        try:
+            pod = self._pod(name)
+        except Unreachable:
+            return None  # unknown yet: the watch wakes the controller once it answers again
+        return status.phase_outcome(pod, phase, stop_requested=name in self._stopping)
 
     def alive(self, handle: Handle) -> bool:
         return True  # pods have no supervisor process here; `outcome` is the truth
 
     def find(self, status_path: Path) -> Handle | None:
         name, _ = self._pod_name(status_path)
-        if self._pod(name) is None:
-            return None
+        try:
+            if self._pod(name) is None:
+                return None
+        except Unreachable:
+            pass  # assume it exists: `outcome` settles it once the server answers
         job_id, task_idx, rank, _, attempt = _parse_status_path(status_path)
-        group = self._groups[job_id]
-        index = sum(t.num_nodes for t in group.tasks[:task_idx]) + rank
-        return Handle(pid=index + 1, pid_start=attempt)
+        return self._handle(job_id, task_idx, rank, attempt)
 
     def watch(self, loop: asyncio.AbstractEventLoop, handle: Handle,
               on_end: Callable[[], None]) -> None:
-        """Calls `on_end` (in the loop) at the next change of any jobgroup pod after this
-        call; the controller then asks `outcome` and re-watches if the phase still runs."""
+        """Calls `on_end` (in the loop) at the first change of any jobgroup pod the watch sees
+        after the controller last read a pod (`start`/`outcome`), so a change in between is not
+        missed; the controller then asks `outcome` and re-watches if the phase still runs."""
         with self._lock:
-            self._watchers.setdefault("*", []).append(
-                lambda: loop.call_soon_threadsafe(on_end))
+            self._callbacks.append((self._looked, lambda: loop.call_soon_threadsafe(on_end)))
+            fire = self._looked < self._version
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch_loop, daemon=True,
                                                 name="jobgroup-k8s-watch")
                 self._thread.start()
+        if fire:
+            self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            due = [c for v, c in self._callbacks if v < self._version]
+            self._callbacks = [(v, c) for v, c in self._callbacks if v >= self._version]
+        for call in due:
+            try:
+                call()
+            except RuntimeError:  # the loop is closed (controller stopping)
+                pass
 
     def _watch_loop(self) -> None:
         from kubernetes import watch
@@ -261,23 +435,27 @@ class KubernetesBackend(Backend):
         selector = "app.kubernetes.io/managed-by=jobgroup"
         while True:
             try:
+                # Each (re)connection lists the current pods as ADDED events first, so a
+                # change missed while disconnected still wakes the controller.
                 for _event in watch.Watch().stream(self._api().list_namespaced_pod,
                                                    self.config.namespace,
                                                    label_selector=selector,
-                                                   timeout_seconds=300):
+                                                   timeout_seconds=300,
+                                                   _request_timeout=330):
                     with self._lock:
-                        calls, self._watchers = self._watchers.get("*", []), {}
-                    for call in calls:
-                        call()
+                        self._version += 1
+                    self._wake()
             except Exception:  # the API server went away: retry (a watch is only a wake-up)
-                time.sleep(2)
+                time.sleep(1)
 
     def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
         name, _ = self._pod_name(status_path)
         self._stopping.add(name)
         try:
-            self._api().delete_namespaced_pod(
-                name, self.config.namespace, grace_period_seconds=0 if kill else 30)
+            self._call(f"deleting pod {name}", self._api().delete_namespaced_pod, name,
+                       self.config.namespace, grace_period_seconds=0 if kill else None)
+        except Unreachable:
+            raise
         except Exception as e:
             if self._status_code(e) != 404:
                 raise
@@ -286,28 +464,60 @@ class KubernetesBackend(Backend):
         """Delete every object labelled with the job (not the PVCs); harmless twice."""
         api, ns = self._api(), self.config.namespace
         group = self._groups.get(job_id)
+        if group is None:
+            try:
+                group, _ = self._job(job_id)
+            except KeyError:
+                group = None
         selector = (render.job_selector(job_id, group.name) if group else
                     f"{render.LABEL}/job-id={job_id}")
-        api.delete_collection_namespaced_pod(ns, label_selector=selector)
-        api.delete_collection_namespaced_config_map(ns, label_selector=selector)
-        api.delete_collection_namespaced_secret(ns, label_selector=selector)
-        for svc in api.list_namespaced_service(ns, label_selector=selector).items:
+        what = f"deleting the objects of job {job_id}"
+        self._drain_logs(selector)
+        self._call(what, api.delete_collection_namespaced_pod, ns, label_selector=selector)
+        self._call(what, api.delete_collection_namespaced_config_map, ns,
+                   label_selector=selector)
+        self._call(what, api.delete_collection_namespaced_secret, ns, label_selector=selector)
+        for svc in self._call(what, api.list_namespaced_service, ns,
+                              label_selector=selector).items:
             try:
-                api.delete_namespaced_service(svc.metadata.name, ns)
+                self._call(what, api.delete_namespaced_service, svc.metadata.name, ns)
+            except Unreachable:
+                raise
             except Exception as e:
                 if self._status_code(e) != 404:
                     raise
         if self.config.pod_group and self._custom is not None:
             try:
-                self._custom.delete_collection_namespaced_custom_object(
-                    "scheduling.x-k8s.io", "v1alpha1", ns, "podgroups", label_selector=selector)
+                self._call(what, self._custom.delete_collection_namespaced_custom_object,
+                           "scheduling.x-k8s.io", "v1alpha1", ns, "podgroups",
+                           label_selector=selector)
+            except Unreachable:
+                raise
             except Exception as e:
                 if self._status_code(e) != 404:
                     raise
         self._created.pop(job_id, None)
 
 
+def _quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def _api_message(e: Exception) -> str:
+    """The `message` of the Status object the API server answered with, else the error."""
+    import json
+
+    body = getattr(e, "body", None)
+    if body:
+        try:
+            return str(json.loads(body).get("message") or body)
+        except (ValueError, AttributeError):
+            return str(body)[:300]
+    return describe(e)
+
+
 def backend_from_env(home: Path) -> KubernetesBackend:
     """The backend as the controller would create it ($JOBGROUP_HOME/kubernetes.yaml)."""
     return KubernetesBackend(home, load_config(home))
-

@@ -1,0 +1,304 @@
+"""The fake API server: core/v1 REST paths and JSON as the `kubernetes` client and kubectl send
+them, over plain HTTP on 127.0.0.1 (stdlib `ThreadingHTTPServer`, one thread per request).
+
+Served: discovery (/api, /apis, /api/v1, /version), namespaces (read), and namespaced pods,
+services, configmaps, secrets, persistentvolumeclaims, events: create, get, list (labelSelector),
+watch (`watch=true`, chunked JSON lines, `resourceVersion` replay, `timeoutSeconds`), delete,
+deletecollection; pods/log (`follow`), pods/exec (WebSocket, channel protocol v4). Errors are
+`Status` objects with the real codes (404 NotFound, 409 AlreadyExists, 400 BadRequest)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from . import websocket
+from .store import KINDS, ApiError, Store, not_found
+
+if TYPE_CHECKING:
+    from .kubelet import Kubelet
+
+_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+
+
+def _resource_list() -> dict[str, Any]:
+    res = [{"name": p, "singularName": k.lower(), "namespaced": True, "kind": k, "verbs": _VERBS}
+           for p, k in KINDS.items()]
+    res += [{"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
+             "verbs": ["get"]},
+            {"name": "pods/exec", "singularName": "", "namespaced": True,
+             "kind": "PodExecOptions", "verbs": ["create", "get"]},
+            {"name": "namespaces", "singularName": "namespace", "namespaced": False,
+             "kind": "Namespace", "verbs": ["get", "list"]}]
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+            "resources": res}
+
+
+def _truthy(v: str | None) -> bool:
+    return (v or "").lower() in ("true", "1")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "ApiServer"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.conns.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.conns.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        self.server.requests.append(f"{self.command} {self.path}")
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _send(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _start_stream(self, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _body(self) -> Any:
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "BadRequest", "the request body is not JSON") from None
+
+    def _handle(self) -> None:
+        url = urlsplit(self.path)
+        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        parts = [p for p in url.path.split("/") if p]
+        try:
+            self._route(parts, q)
+        except ApiError as e:
+            self._send(e.code, e.status())
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
+
+    # --- routes ------------------------------------------------------------------------------
+    def _route(self, parts: list[str], q: dict[str, str]) -> None:
+        store, m = self.server.store, self.command
+        if parts == ["version"]:
+            return self._send(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake",
+                                    "platform": "linux/amd64"})
+        if parts == ["api"]:
+            host = f"127.0.0.1:{self.server.server_port}"
+            return self._send(200, {"kind": "APIVersions", "versions": ["v1"],
+                                    "serverAddressByClientCIDRs": [
+                                        {"clientCIDR": "0.0.0.0/0", "serverAddress": host}]})
+        if parts == ["apis"]:
+            return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        if parts == ["api", "v1"]:
+            return self._send(200, _resource_list())
+        if parts[:2] != ["api", "v1"]:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        rest = parts[2:]
+        if rest == ["namespaces"]:
+            return self._send(200, {"kind": "NamespaceList", "apiVersion": "v1",
+                                    "metadata": {"resourceVersion": str(store.rv)},
+                                    "items": [self._namespace(n) for n in
+                                              self.server.namespaces]})
+        if len(rest) == 2 and rest[0] == "namespaces":
+            if rest[1] not in self.server.namespaces:
+                raise not_found("namespaces", rest[1])
+            return self._send(200, self._namespace(rest[1]))
+        if len(rest) == 1 and rest[0] in KINDS and m == "GET":  # across namespaces
+            return self._collection(rest[0], None, q)
+        if len(rest) < 3 or rest[0] != "namespaces" or rest[2] not in KINDS:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        ns, plural = rest[1], rest[2]
+        if ns not in self.server.namespaces:
+            raise ApiError(404, "NotFound", f'namespaces "{ns}" not found',
+                           {"name": ns, "kind": "namespaces"})
+        if len(rest) == 3:
+            if m == "GET":
+                return self._collection(plural, ns, q)
+            if m == "POST":
+                body = self._body() or {}
+                return self._send(201, store.create(plural, ns, body))
+            if m == "DELETE":
+                opts = self._body() or {}
+                out = []
+                for obj in store.list(plural, ns, q.get("labelSelector")):
+                    out.append(self._delete(plural, ns, obj["metadata"]["name"], q, opts))
+                return self._send(200, {"kind": KINDS[plural] + "List", "apiVersion": "v1",
+                                        "metadata": {}, "items": out})
+            raise ApiError(405, "MethodNotAllowed", f"{m} is not supported here")
+        name = rest[3]
+        if len(rest) == 4:
+            if m == "GET":
+                return self._send(200, store.get(plural, ns, name))
+            if m == "DELETE":
+                return self._send(200, self._delete(plural, ns, name, q, self._body() or {}))
+            raise ApiError(405, "MethodNotAllowed", f"{m} is not supported by the fake")
+        if plural == "pods" and rest[4:] == ["log"] and m == "GET":
+            return self._log(ns, name, q)
+        if plural == "pods" and rest[4:] == ["exec"] and m in ("GET", "POST"):
+            return self._exec(ns, name)
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    @staticmethod
+    def _namespace(name: str) -> dict[str, Any]:
+        return {"kind": "Namespace", "apiVersion": "v1",
+                "metadata": {"name": name, "uid": name}, "status": {"phase": "Active"}}
+
+    def _delete(self, plural: str, ns: str, name: str, q: dict[str, str],
+                opts: dict[str, Any]) -> dict[str, Any]:
+        grace = q.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
+        if plural == "pods":
+            return self.server.kubelet.delete_pod(ns, name, None if grace is None
+                                                  else int(grace))
+        obj = self.server.store.remove(plural, ns, name)
+        if obj is None:
+            raise not_found(plural, name)
+        return obj
+
+    def _collection(self, plural: str, ns: str | None, q: dict[str, str]) -> None:
+        store = self.server.store
+        selector = q.get("labelSelector")
+        if not _truthy(q.get("watch")):
+            with store.lock:
+                items, rv = store.list(plural, ns, selector), store.rv
+            return self._send(200, {"kind": KINDS[plural] + "List", "apiVersion": "v1",
+                                    "metadata": {"resourceVersion": str(rv)}, "items": items})
+        from .store import parse_selector
+
+        match = parse_selector(selector)
+        timeout = float(q.get("timeoutSeconds") or 1800)
+        deadline = time.monotonic() + timeout
+        self._start_stream("application/json")
+        since = int(q.get("resourceVersion") or 0)
+        if since == 0:  # no resource version: the current state first, as ADDED events
+            with store.lock:
+                items, since = store.list(plural, ns, selector), store.rv
+            for obj in items:
+                self._chunk(json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n")
+        while time.monotonic() < deadline and not self.server.stopping.is_set():
+            with store.changed:
+                events = store.events_since(since, plural, ns)
+                if not events:
+                    store.changed.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+                    events = store.events_since(since, plural, ns)
+            for rv, kind, obj in events:
+                since = rv
+                if match(obj["metadata"].get("labels") or {}):
+                    self._chunk(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+        if self.server.stopping.is_set():
+            self.close_connection = True
+            return
+        self._chunk(b"")
+
+    def _log(self, ns: str, name: str, q: dict[str, str]) -> None:
+        kubelet = self.server.kubelet
+        path = kubelet.log_file(ns, name, q.get("container"))
+        follow = _truthy(q.get("follow"))
+        self._start_stream("text/plain")
+        pos = 0
+        while True:
+            running = kubelet.container_running(ns, name)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read()
+            except FileNotFoundError:
+                data = b""
+            if data:
+                pos += len(data)
+                self._chunk(data)
+            if not follow or not running or self.server.stopping.is_set():
+                if running is False and follow:  # one last read after the end
+                    try:
+                        with open(path, "rb") as f:
+                            f.seek(pos)
+                            tail = f.read()
+                        if tail:
+                            self._chunk(tail)
+                    except FileNotFoundError:
+                        pass
+                break
+            time.sleep(0.05)
+        self._chunk(b"")
+
+    def _exec(self, ns: str, name: str) -> None:
+        url = urlsplit(self.path)
+        params = parse_qs(url.query)
+        command = params.get("command") or []
+        container = (params.get("container") or [None])[-1]
+        key = self.headers.get("Sec-WebSocket-Key")
+        if not key or (self.headers.get("Upgrade") or "").lower() != "websocket":
+            raise ApiError(400, "BadRequest", "Upgrade request required")
+        proto = websocket.choose_protocol(self.headers.get("Sec-WebSocket-Protocol"))
+        if proto is None:
+            raise ApiError(400, "BadRequest", "no supported channel protocol "
+                           "(the fake speaks v4.channel.k8s.io)")
+        kubelet = self.server.kubelet
+        kubelet.check_exec(ns, name, container)  # 404/400 before the upgrade, like the real one
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", websocket.accept_key(key))
+        self.send_header("Sec-WebSocket-Protocol", proto)
+        self.end_headers()
+        self.wfile.flush()
+        sock = self.connection
+        code, out, err = kubelet.exec(ns, name, command)
+        if out:
+            websocket.send_channel(sock, 1, out)
+        if err:
+            websocket.send_channel(sock, 2, err)
+        if code == 0:
+            status = {"metadata": {}, "status": "Success"}
+        else:
+            status = {"metadata": {}, "status": "Failure",
+                      "message": f"command terminated with non-zero exit code: {code}",
+                      "reason": "NonZeroExitCode",
+                      "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+        websocket.send_channel(sock, 3, json.dumps(status).encode())
+        websocket.close(sock)
+        self.close_connection = True
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, store: Store, kubelet: "Kubelet", namespaces: set[str],
+                 port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.store, self.kubelet, self.namespaces = store, kubelet, namespaces
+        self.stopping = threading.Event()
+        self.conns: set[socket.socket] = set()  # open connections (closed by `close_all`)
+        self.requests: list[str] = []
+
+    def close_all(self) -> None:
+        """Drop every open connection (kept-alive ones too): the server is gone."""
+        for conn in list(self.conns):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
