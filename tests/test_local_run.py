@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+import pytest
+
 from conftest import processes_of, wait_for
 
 
@@ -424,3 +426,32 @@ def test_ctrl_c_while_following_detaches_and_job_keeps_running(jenv):
     assert f"jobgroup logs {job}" in err and f"jobgroup cancel {job}" in err
     assert "Traceback" not in err
     assert jenv.job(job)["status"] == "RUNNING"
+
+
+def test_node_processes_are_tracked_in_a_cgroup_removed_at_the_end(jenv):
+    """Where a cgroup2 hierarchy is writable, each node phase's processes (setsid'ed ones too)
+    live in a cgroup of their own, which stopping reads instead of walking /proc; it is gone
+    once the node has ended."""
+    from jobgroup.resources import cgroups
+
+    parent = cgroups.tracking_parent()
+    if parent is None:
+        pytest.skip("no writable cgroup2 hierarchy here")
+    job = jenv.launch_d("""
+        name: tracked
+        run: |
+          setsid sleep 1000 &
+          echo "gc $!"
+          sleep 1000
+    """)
+    log = wait_for(lambda: "gc " in jenv.log(job, "tracked") and jenv.log(job, "tracked"))
+    gc = int(log.split("gc ")[1].split()[0])
+    line = next(l for l in open(f"/proc/{gc}/cgroup").read().splitlines() if l.startswith("0::"))
+    cg = os.path.join(os.path.dirname(parent), line[3:].lstrip("/"))
+    assert os.path.dirname(cg) == parent and os.path.basename(cg).endswith("-0-0.run.1")
+    assert str(gc) in open(os.path.join(cg, "cgroup.procs")).read().split()
+    jenv.jg("cancel", str(job), check=True)
+    assert jenv.wait(job)["status"] == "CANCELLED"
+    wait_for(lambda: not os.path.exists(f"/proc/{gc}") or
+             open(f"/proc/{gc}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", timeout=10)
+    wait_for(lambda: not os.path.isdir(cg), timeout=10)

@@ -67,6 +67,8 @@ class Procs:
         self.tmp = tmp
         self.popens: list[subprocess.Popen] = []
         self.pids: list[tuple[int, int]] = []  # (pid, start time): never kill a reused pid
+        self.cgroup: Path | None = None  # set by the `tracking` fixture: shims get -G
+        self.cgroups: list[Path] = []
 
     def track(self, pid: int) -> int:
         st = start_time(pid)
@@ -77,7 +79,11 @@ class Procs:
     def shim(self, argv: list[str], *, grace: float | None = None, workdir=None,
              name: str = "node", pass_fds=()) -> tuple[subprocess.Popen, Path, Path]:
         status, log = self.tmp / f"{name}.status", self.tmp / f"{name}.log"
-        cmd = shim.shim_command(status, log, argv, grace=grace, workdir=workdir)
+        cg = None
+        if self.cgroup is not None:
+            cg = self.cgroup / name
+            self.cgroups.append(cg)
+        cmd = shim.shim_command(status, log, argv, grace=grace, workdir=workdir, cgroup=cg)
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              start_new_session=True, pass_fds=pass_fds)
         self.popens.append(p)
@@ -110,6 +116,11 @@ class Procs:
             p.wait()
             if p.stderr:
                 p.stderr.close()
+        for cg in [*self.cgroups, *([self.cgroup] if self.cgroup else [])]:
+            try:
+                cg.rmdir()
+            except FileNotFoundError:
+                pass
 
 
 @pytest.fixture
@@ -125,6 +136,33 @@ def procs(tmp_path, home, request):
     p = Procs(tmp_path)
     request.addfinalizer(p.cleanup)
     return p
+
+
+def _v2_parent() -> Path | None:
+    from jobgroup.resources import cgroups
+
+    parent = cgroups.tracking_parent()
+    return Path(parent) if parent else None
+
+
+@pytest.fixture(params=["walk", "cgroup"])
+def tracking(request, procs, tmp_path):
+    """Run a stopping test twice: the shim finding the node's processes by walking /proc, and
+    by reading the node's cgroup v2 (-G; skipped where no cgroup2 hierarchy is writable)."""
+    if request.param == "cgroup":
+        parent = _v2_parent()
+        if parent is None:
+            pytest.skip("no writable cgroup2 hierarchy here")
+        procs.cgroup = parent / f"test-shim-{os.getpid()}-{tmp_path.name}"
+        procs.cgroup.mkdir()
+    return request.param
+
+
+def in_cgroup(pid: int, cg: Path) -> bool:
+    """Whether process `pid` is in cgroup v2 directory `cg` (its /proc/PID/cgroup `0::` line)."""
+    line = next(l for l in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                if l.startswith("0::"))
+    return str(cg).endswith(line[3:])
 
 
 def finish(p: subprocess.Popen) -> int:
@@ -307,7 +345,7 @@ def test_stale_status_removed_at_start(procs):
 # ---------------------------------------------------------------- stopping
 
 
-def test_stop_reaches_child_and_setsid_grandchild(procs, tmp_path):
+def test_stop_reaches_child_and_setsid_grandchild(procs, tmp_path, tracking):
     marker = tmp_path / "marker"
     # The grandchild leaves the session, traps TERM (proving TERM, not KILL, reached it), and
     # has a child of its own that becomes an orphan when it exits.
@@ -324,6 +362,9 @@ def test_stop_reaches_child_and_setsid_grandchild(procs, tmp_path):
     sids = {pid: int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[3])
             for pid in pids}
     assert sids[pids[1]] == pids[1] != sids[child] == child  # really another session
+    if tracking == "cgroup":  # every process of the node is in its cgroup, the shim is not
+        assert all(in_cgroup(pid, procs.cgroups[0]) for pid in pids)
+        assert not in_cgroup(p.pid, procs.cgroups[0])
 
     p.send_signal(signal.SIGTERM)
     assert finish(p) == 128 + signal.SIGTERM
@@ -332,9 +373,11 @@ def test_stop_reaches_child_and_setsid_grandchild(procs, tmp_path):
     assert marker.read_text() == "gc-term\n"
     for pid in pids:
         assert gone(pid, starts[pid]), f"process {pid} outlived the shim"
+    if tracking == "cgroup":
+        assert (procs.cgroups[0] / "cgroup.procs").read_text() == ""
 
 
-def test_child_ignoring_term_is_killed_after_grace(procs, tmp_path):
+def test_child_ignoring_term_is_killed_after_grace(procs, tmp_path, tracking):
     script = f"trap '' TERM; echo $$ > {tmp_path}/ready; while :; do sleep 1; done"
     p, status, _ = procs.shim(["sh", "-c", script], grace=0.5)
     child = procs.wait_child(status)
@@ -355,7 +398,7 @@ def test_sigint_and_sighup_are_stop_requests(procs):
         assert shim.read_status(status).stopped
 
 
-def test_sigusr1_kills_now(procs, tmp_path):
+def test_sigusr1_kills_now(procs, tmp_path, tracking):
     script = f"trap '' TERM; echo $$ > {tmp_path}/ready; while :; do sleep 1; done"
     p, status, _ = procs.shim(["sh", "-c", script], grace=600)
     procs.wait_child(status)
@@ -366,7 +409,7 @@ def test_sigusr1_kills_now(procs, tmp_path):
     assert (st.signal, st.stopped) == (9, True)
 
 
-def test_leftovers_cleaned_after_normal_exit(procs, tmp_path):
+def test_leftovers_cleaned_after_normal_exit(procs, tmp_path, tracking):
     script = (f"sleep 1000 & echo $! > {tmp_path}/bg.pid; "
               f"setsid sh -c 'echo $$ > {tmp_path}/sid.pid; exec sleep 1000' & "
               f"while [ ! -s {tmp_path}/sid.pid ]; do sleep 0.05; done; exit 4")
@@ -393,7 +436,7 @@ def test_sigkill_of_shim_kills_direct_child(procs):
     assert shim.read_status(status) is None  # nothing recorded: the controller settles it
 
 
-def test_processes_forked_while_stopping_are_killed(procs, tmp_path):
+def test_processes_forked_while_stopping_are_killed(procs, tmp_path, tracking):
     # On TERM the node spawns more processes (in new sessions, too) and carries on.
     script = (f"trap 'sleep 1000 & setsid sleep 1000 & echo x >> {tmp_path}/forked' TERM; "
               f"echo $$ > {tmp_path}/ready; while :; do sleep 0.1; done")
@@ -404,6 +447,25 @@ def test_processes_forked_while_stopping_are_killed(procs, tmp_path):
     assert finish(p) == 128 + 9
     assert (tmp_path / "forked").exists()
     assert shim.read_status(status).stopped
+
+
+def test_unusable_cgroup_falls_back_to_walking_proc(procs, tmp_path):
+    """-G naming a directory that is no cgroup: a note in the log, and stopping still reaches
+    a setsid'ed grandchild (by walking /proc)."""
+    not_a_cgroup = tmp_path / "plain-dir"
+    script = f"setsid sleep 1000 & echo $! > {tmp_path}/gc.pid; exec sleep 1000"
+    status, log = tmp_path / "n.status", tmp_path / "n.log"
+    p = subprocess.Popen(shim.shim_command(status, log, ["sh", "-c", script], grace=600,
+                                           cgroup=not_a_cgroup),
+                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    procs.popens.append(p)
+    procs.wait_child(status)
+    gc = procs.track(read_pid(tmp_path / "gc.pid"))
+    started = start_time(gc)
+    p.send_signal(signal.SIGTERM)
+    assert finish(p) == 128 + signal.SIGTERM
+    assert gone(gc, started)
+    assert "walking /proc" in log.read_text()
 
 
 def test_shim_outlives_its_parent(procs, tmp_path):

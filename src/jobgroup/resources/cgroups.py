@@ -351,17 +351,34 @@ def remove(cg: NodeCgroup, *, timeout: float = 2.0) -> str:
     return "; ".join(why)
 
 
+def tracking_parent(layout: Layout | None = None) -> str | None:
+    """Where node phases get their process-tracking cgroups: ``<v2 mount>/jobgroup`` (created
+    here), or None when there is no cgroup2 hierarchy we may write (then shims walk /proc to find
+    a node's processes). A tracking cgroup needs no controller: cgroup v2 lists a cgroup's
+    processes (``cgroup.procs``) whatever controllers it has, so it works on hybrid layouts too."""
+    layout = layout or detect()
+    if layout.v2_root is None:
+        return None
+    parent = os.path.join(layout.v2_root, PARENT)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError:
+        return None
+    return parent if os.access(os.path.join(parent, "cgroup.procs"), os.W_OK) else None
+
+
 def prune(layout: Layout | None = None) -> None:
     """Remove the shared ``jobgroup`` parent cgroups where they are empty (quietly keeps them
     while any node cgroup of any state directory remains)."""
     layout = layout or detect()
-    for c in _CONTROLLERS:
-        w = layout.where(c)
-        if w is not None:
-            try:
-                os.rmdir(os.path.join(w[1], PARENT))
-            except OSError:
-                pass
+    roots = {w[1] for c in _CONTROLLERS if (w := layout.where(c)) is not None}
+    if layout.v2_root:
+        roots.add(layout.v2_root)  # tracking cgroups live there even without controllers
+    for root in roots:
+        try:
+            os.rmdir(os.path.join(root, PARENT))
+        except OSError:
+            pass
 
 
 def leftovers(home: str | os.PathLike[str], layout: Layout | None = None) -> list[NodeCgroup]:
@@ -370,6 +387,8 @@ def leftovers(home: str | os.PathLike[str], layout: Layout | None = None) -> lis
     layout = layout or detect()
     prefix = scope_of(home) + "-"
     roots = {w[1] for c in _CONTROLLERS if (w := layout.where(c)) is not None}
+    if layout.v2_root:
+        roots.add(layout.v2_root)  # the shims' tracking cgroups (`tracking_parent`)
     found: dict[str, list[str]] = {}
     for root in sorted(roots):
         parent = os.path.join(root, PARENT)

@@ -200,13 +200,17 @@ def shim_command(
     *,
     grace: float | None = None,
     workdir: str | os.PathLike[str] | None = None,
+    cgroup: str | os.PathLike[str] | None = None,
 ) -> list[str]:
-    """The argument list that runs `argv` under a shim (compiles it if needed)."""
+    """The argument list that runs `argv` under a shim (compiles it if needed). `cgroup`: a
+    cgroup v2 directory to keep the node's processes in (see shim.c, -G)."""
     cmd = [shim_path(), "-s", os.fspath(status_file), "-o", os.fspath(log_file)]
     if grace is not None:
         cmd += ["-g", repr(float(grace))]
     if workdir is not None:
         cmd += ["-C", os.fspath(workdir)]
+    if cgroup is not None:
+        cmd += ["-G", os.fspath(cgroup)]
     return [*cmd, "--", *argv]
 
 
