@@ -90,6 +90,7 @@ class LocalBackend(Backend):
         self.level = isolation.detect_level()
         self._jobs: dict[int, _JobPlan] = {}
         self._track_parent: str | None | bool = False  # tracking cgroups' parent; False: unknown
+        self._made: dict[int, set[str]] = {}  # per job: directories known to exist (_mkdir)
 
     def _job_dir(self, job_id: int) -> Path:
         return self.home / "jobs" / str(job_id)
@@ -154,15 +155,24 @@ class LocalBackend(Backend):
         return isolation.wrap(argv, self._view(job_id, task_idx, rank, None,
                                                os.path.expanduser("~")))
 
+    def _mkdir(self, job_id: int, path: str | os.PathLike[str]) -> None:
+        """mkdir -p, once per directory and job (a group's nodes share them; forgotten at the
+        job's cleanup)."""
+        key = os.fspath(path)
+        made = self._made.setdefault(job_id, set())
+        if key not in made:
+            os.makedirs(key, exist_ok=True)
+            made.add(key)
+
     def start(self, launch: PhaseLaunch) -> Handle:
-        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        launch.status_path.parent.mkdir(parents=True, exist_ok=True)
+        self._mkdir(launch.job_id, launch.log_path.parent)
+        self._mkdir(launch.job_id, launch.status_path.parent)
         for stale in (launch.status_path, Path(f"{launch.status_path}.pid")):
             stale.unlink(missing_ok=True)
         argv = [self._shim, "-s", str(launch.status_path), "-o", str(launch.log_path),
                 "-g", f"{launch.grace:g}"]
         if launch.workdir:
-            Path(launch.workdir).mkdir(parents=True, exist_ok=True)
+            self._mkdir(launch.job_id, launch.workdir)
             argv += ["-C", launch.workdir]
         inner = self.inner_argv(launch)
         track = self._tracking_cgroup(launch)
@@ -371,6 +381,7 @@ class LocalBackend(Backend):
                 pass
 
     def cleanup(self, job_id: int) -> None:
+        self._made.pop(job_id, None)
         plan = self._jobs.pop(job_id, None)
         job_dir = self._job_dir(job_id)
         saved = job_dir / "network.json"

@@ -28,16 +28,16 @@
  *     with the child's exit code (or 128 + signal).
  *
  * With -G CGROUP_DIR (a cgroup v2 directory; created if missing), the child
- * is moved into that cgroup before it runs PROGRAM (it waits on a pipe until
- * the shim has moved it), and the node's processes are found by reading
+ * is started inside that cgroup (clone3 with CLONE_INTO_CGROUP, Linux 5.7+),
+ * and the node's processes are found by reading
  * CGROUP_DIR/cgroup.procs instead of walking all of /proc: stopping a node
  * then costs the same whether 10 or 10,000 processes run on the machine, and
  * no process of the node can leave the set (setsid, double forks and
  * re-parenting do not change a cgroup). The shim itself stays outside (when
  * the cgroup has a memory limit, the OOM killer must never take the
  * supervisor) and leaves the directory in place: the controller reads its
- * OOM count and removes it. If the child cannot be moved, a note goes to the
- * log and the /proc walk is used.
+ * OOM count and removes it. If the child cannot be started there, a note goes
+ * to the log, the child is forked as usual and the /proc walk is used.
  *
  * Signals to the shim:
  *   SIGTERM, SIGINT, SIGHUP  stop request: SIGTERM to every descendant,
@@ -78,6 +78,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sched.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -411,16 +412,8 @@ static int signal_walk(int sig, pid_t child, int child_reaped)
 
 /* Runs in the forked child; never returns. Single-threaded parent, so
  * stdio-free formatting here is safe; messages go to the log (fd 2). */
-static void run_child(int null_fd, int go_fd, const char *workdir, char **argv)
+static void run_child(int null_fd, const char *workdir, char **argv)
 {
-    /* With -G: wait until the shim has moved us into the cgroup (it closes
-     * the pipe's other end), so PROGRAM's first instruction runs inside. */
-    if (go_fd >= 0) {
-        char c;
-        while (read(go_fd, &c, 1) < 0 && errno == EINTR)
-            ;
-        close(go_fd);
-    }
     /* New session: the node's tree gets its own session and process group
      * (id = our pid), which the controller can kill if the shim is gone. */
     if (setsid() < 0) {
@@ -598,43 +591,49 @@ int main(int argc, char **argv)
                     status_path, strerror(errno));
     unsigned long long start_time = self_start_time();
 
-    int go[2] = {-1, -1};
+    int cg_fd = -1;
     if (cgroup) {
         if (mkdir(cgroup, 0755) < 0 && errno != EEXIST)
             log_note("cannot create cgroup '%s': %s; walking /proc to stop the node",
                      cgroup, strerror(errno));
-        else if (pipe2(go, O_CLOEXEC) < 0)
-            log_note("pipe: %s; walking /proc to stop the node", strerror(errno));
-        else
-            cg_procs = concat(cgroup, "/cgroup.procs");
+        else if ((cg_fd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+            log_note("cannot open cgroup '%s': %s; walking /proc to stop the node",
+                     cgroup, strerror(errno));
     }
 
     fflush(NULL);
-    pid_t child = fork();
+    pid_t child = -1;
+#if defined(SYS_clone3) && defined(CLONE_INTO_CGROUP)
+    if (cg_fd >= 0) {
+        /* Born inside the cgroup (clone3 + CLONE_INTO_CGROUP): no window in
+         * which PROGRAM runs outside, and no migration (which takes a
+         * machine-wide lock and can cost milliseconds). */
+        struct clone_args ca;
+        memset(&ca, 0, sizeof ca);
+        ca.flags = CLONE_INTO_CGROUP;
+        ca.exit_signal = SIGCHLD;
+        ca.cgroup = (uint64_t)cg_fd;
+        child = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
+        if (child < 0)
+            log_note("cannot start the node in cgroup '%s' (clone3: %s); walking /proc to "
+                     "stop it", cgroup, strerror(errno));
+        else if (child > 0)
+            cg_procs = concat(cgroup, "/cgroup.procs");
+        if (child != 0)
+            close(cg_fd);
+    }
+#else /* headers older than Linux 5.7: no tracking cgroup */
+    if (cg_fd >= 0) {
+        log_note("this shim was built without clone3; walking /proc to stop the node");
+        close(cg_fd);
+    }
+#endif
+    if (child < 0)
+        child = fork();
     if (child < 0)
         die_startup("fork: %s", strerror(errno));
-    if (child == 0) {
-        if (go[1] >= 0)
-            close(go[1]);
-        run_child(null_fd, go[0], workdir, child_argv);
-    }
-    if (cg_procs) {
-        close(go[0]);
-        char num[24];
-        int fd, len = snprintf(num, sizeof num, "%d\n", (int)child);
-        do
-            fd = open(cg_procs, O_WRONLY | O_CLOEXEC);
-        while (fd < 0 && errno == EINTR);
-        if (fd < 0 || write_all(fd, num, (size_t)len) < 0) {
-            log_note("cannot move the node into cgroup '%s': %s; walking /proc to stop it",
-                     cgroup, strerror(errno));
-            free(cg_procs);
-            cg_procs = NULL;
-        }
-        if (fd >= 0)
-            close(fd);
-        close(go[1]); /* the child may go on */
-    }
+    if (child == 0)
+        run_child(null_fd, workdir, child_argv);
 
     char line[64];
     snprintf(line, sizeof line, "%d %llu\n", (int)child, start_time);

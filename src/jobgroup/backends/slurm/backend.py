@@ -327,4 +327,5 @@ class SlurmBackend(LocalBackend):
             except SlurmError:
                 pass
         self._jobs.pop(job_id, None)
+        self._made.pop(job_id, None)
         (self._job_dir(job_id) / "hosts").unlink(missing_ok=True)
