@@ -79,7 +79,7 @@ class FakeCore:
             setattr(self, f"delete_collection_namespaced_{method}", self._collection(kind))
 
     def _creator(self, kind):
-        def create(ns, body):
+        def create(ns, body, **_):
             key = (kind, body["metadata"]["name"])
             if key in self.objs:
                 raise ApiError(409)
@@ -91,34 +91,34 @@ class FakeCore:
         return all(labels.get(k) == v for k, v in (p.split("=") for p in selector.split(",")))
 
     def _collection(self, kind):
-        def delete(ns, label_selector):
+        def delete(ns, label_selector, **_):
             for key in [k for k, o in self.objs.items()
                         if k[0] == kind and self._match(o, label_selector)]:
                 del self.objs[key]
         return delete
 
-    def list_namespaced_pod(self, ns, label_selector):
+    def list_namespaced_pod(self, ns, label_selector, **_):
         return SimpleNamespace(items=[o for (k, _), o in sorted(self.objs.items())
                                       if k == "Pod" and self._match(o, label_selector)])
 
-    def list_namespaced_service(self, ns, label_selector):
+    def list_namespaced_service(self, ns, label_selector, **_):
         return SimpleNamespace(items=[
             SimpleNamespace(metadata=SimpleNamespace(name=o["metadata"]["name"]))
             for (k, _), o in self.objs.items() if k == "Service" and self._match(o, label_selector)])
 
-    def delete_namespaced_service(self, name, ns):
+    def delete_namespaced_service(self, name, ns, **_):
         self.objs.pop(("Service", name), None)
 
-    def read_namespaced_service(self, name, ns):
+    def read_namespaced_service(self, name, ns, **_):
         o = self.objs[("Service", name)]
         return SimpleNamespace(metadata=SimpleNamespace(labels=o["metadata"]["labels"]))
 
-    def read_namespaced_pod(self, name, ns):
+    def read_namespaced_pod(self, name, ns, **_):
         if ("Pod", name) not in self.objs:
             raise ApiError(404)
         return self.objs[("Pod", name)]
 
-    def delete_namespaced_pod(self, name, ns, grace_period_seconds):
+    def delete_namespaced_pod(self, name, ns, grace_period_seconds, **_):
         if ("Pod", name) not in self.objs:
             raise ApiError(404)
         del self.objs[("Pod", name)]

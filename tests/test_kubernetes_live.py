@@ -68,7 +68,9 @@ class K8s:
 
 @pytest.fixture
 def k8s(jenv: Env, tmp_path: Path):
-    cluster = FakeCluster(tmp_path, capacity={"cpu": 8, "memory": "16Gi", "pods": 50},
+    cluster = FakeCluster(tmp_path, capacity={"cpu": 8, "memory": "16Gi", "pods": 50,
+                                              "nvidia.com/gpu": 1},
+                          labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
                           probe_scale=0.1)
     kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
     jenv.env["KUBECONFIG"] = str(kubeconfig)
@@ -143,3 +145,183 @@ def test_client_server_group_succeeds_and_logs_stay(k8s: K8s) -> None:
     assert "server setup on server-0" in logs
     # The group's objects are gone; nothing of it is left in the cluster.
     wait_for(lambda: not k8s.kinds(), timeout=20)
+
+
+def _status(k8s: K8s, job_id: int) -> str:
+    return k8s.jenv.job(job_id)["status"]
+
+
+def _running(k8s: K8s, job_id: int) -> bool:
+    return _status(k8s, job_id) == "RUNNING"
+
+
+FAIL_FAST = """\
+name: ff
+execution: parallel
+---
+name: a
+num_nodes: 2
+run: |
+  if [ "$SKYPILOT_NODE_RANK" = 1 ]; then echo failing on purpose; exit 3; fi
+  exec sleep 300
+---
+name: b
+run: exec sleep 300
+"""
+
+
+def test_fail_fast_names_the_node_and_deletes_the_other_pods(k8s: K8s) -> None:
+    p = k8s.launch(FAIL_FAST, timeout=90)
+    assert p.returncode == 1, p.stdout + p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert "FAILED" in last and "'a'" in last and "1" in last and "code 3" in last, last
+    assert "failing on purpose" in k8s.jenv.jg("logs", "1", "a", "--node", "1").stdout
+    wait_for(lambda: not k8s.kinds(), timeout=30)  # the sleeping pods were deleted too
+
+
+CANCEL = """\
+name: cx
+execution: parallel
+---
+name: a
+num_nodes: 2
+volumes: {/ckpt: cx-data}
+secrets: {TOKEN: s3cret}
+run: exec sleep 300
+---
+name: b
+run: exec sleep 300
+"""
+
+
+def test_cancel_deletes_every_object_but_the_volume(k8s: K8s) -> None:
+    job = k8s.launch_d(CANCEL)
+    wait_for(lambda: _running(k8s, job), timeout=30)
+    assert k8s.kinds() == {
+        "pods": ["cx-a-0", "cx-a-1", "cx-b-0"], "services": ["cx"], "configmaps": ["cx-job"],
+        "secrets": ["cx-secrets"], "persistentvolumeclaims": ["cx-data"]}
+    # the secret reached the pod through the Secret, never as a literal in the pod spec
+    pod = k8s.cluster.store.get("pods", "default", "cx-a-0")
+    assert "s3cret" not in json.dumps(pod)
+    assert k8s.jenv.jg("cancel", str(job)).returncode == 0
+    wait_for(lambda: _status(k8s, job) == "CANCELLED", timeout=30)
+    wait_for(lambda: k8s.kinds() == {"persistentvolumeclaims": ["cx-data"]}, timeout=30)
+
+
+GANG = """\
+name: gang
+execution: parallel
+---
+name: small
+run: exec sleep 300
+---
+name: big
+resources: {accelerators: H100:2}
+run: echo never
+"""
+
+
+def test_a_pod_that_cannot_be_scheduled_fails_the_whole_group(k8s: K8s) -> None:
+    k8s.config(schedule_timeout=2)
+    p = k8s.launch(GANG, timeout=60)
+    assert p.returncode == 1, p.stdout + p.stderr
+    job = k8s.jenv.job(1)
+    assert job["status"] == "FAILED_NO_RESOURCE"
+    assert "not every pod was scheduled within 2s" in job["reason"]
+    assert "pod gang-big-0: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu." \
+        in job["reason"]
+    assert "FAILED_NO_RESOURCE" in p.stderr
+    wait_for(lambda: not k8s.kinds(), timeout=30)  # the scheduled pod was deleted too
+
+
+OOM = """\
+name: oom
+execution: parallel
+---
+name: a
+volumes: {/state: oom-state}
+resources: {job_recovery: {strategy: FAILOVER}}
+run: |
+  if [ -e /state/first-attempt ]; then echo second attempt; exit 0; fi
+  touch /state/first-attempt
+  echo first attempt
+  exec sleep 300
+"""
+
+
+def test_an_oomkilled_container_is_preemption_and_recovered(k8s: K8s) -> None:
+    job = k8s.launch_d(OOM)
+    wait_for(lambda: _running(k8s, job) and "first attempt" in k8s.jenv.log(job, "a"),
+             timeout=30)
+    k8s.cluster.kubelet.oom_kill("default", "oom-a-0")
+    done = k8s.jenv.wait(job, timeout=60)
+    assert done["status"] == "SUCCEEDED", done
+    assert done["tasks"][0]["restarts"] == 1
+    events = k8s.jenv.jg("events", str(job)).stdout
+    assert "out of memory (OOMKilled)" in events
+    assert "second attempt" in k8s.jenv.jg("logs", str(job)).stdout
+    wait_for(lambda: k8s.kinds() == {"persistentvolumeclaims": ["oom-state"]}, timeout=30)
+
+
+SIMPLE = """\
+name: simple
+execution: parallel
+---
+name: a
+run: echo hello from $(hostname)
+"""
+
+
+def test_an_unreachable_api_server_keeps_the_group_pending(k8s: K8s) -> None:
+    k8s.cluster.go_down()
+    job = k8s.launch_d(SIMPLE)
+    reason = wait_for(lambda: (lambda j: j["status"] == "PENDING" and
+                               "cannot reach Kubernetes" in j["reason"] and j["reason"])(
+        k8s.jenv.job(job)), timeout=30)
+    assert "connection refused" in reason, reason
+    k8s.cluster.come_back()
+    done = k8s.jenv.wait(job, timeout=60)
+    assert done["status"] == "SUCCEEDED", done
+    assert "hello from a-0" in k8s.jenv.jg("logs", str(job)).stdout
+
+
+RESTART = """\
+name: rs
+execution: parallel
+primary_tasks: [a]
+---
+name: a
+volumes: {/flags: rs-flags}
+run: |
+  echo waiting for the flag
+  until [ -e /flags/go ]; do sleep 0.1; done
+  echo got the flag
+---
+name: b
+run: exec sleep 300
+"""
+
+
+def test_a_restarted_controller_rebuilds_from_the_cluster(k8s: K8s) -> None:
+    job = k8s.launch_d(RESTART)
+    wait_for(lambda: _running(k8s, job) and "waiting for the flag" in k8s.jenv.log(job, "a"),
+             timeout=30)
+    pid = k8s.jenv.controller_pid()
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), timeout=10)
+    # The primary ends while no controller runs; the next one settles it and stops `b`.
+    (k8s.cluster.volume_dir("rs-flags") / "go").touch()
+    done = k8s.jenv.wait(job, timeout=60)  # starts a new controller
+    assert done["status"] == "SUCCEEDED", done
+    assert k8s.jenv.controller_pid() not in (None, pid)
+    assert "got the flag" in k8s.jenv.jg("logs", str(job), "a").stdout
+    wait_for(lambda: k8s.kinds() == {"persistentvolumeclaims": ["rs-flags"]}, timeout=30)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return True

@@ -88,6 +88,12 @@ class FakeCluster:
     def names(self, plural: str, ns: str = "default") -> list[str]:
         return sorted(o["metadata"]["name"] for o in self.objects(plural, ns))
 
+    def volume_dir(self, claim: str, ns: str = "default") -> Path:
+        """Where the fake keeps the data of PersistentVolumeClaim `claim` (shared by its pods)."""
+        path = self.root / "pvc" / ns / claim
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def stop(self) -> None:
         self.go_down()
         self.kubelet.stop()

@@ -413,6 +413,17 @@ class Kubelet:
             run.pid1 = json.loads(info.decode())["child-pid"]
         except (ValueError, KeyError):
             run.pid1 = None
+        # bubblewrap reports the child before it has built the view (mounts, pivot_root); the
+        # container "runs" once the child has exec'ed the command (an exec before that would
+        # land in bubblewrap's staging mounts).
+        deadline = time.monotonic() + 10
+        while run.pid1 is not None and time.monotonic() < deadline:
+            try:
+                if os.path.basename(os.readlink(f"/proc/{run.pid1}/exe")) != "bwrap":
+                    break
+            except OSError:
+                break  # already gone
+            time.sleep(0.005)
         startup = container.get("startupProbe")
         readiness = container.get("readinessProbe")
         run.state, run.started = "running", startup is None

@@ -37,6 +37,7 @@ when there is no kubeconfig).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -51,6 +52,7 @@ from jobgroup.backends.kubernetes import render, status
 from jobgroup.backends.kubernetes.config import KubernetesConfig, load_config
 from jobgroup.spec.models import JobGroup
 
+log = logging.getLogger("jobgroup.kubernetes")
 _STATUS = re.compile(r"(\d+)-(\d+)\.(\w+)\.(\d+)\.status$")
 TIMEOUT = 15.0  # seconds any API call may take (the controller's loop waits on it)
 
@@ -86,6 +88,8 @@ def describe(e: BaseException) -> str:
     code = getattr(e, "status", None)
     if code:
         return f"HTTP {code} {getattr(e, 'reason', '')}".strip()
+    if code == 0 and isinstance(reason, str) and reason:
+        return reason.splitlines()[0][:200]
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
@@ -109,6 +113,7 @@ class KubernetesBackend(Backend):
         self._version = 0  # pod changes the watch thread has seen
         self._looked = 0  # `_version` when the controller last read a pod (outcome / start)
         self._stopping: set[str] = set()
+        self._gated: set[str] = set()  # pods whose run gate this process has opened
         self._followers: dict[str, subprocess.Popen[bytes]] = {}  # pod -> its log follower
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -284,13 +289,14 @@ class KubernetesBackend(Backend):
         group, opts = self._job(launch.job_id)
         name, phase = self._pod_name(launch.status_path)
         job_id, task_idx, rank, _, attempt = _parse_status_path(launch.status_path)
-        if phase == "setup":
-            if attempt > 1 and self._pod(name) is None:  # a restarted node: a fresh pod
-                base = Path(opts.get("base_dir") or Path.cwd())
-                files = render._Files(group, base)
-                self._create(render.pod_object(group, job_id, task_idx, rank, self.config,
-                                               files, attempt=attempt, env=opts.get("env") or {},
-                                               gated=True))
+        if attempt > 1 and not launch.log_path.exists() and self._pod(name) is None:
+            # a restarted node (its first phase: setup, or run when the task has none): a
+            # fresh pod with the same hostname
+            base = Path(opts.get("base_dir") or Path.cwd())
+            files = render._Files(group, base)
+            self._create(render.pod_object(group, job_id, task_idx, rank, self.config,
+                                           files, attempt=attempt, env=opts.get("env") or {},
+                                           gated=True))
         self._follow_logs(name, launch.log_path)
         if phase != "setup":
             self._open_gate(name)
@@ -350,23 +356,29 @@ class KubernetesBackend(Backend):
             except subprocess.TimeoutExpired:
                 pass
 
-    def _open_gate(self, pod: str) -> None:
-        """`touch` the run gate inside the pod. A pod that is no longer running is left as it
-        is (its outcome says what happened to it)."""
+    def _open_gate(self, pod: str) -> bool:
+        """`touch` the run gate inside the pod (idempotent; its folder too: the driver may not
+        have made it yet); True once done. While the
+        container is not running yet (image pull) this fails quietly: `outcome` tries again
+        at the pod's next change (it is running then), also after a controller restart."""
+        if pod in self._gated:
+            return True
         from kubernetes.stream import stream
 
         api = self._api()
         try:
-            self._call(f"opening the run gate of {pod}", stream,
-                       api.connect_get_namespaced_pod_exec, pod, self.config.namespace,
-                       container=render.CONTAINER, command=["touch", render.PODINFO_GATE],
-                       stderr=True, stdin=False, stdout=True, tty=False)
-        except Unreachable:
-            raise
-        except Exception as e:
-            if self._status_code(e) in (400, 404):
-                return  # ended or deleted meanwhile
-            raise
+            stream(api.connect_get_namespaced_pod_exec, pod, self.config.namespace,
+                   container=render.CONTAINER, command=[
+                       "/bin/sh", "-c", f"mkdir -p {os.path.dirname(render.PODINFO_GATE)} && "
+                       f"touch {render.PODINFO_GATE}"],
+                   stderr=True, stdin=False, stdout=True, tty=False,
+                   _request_timeout=TIMEOUT)
+        except Exception as e:  # not running (yet, or any more), or no answer: retried by outcome
+            log.info("run gate of pod %s not opened yet: %s", pod, describe(e))
+            return False
+        log.info("run gate of pod %s opened", pod)
+        self._gated.add(pod)
+        return True
 
     def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
         group, _ = self._job(job_id)
@@ -389,7 +401,11 @@ class KubernetesBackend(Backend):
             pod = self._pod(name)
         except Unreachable:
             return None  # unknown yet: the watch wakes the controller once it answers again
-        return status.phase_outcome(pod, phase, stop_requested=name in self._stopping)
+        out = status.phase_outcome(pod, phase, stop_requested=name in self._stopping)
+        if out is None and phase == "run" and name not in self._gated and \
+                status.container_running(pod) and name not in self._stopping:
+            self._open_gate(name)
+        return out
 
     def alive(self, handle: Handle) -> bool:
         return True  # pods have no supervisor process here; `outcome` is the truth

@@ -3,8 +3,8 @@
 What it does, in order:
 1. copies the task's workdir (shipped as a read-only ConfigMap at /var/jobgroup/workdir) to
    $JOBGROUP_WORKDIR, a writable folder, and `cd`s there (only when the task has a workdir);
-2. runs the task's `setup` (from /etc/jobgroup/<task>.setup.sh); on failure it writes
-   `setup failed: exit N` to the termination log and exits with the same code;
+2. runs the task's `setup` (from /etc/jobgroup/<task>.setup.sh) in its own session; on failure
+   it writes `setup failed: exit N` to the termination log and exits with the same code;
 3. touches /tmp/jobgroup/setup-done (the pod's startupProbe: the container is `started` once
    setup succeeded, which is how the controller learns it);
 4. waits until every peer's name (`{task}-{rank}.{group}.{namespace}.svc.{domain}`) resolves
@@ -13,13 +13,34 @@ What it does, in order:
 5. when $JOBGROUP_RUN_GATE is 1 (pods created by the backend's controller), waits for
    /tmp/jobgroup/run, which the controller creates when every setup of the group succeeded
    (and depends_on allows); pods applied by hand (`--dryrun -o yaml`) start `run` at once;
-6. runs `run` in its own session; SIGTERM (pod deletion) is forwarded to its whole process
-   group, so servers shut down within the pod's grace period; exits with run's exit code.
+6. runs `run` in its own session; exits with run's exit code.
+
+SIGTERM (pod deletion) is handled from the first line: the driver is the container's PID 1, and
+PID 1 ignores signals it has no handler for, so without a trap a pod deleted while it waits (for
+peers, at the gate) would only end by SIGKILL after the whole grace period. While setup or run
+runs, SIGTERM is forwarded to its whole process group (servers shut down within the grace
+period) and the driver exits with its code; before and between them, the driver exits 143.
 """
 
 DRIVER = r"""set -u
 jg=/etc/jobgroup
 note() { printf '%s' "$1" > /dev/termination-log 2>/dev/null || true; }
+child=
+on_term() {
+  [ -z "$child" ] && exit 143
+  kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null
+}
+trap on_term TERM INT
+# Runs script $1 in its own session and waits for it (interruptibly: the trap forwards SIGTERM).
+run_child() {
+  if command -v setsid >/dev/null 2>&1; then setsid bash "$1" & else bash "$1" & fi
+  child=$!
+  wait "$child"
+  rc=$?
+  while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+  child=
+  return "$rc"
+}
 mkdir -p /tmp/jobgroup
 if [ -n "${JOBGROUP_WORKDIR:-}" ]; then
   mkdir -p "$JOBGROUP_WORKDIR" || exit 1
@@ -30,7 +51,7 @@ if [ -n "${JOBGROUP_WORKDIR:-}" ]; then
 fi
 if [ -s "$jg/$JOBGROUP_TASK.setup.sh" ]; then
   note setup
-  bash "$jg/$JOBGROUP_TASK.setup.sh"
+  run_child "$jg/$JOBGROUP_TASK.setup.sh"
   rc=$?
   if [ "$rc" -ne 0 ]; then
     echo "jobgroup: setup failed (exit $rc)" >&2
@@ -59,16 +80,8 @@ if [ "${JOBGROUP_RUN_GATE:-0}" = 1 ]; then
   until [ -e /tmp/jobgroup/run ]; do sleep 0.2; done
 fi
 note run
-if command -v setsid >/dev/null 2>&1; then
-  setsid bash "$jg/$JOBGROUP_TASK.run.sh" &
-else
-  bash "$jg/$JOBGROUP_TASK.run.sh" &
-fi
-child=$!
-trap 'kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null' TERM INT
-wait "$child"
+run_child "$jg/$JOBGROUP_TASK.run.sh"
 rc=$?
-while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
 note "run exited $rc"
 exit "$rc"
 """

@@ -57,6 +57,11 @@ def phase_outcome(pod: Pod | None, phase: str, *, stop_requested: bool = False) 
     return Outcome(exit_code=code, note=(term.get("message") or "") if code else "")
 
 
+def container_running(pod: Pod | None) -> bool:
+    """Whether the pod's container runs now (an exec can reach it)."""
+    return pod is not None and "running" in ((_container(pod).get("state")) or {})
+
+
 def unscheduled_reason(pods: list[Pod]) -> str | None:
     """The scheduler's word on the first pod it could not place (PodScheduled=False), e.g.
     `0/3 nodes are available: 3 Insufficient nvidia.com/gpu.`; None when every pod is placed
