@@ -420,7 +420,7 @@ def bench_launch(runs: int) -> dict:
             # What the CLI's short road imports (cli/fastlaunch.py), plus the console script's
             # own `import re`.
             subprocess.run([PY, "-c", "import re, jobgroup.cli.main, jobgroup.cli.fastlaunch,"
-                            " jobgroup.controller.sockname"], check=True)
+                            " jobgroup.controller.rpc"], check=True)
             imp.append(time.perf_counter() - t0)
         res["py_bare"] = bare
         res["py_imports"] = imp
@@ -895,7 +895,7 @@ def report_launch(r: dict) -> None:
         ["CLI start -> job row committed (`submitted_at`)", span(r["cli_recorded"])],
         ["  of which: interpreter start (`python -c pass`)", span(r["py_bare"])],
         ["  of which: interpreter + the short road's imports (`python -c 'import re, "
-         "jobgroup.cli.main, .cli.fastlaunch, .controller.sockname'`)", span(r["py_imports"])],
+         "jobgroup.cli.main, .cli.fastlaunch, .controller.rpc'`)", span(r["py_imports"])],
         ["  of which, in the controller (measured here in-process): load_file()",
          ms(p["load_file"])],
         ["  of which, in the controller: Store() open", ms(p["store_open"])],

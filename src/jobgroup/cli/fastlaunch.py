@@ -4,7 +4,8 @@ When a controller already serves this state directory, `launch` only has to send
 and its options to it (`controller.rpc`) and print the answer; the controller validates, records
 and starts the group in one turn of its loop. Importing click and the command modules costs more
 than all of that (~40 ms of a ~100 ms launch on these 2-CPU machines), so `cli.main` calls
-`try_launch` first, and this module imports only `os`, `sys`, `json` and `socket`.
+`try_launch` first, and this module imports only `os`, `sys` and `controller.rpc` (`json`,
+`socket`).
 
 Contract: `try_launch(args)` either handles the command completely — the same output, exit code
 and errors as the click command in `cli.jobs.launch` — and returns the exit code, or returns None
@@ -16,9 +17,7 @@ controller does not answer (the click path starts it).
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
 
 # option -> (key in the request, takes a value); everything else declines the fast path.
@@ -93,35 +92,6 @@ def _home() -> str:
     return os.path.join(os.getcwd(), *parts) if parts else os.getcwd()
 
 
-def _call(name: bytes, request: dict, timeout: float = 30.0) -> dict | None:
-    """One request to the controller; None when none listens (nothing was sent then)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(name)
-    except OSError:
-        s.close()
-        return None
-    try:
-        s.sendall(json.dumps(request).encode() + b"\n")
-        chunks = []
-        while True:
-            data = s.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-            if data.endswith(b"\n"):
-                break
-        return json.loads(b"".join(chunks))
-    except (OSError, ValueError) as e:
-        # Sent but no answer: the job may exist. Never fall back (that could launch twice).
-        return {"ok": False, "exit_code": 1,
-                "error": f"the controller did not answer the launch ({e}); check "
-                         "`jobgroup queue` before launching again"}
-    finally:
-        s.close()
-
-
 def submitted_lines(job: dict, level: str, note: str | None) -> tuple[str, str]:
     """(stdout line, stderr line) that every launch prints once the group is recorded."""
     tasks = job["tasks"]
@@ -148,9 +118,9 @@ def try_launch(args: list[str]) -> int | None:
         return None
     detach = opts.pop("detach")
     request = {"op": "launch", "base_env": dict(os.environ), **opts}
-    from jobgroup.controller.sockname import rpc_name  # os + zlib only
+    from jobgroup.controller import rpc  # json + socket only
 
-    answer = _call(rpc_name(_home()), request)
+    answer = rpc.call(_home(), request)
     if answer is None:
         return None
     for w in answer.get("warnings", []):

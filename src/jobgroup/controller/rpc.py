@@ -16,20 +16,29 @@ Wire format: one JSON object per line each way.
 from __future__ import annotations
 
 import json
+import os
 import socket
-from pathlib import Path
 
 from jobgroup.controller.sockname import rpc_name
 
 MAX_REQUEST = 4 << 20  # a request carries a path and an environment, never a spec
 
 
-def call(home: Path, request: dict, timeout: float = 30.0) -> dict | None:
-    """Send one request; the answer, or None when no controller serves RPC here."""
+def call(home: str | os.PathLike[str], request: dict, timeout: float = 30.0) -> dict | None:
+    """Send one request and return the answer. None only when no controller serves RPC here
+    (nothing was sent: the caller may start one, or do the work itself). Once the request is
+    sent, the controller may have acted on it, so a missing or broken answer is an error answer
+    (exit code 1), never None: falling back then could launch the same group twice.
+
+    Light on purpose (json, socket, os): `jobgroup launch`'s short road imports it."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(rpc_name(home))
+    except OSError:
+        s.close()
+        return None
+    try:
         s.sendall(json.dumps(request).encode() + b"\n")
         chunks = []
         while True:
@@ -39,13 +48,13 @@ def call(home: Path, request: dict, timeout: float = 30.0) -> dict | None:
             chunks.append(data)
             if data.endswith(b"\n"):
                 break
-    except (ConnectionRefusedError, FileNotFoundError):
-        return None
-    except OSError:
-        return None
+        answer = json.loads(b"".join(chunks))
+        if not isinstance(answer, dict):
+            raise ValueError("not a JSON object")
+        return answer
+    except (OSError, ValueError) as e:
+        return {"ok": False, "exit_code": 1,
+                "error": f"the controller did not answer ({e}); check `jobgroup queue` before "
+                         "trying again"}
     finally:
         s.close()
-    try:
-        return json.loads(b"".join(chunks))
-    except ValueError:
-        return None
