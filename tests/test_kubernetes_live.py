@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -325,3 +324,36 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
     except OSError:
         return True
+
+
+def test_volume_create_ls_rm_on_kubernetes(k8s: K8s) -> None:
+    jg = k8s.jenv.jg
+    p = jg("volume", "create", "ckpt", "--size", "5Gi", "--infra", "kubernetes")
+    assert p.returncode == 0, p.stderr
+    assert "Volume ckpt created: PersistentVolumeClaim in namespace default, 5Gi." in p.stdout
+    claim = k8s.cluster.store.get("persistentvolumeclaims", "default", "ckpt")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    again = jg("volume", "create", "ckpt", "--infra", "kubernetes")
+    assert again.returncode == 1 and "volume 'ckpt' already exists in namespace default" \
+        in again.stderr and "Traceback" not in again.stderr
+    bad = jg("volume", "create", "Not_A_Label", "--infra", "kubernetes")
+    assert bad.returncode == 2 and "cannot name a PersistentVolumeClaim" in bad.stderr
+    ls = jg("volume", "ls", "--infra", "kubernetes", check=True).stdout
+    assert "ckpt" in ls and "5Gi" in ls and "Bound" in ls
+    assert jg("volume", "rm", "ckpt", "--infra", "kubernetes", check=True).stdout.startswith(
+        "Volume ckpt removed")
+    assert k8s.cluster.names("persistentvolumeclaims") == []
+    gone = jg("volume", "rm", "ckpt", "--infra", "kubernetes")
+    assert gone.returncode != 0 and "no volume 'ckpt'" in gone.stderr
+
+
+def test_launch_refuses_what_kubernetes_cannot_run(k8s: K8s) -> None:
+    p = k8s.launch(SIMPLE.replace("name: simple", "name: Not_A_Label"))  # fine locally
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "not a valid DNS label" in p.stderr and "Traceback" not in p.stderr
+    # (the controller reads the kubeconfig of the environment it was started from)
+    k8s.jenv.stop_controller()
+    k8s.jenv.env["KUBECONFIG"] = str(k8s.kubeconfig.with_name("missing"))
+    p = k8s.launch(SIMPLE)
+    assert p.returncode == 2 and "no usable kubeconfig" in p.stderr, p.stderr

@@ -70,6 +70,17 @@ def list_volumes(store: Store) -> list[VolumeInfo]:
     return out
 
 
+def create_volume(home: Path, name: str) -> Path:
+    """Create local volume `name` (an empty folder; nodes also create it on first use)."""
+    if not VOLUME_NAME.match(name) or name in (".", ".."):
+        raise UsageError(f"invalid volume name {name!r} (letters, digits, '.', '_', '-')")
+    path = volume_dir(home, name)
+    if path.is_dir():
+        raise UsageError(f"volume {name!r} already exists ({path})")
+    path.mkdir(parents=True)
+    return path
+
+
 def remove_volume(store: Store, name: str) -> Path:
     """Delete volume `name` and its data; refuses while a job that has not ended uses it."""
     if not VOLUME_NAME.match(name) or name in (".", ".."):

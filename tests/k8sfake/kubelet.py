@@ -392,9 +392,10 @@ class Kubelet:
                 args = self._view(run, pod, container)
                 break
             except _ConfigError as e:
-                reason = "ContainerCreating" if e.mount else "CreateContainerConfigError"
+                waiting = {"reason": "ContainerCreating" if e.mount else
+                           "CreateContainerConfigError", "message": str(e)}
                 self._set(run, lambda p: p["status"].update(containerStatuses=[self._cstatus(
-                    container, {"waiting": {"reason": reason, "message": str(e)}})]))
+                    container, {"waiting": waiting})]))
                 time.sleep(0.5)
                 pod = self.store.find("pods", run.ns, run.name) or pod
         run.env = env

@@ -1,4 +1,4 @@
-"""`jobgroup volume ls|rm`."""
+"""`jobgroup volume create|ls|rm [--infra kubernetes]`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import click
 from jobgroup import volumes
 from jobgroup.cli.output import table
 from jobgroup.state.store import Store, default_home
+
+_INFRA = click.option("--infra", type=click.Choice(["local", "kubernetes"]), default="local",
+                      show_default=True,
+                      help="Where the volume lives: this machine, or PersistentVolumeClaims in "
+                           "the namespace of $JOBGROUP_HOME/kubernetes.yaml.")
 
 
 def human_size(n: int) -> str:
@@ -20,19 +25,49 @@ def human_size(n: int) -> str:
 
 @click.group()
 def volume() -> None:
-    """Named local volumes (`volumes: {/checkpoints: NAME}` in a task).
+    """Named volumes (`volumes: {/checkpoints: NAME}` in a task): local folders, or
+    PersistentVolumeClaims with --infra kubernetes.
 
     \b
     Examples:
       jobgroup volume ls
       jobgroup volume rm my-checkpoints
+      jobgroup volume create ckpt --size 10Gi --infra kubernetes
+      jobgroup volume ls --infra kubernetes
     """
+
+
+@volume.command("create")
+@click.argument("name")
+@click.option("--size", help="Capacity of the claim, e.g. 10Gi (kubernetes; default: "
+                             "volume_size of kubernetes.yaml). Local volumes have no size.")
+@_INFRA
+def create(name: str, size: str | None, infra: str) -> None:
+    """Create a volume (local ones are also created on first use)."""
+    if infra == "kubernetes":
+        from jobgroup.backends.kubernetes import load_config
+        from jobgroup.backends.kubernetes import volumes as k8s
+
+        config = load_config(default_home())
+        obj = k8s.create(name, size, config)
+        click.echo(f"Volume {name} created: PersistentVolumeClaim in namespace "
+                   f"{config.namespace}, {obj['spec']['resources']['requests']['storage']}.")
+        return
+    if size:
+        click.echo("note: --size is ignored for local volumes (a folder has no fixed size)",
+                   err=True)
+    path = volumes.create_volume(default_home(), name)
+    click.echo(f"Volume {name} created: {path}")
 
 
 @volume.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def ls(as_json: bool) -> None:
-    """List volumes: name, size, jobs using them."""
+@_INFRA
+def ls(as_json: bool, infra: str) -> None:
+    """List volumes: name, size, who uses them."""
+    if infra == "kubernetes":
+        _ls_kubernetes(as_json)
+        return
     store = Store(default_home())
     try:
         vols = volumes.list_volumes(store)
@@ -52,10 +87,38 @@ def ls(as_json: bool) -> None:
     ]))
 
 
+def _ls_kubernetes(as_json: bool) -> None:
+    from jobgroup.backends.kubernetes import load_config
+    from jobgroup.backends.kubernetes import volumes as k8s
+
+    config = load_config(default_home())
+    claims = k8s.list_claims(config)
+    if as_json:
+        import msgspec
+
+        click.echo(msgspec.json.encode(claims).decode())
+        return
+    if not claims:
+        click.echo(f"No volumes in namespace {config.namespace}.")
+        return
+    click.echo(table(["NAME", "SIZE", "STATUS", "USED BY"], [
+        [c.name, c.size, c.status, ", ".join(c.used_by) or "-"] for c in claims]))
+
+
 @volume.command("rm")
 @click.argument("names", nargs=-1, required=True)
-def rm(names: tuple[str, ...]) -> None:
+@_INFRA
+def rm(names: tuple[str, ...], infra: str) -> None:
     """Delete volumes and their data (refused while a running job uses one)."""
+    if infra == "kubernetes":
+        from jobgroup.backends.kubernetes import load_config
+        from jobgroup.backends.kubernetes import volumes as k8s
+
+        config = load_config(default_home())
+        for name in names:
+            k8s.remove(name, config)
+            click.echo(f"Volume {name} removed (namespace {config.namespace}).")
+        return
     store = Store(default_home())
     try:
         for name in names:

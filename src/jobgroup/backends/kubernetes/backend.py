@@ -49,12 +49,14 @@ from typing import Any, Callable
 
 from jobgroup.backends.base import Admission, Backend, Handle, Outcome, PhaseLaunch, Unreachable
 from jobgroup.backends.kubernetes import render, status
+from jobgroup.backends.kubernetes.client import (
+    TIMEOUT, Connection, api_message, call, connect, describe,
+)
 from jobgroup.backends.kubernetes.config import KubernetesConfig, load_config
 from jobgroup.spec.models import JobGroup
 
 log = logging.getLogger("jobgroup.kubernetes")
 _STATUS = re.compile(r"(\d+)-(\d+)\.(\w+)\.(\d+)\.status$")
-TIMEOUT = 15.0  # seconds any API call may take (the controller's loop waits on it)
 
 
 def _parse_status_path(path: Path) -> tuple[int, int, int, str, int]:
@@ -65,32 +67,6 @@ def _parse_status_path(path: Path) -> tuple[int, int, int, str, int]:
         raise ValueError(f"not a node status path: {path}")
     return (int(path.parent.parent.name), int(m.group(1)), int(m.group(2)), m.group(3),
             int(m.group(4)))
-
-
-def unreachable(e: BaseException) -> bool:
-    """Whether `e` means the API server did not answer (as opposed to refusing a request)."""
-    code = getattr(e, "status", None)
-    if isinstance(code, int):
-        return code == 0 or code >= 500
-    names = {c.__name__ for c in type(e).__mro__}
-    return bool(names & {"OSError", "MaxRetryError", "ProtocolError", "TimeoutError",
-                         "NewConnectionError", "HTTPError", "WebSocketException"})
-
-
-def describe(e: BaseException) -> str:
-    """A one-line reason for an API error (no traceback, no urllib3 object reprs)."""
-    reason = getattr(e, "reason", None)
-    text = str(reason if reason is not None and not isinstance(reason, str) else e)
-    for pattern in (r"Connection refused", r"timed out", r"Name or service not known",
-                    r"Connection reset by peer", r"Remote end closed connection"):
-        if re.search(pattern, text):
-            return pattern.lower()
-    code = getattr(e, "status", None)
-    if code:
-        return f"HTTP {code} {getattr(e, 'reason', '')}".strip()
-    if code == 0 and isinstance(reason, str) and reason:
-        return reason.splitlines()[0][:200]
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 class KubernetesBackend(Backend):
@@ -121,40 +97,14 @@ class KubernetesBackend(Backend):
     # --- client ---------------------------------------------------------------------------
     def _api(self) -> Any:
         if self._core is None:
-            try:
-                from kubernetes import client, config as kc  # heavy: imported only here
-            except ImportError:
-                raise Unreachable("the kubernetes client is not installed here: "
-                                  "pip install 'jobgroup[kubernetes]'") from None
-            try:
-                cfg = client.Configuration()
-                try:
-                    kc.load_kube_config(context=self.config.context, client_configuration=cfg)
-                except kc.ConfigException as e:
-                    if self.config.context:
-                        raise
-                    try:
-                        kc.load_incluster_config(client_configuration=cfg)
-                    except kc.ConfigException:
-                        raise e from None
-            except (kc.ConfigException, OSError, ValueError) as e:
-                raise Unreachable(f"no usable kubeconfig: {e}") from None
-            self._server = cfg.host
-            api_client = client.ApiClient(cfg)
-            self._core, self._custom = client.CoreV1Api(api_client), \
-                client.CustomObjectsApi(api_client)
+            conn = connect(self.config)
+            self._core, self._custom, self._server = conn.core, conn.custom, conn.host
         return self._core
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One API call with a time-out; a server that does not answer -> Unreachable."""
-        try:
-            return fn(*args, _request_timeout=TIMEOUT, **kwargs)
-        except Exception as e:
-            if unreachable(e):
-                where = f" at {self._server}" if self._server else ""
-                raise Unreachable(f"the API server{where} did not answer {what} "
-                                  f"({describe(e)})") from None
-            raise
+        return call(Connection(self._core, self._custom, self._server or "?"), what, fn,
+                    *args, **kwargs)
 
     @staticmethod
     def _status_code(e: Exception) -> int | None:
@@ -181,7 +131,7 @@ class KubernetesBackend(Backend):
             raise
         except Exception as e:
             if self._status_code(e) != 409:
-                raise RuntimeError(f"Kubernetes refused {what}: {_api_message(e)}") from None
+                raise RuntimeError(f"Kubernetes refused {what}: {api_message(e)}") from None
             if kind == "Service":
                 svc = self._call("reading a Service", api.read_namespaced_service,
                                  obj["metadata"]["name"], ns)
@@ -439,9 +389,9 @@ class KubernetesBackend(Backend):
         with self._lock:
             due = [c for v, c in self._callbacks if v < self._version]
             self._callbacks = [(v, c) for v, c in self._callbacks if v >= self._version]
-        for call in due:
+        for wake in due:
             try:
-                call()
+                wake()
             except RuntimeError:  # the loop is closed (controller stopping)
                 pass
 
@@ -519,19 +469,6 @@ def _quote(s: str) -> str:
     import shlex
 
     return shlex.quote(s)
-
-
-def _api_message(e: Exception) -> str:
-    """The `message` of the Status object the API server answered with, else the error."""
-    import json
-
-    body = getattr(e, "body", None)
-    if body:
-        try:
-            return str(json.loads(body).get("message") or body)
-        except (ValueError, AttributeError):
-            return str(body)[:300]
-    return describe(e)
 
 
 def backend_from_env(home: Path) -> KubernetesBackend:
