@@ -1,18 +1,20 @@
 """Kubernetes backend against a real cluster: runs only when KUBECONFIG points to a reachable
 cluster and the `kubernetes` client is installed (pip install -e '.[kubernetes]'); skipped
-otherwise. Creates the objects of a small group in $JOBGROUP_K8S_NAMESPACE (default: default),
-checks that peers resolve by name and the group's pods succeed, then deletes everything."""
+otherwise. The same flows as tests/test_kubernetes_live.py (which uses our fake API server),
+through the real CLI and controller: a server + 2-node client group whose clients reach the
+server by name, logs after the end, and cancel deleting the group's objects. Objects go to
+$JOBGROUP_K8S_NAMESPACE (default: default); the image is $JOBGROUP_K8S_IMAGE (default
+python:3.11-slim: it needs bash, getent and python3)."""
 
 from __future__ import annotations
 
+import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 
-from jobgroup.backends.kubernetes import KubernetesConfig, render_objects
-from jobgroup.spec import load
+from conftest import Env, wait_for
 
 
 def _cluster():
@@ -25,52 +27,75 @@ def _cluster():
     from kubernetes import config
 
     try:
-        config.load_kube_config()
+        config.load_kube_config(config_file=path)
         core = client.CoreV1Api()
         core.list_namespace(limit=1, _request_timeout=5)
     except Exception as e:  # unreachable or unauthorised: say which
         pytest.skip(f"no cluster: KUBECONFIG={path} is not reachable ({type(e).__name__}: {e})")
-    return client, core
+    return core
+
+
+@pytest.fixture
+def cluster(jenv: Env):
+    core = _cluster()
+    ns = os.environ.get("JOBGROUP_K8S_NAMESPACE", "default")
+    jenv.home.mkdir(parents=True, exist_ok=True)
+    (jenv.home / "kubernetes.yaml").write_text(json.dumps({
+        "namespace": ns, "image": os.environ.get("JOBGROUP_K8S_IMAGE", "python:3.11-slim"),
+        "schedule_timeout": 600}))
+    return core, ns
 
 
 GROUP = """\
 name: jg-e2e
 execution: parallel
+primary_tasks: [client]
 ---
 name: server
 resources: {ports: 8080, cpus: 0.1, memory: 0.1}
-run: timeout 60 python3 -m http.server 8080
+run: exec python3 -m http.server 8080
 ---
 name: client
 num_nodes: 2
 resources: {cpus: 0.1, memory: 0.1}
-run: python3 -c "import os, urllib.request; print(urllib.request.urlopen('http://' + os.environ['SKYPILOT_JOBGROUP_HOST_SERVER'] + ':8080/', timeout=30).status)"
+run: |
+  python3 - <<'PY'
+  import os, time, urllib.request
+  url = "http://" + os.environ["SKYPILOT_JOBGROUP_HOST_SERVER"] + ":8080/"
+  for _ in range(300):
+      try:
+          print("server answered", urllib.request.urlopen(url, timeout=5).status)
+          break
+      except OSError:
+          time.sleep(1)
+  PY
 """
 
 
-def test_group_runs_and_resolves_peers(tmp_path: Path) -> None:
-    client, core = _cluster()
-    ns = os.environ.get("JOBGROUP_K8S_NAMESPACE", "default")
-    cfg = KubernetesConfig(namespace=ns)
-    from jobgroup.backends.kubernetes.backend import KubernetesBackend
+def _left(core, ns: str, group: str) -> list[str]:
+    sel = f"jobgroup.dev/group={group}"
+    return [f"{kind}/{o.metadata.name}" for kind, fn in (
+        ("pod", core.list_namespaced_pod), ("service", core.list_namespaced_service),
+        ("configmap", core.list_namespaced_config_map), ("secret", core.list_namespaced_secret))
+        for o in fn(ns, label_selector=sel).items]
 
-    be = KubernetesBackend(tmp_path, cfg, core=core)
-    group = load(GROUP)
-    job = int(time.time()) % 100000
-    try:
-        for obj in render_objects(group, job, cfg, base_dir=tmp_path):
-            be._create(obj)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            phases = {p.metadata.name: p.status.phase for p in core.list_namespaced_pod(
-                ns, label_selector=f"jobgroup.dev/job-id={job}").items}
-            if all(phases.get(f"jg-e2e-client-{r}") in ("Succeeded", "Failed") for r in (0, 1)):
-                break
-            time.sleep(2)
-        assert phases.get("jg-e2e-client-0") == "Succeeded", phases
-        assert phases.get("jg-e2e-client-1") == "Succeeded", phases
-        log = core.read_namespaced_pod_log("jg-e2e-client-1", ns)
-        assert "200" in log
-    finally:
-        be._groups[job] = group
-        be.cleanup(job)
+
+def test_group_runs_resolves_peers_and_keeps_logs(jenv: Env, cluster) -> None:
+    core, ns = cluster
+    p = jenv.jg("launch", str(jenv.spec(GROUP)), "--infra", "kubernetes", timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    logs = jenv.jg("logs", "1", "client", check=True).stdout
+    assert logs.count("server answered 200") == 2, logs
+    wait_for(lambda: not _left(core, ns, "jg-e2e"), timeout=120)
+
+
+def test_cancel_deletes_the_groups_objects(jenv: Env, cluster) -> None:
+    core, ns = cluster
+    spec = GROUP.replace("name: jg-e2e", "name: jg-e2e-cancel").replace(
+        "primary_tasks: [client]\n", "")
+    p = jenv.jg("launch", str(jenv.spec(spec)), "--infra", "kubernetes", "-d", check=True)
+    job = int(p.stdout.split()[1])
+    wait_for(lambda: _left(core, ns, "jg-e2e-cancel"), timeout=60)
+    jenv.jg("cancel", str(job), check=True)
+    wait_for(lambda: jenv.job(job)["status"] == "CANCELLED", timeout=120)
+    wait_for(lambda: not _left(core, ns, "jg-e2e-cancel"), timeout=120)

@@ -357,3 +357,37 @@ def test_launch_refuses_what_kubernetes_cannot_run(k8s: K8s) -> None:
     k8s.jenv.env["KUBECONFIG"] = str(k8s.kubeconfig.with_name("missing"))
     p = k8s.launch(SIMPLE)
     assert p.returncode == 2 and "no usable kubeconfig" in p.stderr, p.stderr
+
+
+PROBED = f"""\
+name: pr
+execution: parallel
+---
+name: server
+readiness_probe: {{tcp: {{port: {PORT}}}, interval: 0.5}}
+run: exec python3 -m http.server {PORT}
+"""
+
+
+def test_native_readiness_is_what_the_kubelet_reports(k8s: K8s, tmp_path: Path) -> None:
+    """The pod's readinessProbe (run by the kubelet inside the cluster network) as the backend
+    reads it: `node_ready`. (The controller does not ask it yet: it probes http/tcp addresses
+    itself, which from outside a cluster fails; see the README.)"""
+    from jobgroup.backends.kubernetes import KubernetesConfig
+    from jobgroup.backends.kubernetes.backend import KubernetesBackend
+    from jobgroup.backends.kubernetes.render import render_objects
+    from jobgroup.spec import load
+
+    os.environ["KUBECONFIG"] = str(k8s.kubeconfig)
+    try:
+        be = KubernetesBackend(tmp_path, KubernetesConfig())
+        group = load(PROBED)
+        be._groups[7] = group
+        for obj in render_objects(group, 7, be.config, base_dir=tmp_path):  # not gated
+            be._create(obj)
+        assert be.node_ready(7, 0, 0, 1) is False
+        wait_for(lambda: be.node_ready(7, 0, 0, 1), timeout=20)
+        be.cleanup(7)
+        wait_for(lambda: not k8s.kinds(), timeout=20)
+    finally:
+        os.environ.pop("KUBECONFIG", None)

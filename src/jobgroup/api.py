@@ -180,8 +180,10 @@ def kubernetes_problems(group: JobGroup) -> list[str]:
         return out
     from kubernetes import config as kc
 
+    from jobgroup.backends.kubernetes.client import kubeconfig_path
+
     try:
-        contexts, current = kc.list_kube_config_contexts()
+        contexts, current = kc.list_kube_config_contexts(kubeconfig_path())
     except (kc.ConfigException, OSError, ValueError) as e:
         if config.context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             return out  # inside a cluster: the pod's service account is used

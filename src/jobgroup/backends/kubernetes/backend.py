@@ -357,6 +357,19 @@ class KubernetesBackend(Backend):
             self._open_gate(name)
         return out
 
+    def node_ready(self, job_id: int, task_idx: int, rank: int, attempt: int) -> bool | None:
+        """The kubelet's word on the node's readiness probe (rendered as the pod's native
+        readinessProbe): True once the container is ready, False while not, None when the API
+        server does not answer. The controller probes http/tcp addresses itself, which only
+        works from inside the cluster network; this is what it should ask instead."""
+        group, _ = self._job(job_id)
+        name = render.pod_name(group.name, group.tasks[task_idx].name or "", rank, attempt)
+        try:
+            pod = self._pod(name)
+        except Unreachable:
+            return None
+        return status.container_ready(pod)
+
     def alive(self, handle: Handle) -> bool:
         return True  # pods have no supervisor process here; `outcome` is the truth
 

@@ -6,6 +6,7 @@ Also what an API error means (no answer vs a refusal) and says, in one line."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any, NamedTuple
 
@@ -32,7 +33,8 @@ def connect(config: KubernetesConfig) -> Connection:
     cfg = client.Configuration()
     try:
         try:
-            kc.load_kube_config(context=config.context, client_configuration=cfg)
+            kc.load_kube_config(config_file=kubeconfig_path(), context=config.context,
+                                client_configuration=cfg)
         except kc.ConfigException as e:
             if config.context:
                 raise
@@ -44,6 +46,12 @@ def connect(config: KubernetesConfig) -> Connection:
         raise Unreachable(f"no usable kubeconfig: {e}") from None
     api = client.ApiClient(cfg)
     return Connection(client.CoreV1Api(api), client.CustomObjectsApi(api), cfg.host)
+
+
+def kubeconfig_path() -> str:
+    """$KUBECONFIG (several files separated by ':' are merged, as kubectl does), else
+    ~/.kube/config; read now (the client library reads it once, when first imported)."""
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
 
 
 def unreachable(e: BaseException) -> bool:

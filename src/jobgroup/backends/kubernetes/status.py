@@ -62,6 +62,12 @@ def container_running(pod: Pod | None) -> bool:
     return pod is not None and "running" in ((_container(pod).get("state")) or {})
 
 
+def container_ready(pod: Pod | None) -> bool:
+    """Whether the pod's container passes its readiness probe now (the kubelet's `ready`)."""
+    return pod is not None and bool(_container(pod).get("ready")) and \
+        "running" in (_container(pod).get("state") or {})
+
+
 def unscheduled_reason(pods: list[Pod]) -> str | None:
     """The scheduler's word on the first pod it could not place (PodScheduled=False), e.g.
     `0/3 nodes are available: 3 Insufficient nvidia.com/gpu.`; None when every pod is placed
