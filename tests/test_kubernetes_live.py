@@ -6,6 +6,7 @@ is asserted: exit codes, statuses and reasons, printed logs, the objects left in
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 from pathlib import Path
@@ -391,3 +392,29 @@ def test_native_readiness_is_what_the_kubelet_reports(k8s: K8s, tmp_path: Path) 
         wait_for(lambda: not k8s.kinds(), timeout=20)
     finally:
         os.environ.pop("KUBECONFIG", None)
+
+
+COMMAND_PROBE = f"""\
+name: cp
+execution: parallel
+primary_tasks: [client]
+---
+name: server
+readiness_probe: {{command: "python3 -c 'import socket; socket.create_connection((\\"127.0.0.1\\", {PORT}), 1)'", interval: 0.3}}
+run: exec python3 -m http.server {PORT}
+---
+name: client
+depends_on: {{server: ready}}
+run: echo client ran after the server was ready
+"""
+
+
+def test_command_readiness_probe_runs_in_the_pod(k8s: K8s) -> None:
+    """A `command` probe runs inside the node's pod (kubectl exec), so `depends_on: ready`
+    works wherever the controller runs."""
+    p = k8s.launch(COMMAND_PROBE, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    events = k8s.jenv.jg("events", "1").stdout
+    assert re.search(r"server-0 +ready", events), events
+    assert "client ran after the server was ready" in \
+        k8s.jenv.jg("logs", "1", "client").stdout
