@@ -189,7 +189,8 @@ def kubernetes_problems(group: JobGroup) -> list[str]:
             return out  # inside a cluster: the pod's service account is used
         where = os.environ.get("KUBECONFIG") or "~/.kube/config"
         out.append(f"no usable kubeconfig ({where}): {e}; point KUBECONFIG at your cluster's "
-                   "kubeconfig (as for kubectl)")
+                   "kubeconfig (as for kubectl), or add --infra local to run the group on this "
+                   "machine")
         return out
     names = [c["name"] for c in contexts]
     if config.context is not None and config.context not in names:
