@@ -584,7 +584,7 @@ class Kubelet:
         if container and container != c["name"]:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
         run = self.runs.get((ns, name))
-        if run is None or run.proc is None:
+        if run is None or run.state == "waiting":
             reason = ((pod["status"].get("containerStatuses") or [{}])[0].get("state", {})
                       .get("waiting", {}).get("reason", "ContainerCreating"))
             raise ApiError(400, "BadRequest", f'container "{c["name"]}" in pod "{name}" is '

@@ -261,9 +261,13 @@ class KubernetesBackend(Backend):
     def _follow_logs(self, pod: str, log_path: Path) -> None:
         """`kubectl logs -f` straight into the node's log file (kept after the pod ends), in its
         own session so it outlives a controller restart; started once per pod (the log file
-        is created here, so a restarted controller does not start a second one). kubectl refuses while the container
-        is still being created (image pull): it is retried until output came or the pod is
-        gone; a stream that ended after output is not restarted (it would repeat the log)."""
+        is created here, so a restarted controller does not start a second one).
+
+        The loop around it: while the container is not running yet (image pull) kubectl
+        refuses, so it asks again; a stream that broke while the container still runs is
+        resumed from that moment (`--since-time`: lines of the gap may be lost, none repeated);
+        once the container has terminated (the last lines fetched) or the pod is gone, it
+        ends. While the API server does not answer it keeps trying, for up to an hour."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:  # one follower per pod: the first `start` of the node (setup, or run without one)
             os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -275,15 +279,24 @@ class KubernetesBackend(Backend):
                         f"in the cluster: kubectl logs {pod}\n")
             return
         kubectl = " ".join(_quote(a) for a in self._kubectl())
-        script = (f'log={_quote(str(log_path))}; pod={_quote(pod)}\n'
-                  'while :; do\n'
-                  '  before=$(stat -c %s "$log" 2>/dev/null || echo 0)\n'
-                  f'  {kubectl} logs -f "$pod" -c {render.CONTAINER} >>"$log" 2>/dev/null '
-                  '&& exit 0\n'
-                  '  [ "$(stat -c %s "$log" 2>/dev/null || echo 0)" != "$before" ] && exit 0\n'
-                  f'  {kubectl} get pod "$pod" -o name >/dev/null 2>&1 || exit 0\n'
-                  '  sleep 1\n'
-                  'done\n')
+        c = render.CONTAINER
+        script = (
+            f'log={_quote(str(log_path))}; pod={_quote(pod)}; since=; tries=0\n'
+            'while [ "$tries" -lt 1800 ]; do\n'
+            f'  {kubectl} logs -f "$pod" -c {c} $since >>"$log" 2>/dev/null; rc=$?\n'
+            f'  state=$({kubectl} get pod "$pod" --ignore-not-found -o '
+            '"jsonpath={.metadata.name} {.status.containerStatuses[0].state}" 2>/dev/null) '
+            '|| { tries=$((tries + 1)); sleep 2; continue; }\n'
+            '  tries=0\n'
+            '  case "$state" in\n'
+            '    "") exit 0 ;;\n'
+            f'    *terminated*) [ "$rc" -ne 0 ] && {kubectl} logs "$pod" -c {c} $since '
+            '>>"$log" 2>/dev/null; exit 0 ;;\n'
+            '    *running*) [ "$rc" -eq 0 ] && '
+            'since="--since-time=$(date -u +%Y-%m-%dT%H:%M:%SZ)" ;;\n'
+            '  esac\n'
+            '  sleep 1\n'
+            'done\n')
         self._followers[pod] = subprocess.Popen(
             ["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
