@@ -423,3 +423,28 @@ def test_command_readiness_probe_runs_in_the_pod(k8s: K8s) -> None:
     assert re.search(r"server-0 +ready", events), events
     assert "client ran after the server was ready" in \
         k8s.jenv.jg("logs", "1", "client").stdout
+
+
+def test_the_context_of_kubernetes_yaml_wins_over_the_current_one(k8s: K8s) -> None:
+    url = k8s.cluster.url
+    k8s.kubeconfig.write_text(f"""\
+apiVersion: v1
+kind: Config
+clusters:
+- {{name: fake, cluster: {{server: "{url}"}}}}
+- {{name: nowhere, cluster: {{server: "http://127.0.0.1:9"}}}}
+users:
+- {{name: u, user: {{token: t}}}}
+contexts:
+- {{name: fake, context: {{cluster: fake, user: u}}}}
+- {{name: nowhere, context: {{cluster: nowhere, user: u}}}}
+current-context: nowhere
+""")
+    k8s.config(context="nope")
+    p = k8s.launch(SIMPLE)
+    assert p.returncode == 2 and "names context 'nope', which the kubeconfig does not have " \
+        "(it has: fake, nowhere)" in p.stderr, p.stderr
+    k8s.config(context="fake")
+    p = k8s.launch(SIMPLE)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "hello from a-0" in k8s.jenv.jg("logs", "1").stdout
