@@ -448,3 +448,31 @@ current-context: nowhere
     p = k8s.launch(SIMPLE)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "hello from a-0" in k8s.jenv.jg("logs", "1").stdout
+
+
+TICKS = """\
+name: tk
+execution: parallel
+---
+name: a
+run: |
+  for i in $(seq 0 29); do echo "tick $i"; sleep 0.1; done
+"""
+
+
+def test_logs_survive_an_api_server_outage(k8s: K8s) -> None:
+    """The API server goes away while a node prints: its log stream breaks, and the follower
+    resumes it when the server is back; every line is in the node's log, in order."""
+    job = k8s.launch_d(TICKS)
+    wait_for(lambda: "tick 5" in k8s.jenv.log(job, "a"), timeout=30)
+    k8s.cluster.go_down()
+    time_down = k8s.jenv.log(job, "a").count("tick")
+    node_log = k8s.cluster.kubelet.runs[("default", "tk-a-0")].log  # the kubelet's copy
+    wait_for(lambda: node_log.read_bytes().count(b" F tick") >= time_down + 5, timeout=10)
+    k8s.cluster.come_back()
+    assert k8s.jenv.wait(job, timeout=60)["status"] == "SUCCEEDED"
+    ticks = [int(line.split()[-1]) for line in k8s.jenv.log(job, "a").splitlines()
+             if line.startswith("tick ")]
+    assert sorted(set(ticks)) == list(range(30)), ticks
+    # resumed from the second it broke: the lines of that second (10 ticks) may repeat
+    assert len(ticks) - 30 <= 10, ticks

@@ -29,6 +29,7 @@ policies other than Never, init/sidecar containers (pods have exactly one contai
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
@@ -96,6 +97,7 @@ class PodRun:
         self.hosts = self.dir / "hosts"
         self.hosts.write_text("127.0.0.1\tlocalhost\n")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.copier: threading.Thread | None = None  # container output -> `log`
         self.pid1: int | None = None  # host pid of the container's PID 1
         self.env: dict[str, str] = {}
         self.kill_reason: str | None = None  # OOMKilled (test hook)
@@ -402,12 +404,15 @@ class Kubelet:
         argv = [expand(a, env) for a in (container.get("command") or []) +
                 (container.get("args") or [])]
         info_r, info_w = os.pipe()
-        with open(run.log, "ab") as out:
-            run.proc = subprocess.Popen(
-                ["bwrap", *args, "--info-fd", str(info_w), "--", *argv], env=env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                pass_fds=(info_w,), start_new_session=True)
+        out_r, out_w = os.pipe()
+        run.proc = subprocess.Popen(
+            ["bwrap", *args, "--info-fd", str(info_w), "--", *argv], env=env,
+            stdin=subprocess.DEVNULL, stdout=out_w, stderr=subprocess.STDOUT,
+            pass_fds=(info_w,), start_new_session=True)
         os.close(info_w)
+        os.close(out_w)
+        run.copier = threading.Thread(target=_copy_output, args=(out_r, run.log), daemon=True)
+        run.copier.start()
         with os.fdopen(info_r, "rb") as f:
             info = f.read()
         try:
@@ -485,6 +490,8 @@ class Kubelet:
 
     def _finish(self, run: PodRun, container: Obj, started_at: str | None) -> None:
         code = run.proc.wait() if run.proc else None
+        if run.copier is not None:  # the last lines are in the log before "terminated"
+            run.copier.join(timeout=10)
         if run.pid1 is not None:  # everything of the pod's PID namespace is gone with PID 1
             self._wait_gone(run.pid1)
         run.state, run.ready = "terminated", False
@@ -659,6 +666,44 @@ class Kubelet:
             run.gone.wait(10)
         for t in self._threads:
             t.join(timeout=5)
+
+
+def _stamp() -> bytes:
+    return datetime.datetime.now(datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ").encode()
+
+
+def _copy_output(fd: int, path: Path) -> None:
+    """The container's output into its log, as the kubelet keeps it (CRI format): one record
+    per line, `TIMESTAMP F text` for a whole line, `TIMESTAMP P text` for a partial one."""
+    with os.fdopen(fd, "rb", buffering=0) as pipe, open(path, "ab", buffering=0) as log:
+        while True:
+            chunk = pipe.read(65536)
+            if not chunk:
+                return
+            *lines, rest = chunk.split(b"\n")
+            ts = _stamp()
+            out = b"".join(ts + b" F " + line + b"\n" for line in lines)
+            if rest:
+                out += ts + b" P " + rest + b"\n"
+            log.write(out)
+
+
+def read_log(path: Path, offset: int) -> tuple[list[tuple[str, bytes]], int]:
+    """The complete records of a container log from byte `offset`: [(timestamp, text)], and
+    the offset after them."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    out = []
+    for rec in data[:end].split(b"\n")[:-1]:
+        ts, tag, text = (rec.split(b" ", 2) + [b""])[:3]
+        out.append((ts.decode(), text + (b"\n" if tag == b"F" else b"")))
+    return out, offset + end
 
 
 class _ConfigError(Exception):

@@ -214,32 +214,31 @@ class Handler(BaseHTTPRequestHandler):
         self._chunk(b"")
 
     def _log(self, ns: str, name: str, q: dict[str, str]) -> None:
+        """pods/log: `follow`, `sinceTime`/`sinceSeconds`, `tailLines`, `timestamps`, from the
+        kubelet's timestamped records."""
+        from .kubelet import read_log
+
         kubelet = self.server.kubelet
         path = kubelet.log_file(ns, name, q.get("container"))
         follow = _truthy(q.get("follow"))
+        since = _since(q)
+        tail = int(q["tailLines"]) if q.get("tailLines") else None
+        stamps = _truthy(q.get("timestamps"))
         self._start_stream("text/plain")
-        pos = 0
+        offset, first = 0, True
         while True:
             running = kubelet.container_running(ns, name)
-            try:
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    data = f.read()
-            except FileNotFoundError:
-                data = b""
-            if data:
-                pos += len(data)
-                self._chunk(data)
+            records, offset = read_log(path, offset)
+            records = [(ts, text) for ts, text in records if since is None or ts >= since]
+            if first and tail is not None:
+                records = records[-tail:] if tail else []
+            first = False
+            if records:
+                self._chunk(b"".join((ts.encode() + b" " if stamps else b"") + text
+                                     for ts, text in records))
+            # `running` was read before the log: once it is False, the log read after it held
+            # the container's last output (the kubelet copies it all before "terminated")
             if not follow or not running or self.server.stopping.is_set():
-                if running is False and follow:  # one last read after the end
-                    try:
-                        with open(path, "rb") as f:
-                            f.seek(pos)
-                            tail = f.read()
-                        if tail:
-                            self._chunk(tail)
-                    except FileNotFoundError:
-                        pass
                 break
             time.sleep(0.05)
         self._chunk(b"")
@@ -281,6 +280,21 @@ class Handler(BaseHTTPRequestHandler):
         websocket.send_channel(sock, 3, json.dumps(status).encode())
         websocket.close(sock)
         self.close_connection = True
+
+
+def _since(q: dict[str, str]) -> str | None:
+    """`sinceTime` (RFC 3339) or `sinceSeconds` as a timestamp comparable with the records'."""
+    import datetime
+
+    if q.get("sinceTime"):
+        text = q["sinceTime"].replace("Z", "+00:00")
+        when = datetime.datetime.fromisoformat(text)
+    elif q.get("sinceSeconds"):
+        when = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+            seconds=int(q["sinceSeconds"]))
+    else:
+        return None
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ApiServer(ThreadingHTTPServer):

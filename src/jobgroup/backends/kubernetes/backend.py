@@ -264,10 +264,10 @@ class KubernetesBackend(Backend):
         is created here, so a restarted controller does not start a second one).
 
         The loop around it: while the container is not running yet (image pull) kubectl
-        refuses, so it asks again; a stream that broke while the container still runs is
-        resumed from that moment (`--since-time`: lines of the gap may be lost, none repeated);
-        once the container has terminated (the last lines fetched) or the pod is gone, it
-        ends. While the API server does not answer it keeps trying, for up to an hour."""
+        refuses, so it asks again; a stream that broke (API server restart, network) is resumed
+        from the second it broke (`--since-time`: lines of that second may repeat); once the container has terminated (the last lines fetched) or
+        the pod is gone, it ends. While the API server does not answer it keeps trying, for up
+        to an hour."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:  # one follower per pod: the first `start` of the node (setup, or run without one)
             os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -283,7 +283,10 @@ class KubernetesBackend(Backend):
         script = (
             f'log={_quote(str(log_path))}; pod={_quote(pod)}; since=; tries=0\n'
             'while [ "$tries" -lt 1800 ]; do\n'
+            '  before=$(wc -c <"$log")\n'
             f'  {kubectl} logs -f "$pod" -c {c} $since >>"$log" 2>/dev/null; rc=$?\n'
+            '  [ "$(wc -c <"$log")" != "$before" ] && '
+            'since="--since-time=$(date -u +%Y-%m-%dT%H:%M:%SZ)"\n'
             f'  state=$({kubectl} get pod "$pod" --ignore-not-found -o '
             '"jsonpath={.metadata.name} {.status.containerStatuses[0].state}" 2>/dev/null) '
             '|| { tries=$((tries + 1)); sleep 2; continue; }\n'
@@ -292,8 +295,6 @@ class KubernetesBackend(Backend):
             '    "") exit 0 ;;\n'
             f'    *terminated*) [ "$rc" -ne 0 ] && {kubectl} logs "$pod" -c {c} $since '
             '>>"$log" 2>/dev/null; exit 0 ;;\n'
-            '    *running*) [ "$rc" -eq 0 ] && '
-            'since="--since-time=$(date -u +%Y-%m-%dT%H:%M:%SZ)" ;;\n'
             '  esac\n'
             '  sleep 1\n'
             'done\n')
