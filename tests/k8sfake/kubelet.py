@@ -113,8 +113,8 @@ class Kubelet:
                  labels: dict[str, str] | None = None, probe_scale: float = 1.0,
                  api_host: str = "127.0.0.1", api_port: int = 0) -> None:
         self.store, self.root = store, root
-        self.capacity = {k: quantity(v) for k, v in
-                         (capacity or {"cpu": 64, "memory": "256Gi", "pods": 110}).items()}
+        self.capacity = {k: quantity(v) for k, v in  # what is not given: a roomy node
+                         {"cpu": 64, "memory": "256Gi", "pods": 110, **(capacity or {})}.items()}
         self.labels = {"kubernetes.io/hostname": NODE, **(labels or {})}
         self.probe_scale = probe_scale
         self.api_host, self.api_port = api_host, api_port
