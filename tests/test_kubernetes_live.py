@@ -377,8 +377,8 @@ run: exec python3 -m http.server {PORT}
 
 def test_native_readiness_is_what_the_kubelet_reports(k8s: K8s, tmp_path: Path) -> None:
     """The pod's readinessProbe (run by the kubelet inside the cluster network) as the backend
-    reads it: `node_ready`. (The controller does not ask it yet: it probes http/tcp addresses
-    itself, which from outside a cluster fails; see the README.)"""
+    reads it: `node_ready`, which the controller asks instead of probing http/tcp addresses
+    that resolve only inside the cluster."""
     from jobgroup.backends.kubernetes import KubernetesConfig
     from jobgroup.backends.kubernetes.backend import KubernetesBackend
     from jobgroup.backends.kubernetes.render import render_objects
@@ -397,6 +397,61 @@ def test_native_readiness_is_what_the_kubelet_reports(k8s: K8s, tmp_path: Path) 
         wait_for(lambda: not k8s.kinds(), timeout=20)
     finally:
         os.environ.pop("KUBECONFIG", None)
+
+
+HTTP_PROBE = f"""\
+name: hp
+execution: parallel
+primary_tasks: [client]
+---
+name: server
+readiness_probe: {{http: {{port: {PORT}, path: /}}, initial_delay: 0.5, interval: 0.3}}
+run: sleep 1; exec python3 -m http.server {PORT}
+---
+name: client
+depends_on: {{server: ready}}
+run: echo client ran after the kubelet saw the server ready
+"""
+
+
+def test_http_readiness_and_depends_on_ready_through_the_kubelet(k8s: K8s) -> None:
+    """An http probe becomes the pod's readinessProbe; the controller takes the kubelet's
+    verdict (the node's name resolves only inside the cluster), so `depends_on: ready` holds."""
+    p = k8s.launch(HTTP_PROBE, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    events = k8s.jenv.jg("events", "1").stdout
+    ready = re.search(r"server-0 +ready", events)
+    started = re.search(r"client-0 +run-started", events)
+    assert ready and started and ready.start() < started.start(), events
+    assert "client ran after the kubelet saw the server ready" in \
+        k8s.jenv.jg("logs", "1", "client").stdout
+
+
+def test_cancel_while_the_api_server_is_down_waits_for_it(k8s: K8s) -> None:
+    """Stopping pods needs the API server: while it is down the group stays CANCELLING (an
+    `unreachable` event says why, once) instead of failing; once it is back, the pods go."""
+    job = k8s.launch_d(CANCEL)
+    wait_for(lambda: _running(k8s, job), timeout=30)
+    k8s.cluster.go_down()
+    k8s.jenv.jg("cancel", str(job), check=True)
+    wait_for(lambda: "cannot reach Kubernetes" in k8s.jenv.jg("events", str(job)).stdout,
+             timeout=30)
+    assert _status(k8s, job) == "CANCELLING"
+    assert k8s.kinds()["pods"]  # nothing could be deleted
+    k8s.cluster.come_back()
+    done = k8s.jenv.wait(job, timeout=60)
+    assert done["status"] == "CANCELLED", done
+    assert k8s.jenv.jg("events", str(job)).stdout.count("unreachable") == 1
+    wait_for(lambda: k8s.kinds() == {"persistentvolumeclaims": ["cx-data"]}, timeout=30)
+
+
+def test_launch_warns_in_the_terms_of_kubernetes(k8s: K8s) -> None:
+    p = k8s.launch("name: w\nresources: {image_id: 'docker:python:3.12', use_spot: true}\n"
+                   "run: echo hi\n", "-d")
+    assert p.returncode == 0, p.stderr
+    assert "resources.use_spot is ignored on kubernetes" in p.stderr
+    assert "image_id is ignored" not in p.stderr  # pods do run images
+    assert k8s.jenv.wait(int(p.stdout.split()[1]))["status"] == "SUCCEEDED"
 
 
 COMMAND_PROBE = f"""\

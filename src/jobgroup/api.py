@@ -117,13 +117,20 @@ def isolation_level(home: Path) -> str:
     return detect_level()
 
 
-def backend_warnings(group: JobGroup) -> list[str]:
-    """What the local backend runs but does not honour fully (said once at launch)."""
+def backend_warnings(group: JobGroup, infra: str | None = None) -> list[str]:
+    """What the backend each task runs on accepts but does not honour fully (said once at
+    launch); `infra` is the command line's override of every task's."""
     out: list[str] = []
+    kinds = {(infra or t.resources.infra or "local").split("/")[0].lower() for t in group.tasks}
+    if "kubernetes" in kinds:
+        from jobgroup.backends.kubernetes.render import warnings as kubernetes_warnings
+
+        out.extend(kubernetes_warnings(group))
     for t in group.tasks:
-        res = t.resources
-        if res.image_id:
-            out.append(f"task '{t.name}': image_id is ignored by the local backend (no containers)")
+        kind = (infra or t.resources.infra or "local").split("/")[0].lower()
+        if t.resources.image_id and kind != "kubernetes":
+            out.append(f"task '{t.name}': image_id is ignored by the {kind} backend (no "
+                       "containers)")
     return out
 
 
@@ -246,7 +253,8 @@ def launch(
         problems = mount_problems(group, loaded.base_dir, level)
     if problems:
         raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
-    notes = [str(w) for w in loaded.warnings] + [f"warning: {w}" for w in backend_warnings(group)]
+    notes = [str(w) for w in loaded.warnings] + [
+        f"warning: {w}" for w in backend_warnings(group, infra)]
     if any(t.resources.cpus is not None or t.resources.memory is not None for t in group.tasks):
         from jobgroup.resources.cgroups import availability
 

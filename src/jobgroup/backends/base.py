@@ -90,6 +90,12 @@ class Backend(ABC):
 
     level: str = ""  # isolation level the backend gives nodes, in its own words
 
+    def node_ready(self, job_id: int, task_idx: int, rank: int, attempt: int) -> bool | None:
+        """The cluster's own verdict on a node's http/tcp readiness probe (Kubernetes renders
+        it as the pod's readinessProbe, and node addresses resolve only inside the cluster):
+        True/False; None means the controller probes the node itself (the default)."""
+        return None
+
     @abstractmethod
     def prepare(self, job_id: int, group: JobGroup, base_dir: Path) -> dict[tuple[int, int], str]:
         """Create the group's network and name resolution (idempotent: after a controller

@@ -27,7 +27,7 @@ from pathlib import Path
 import msgspec
 
 from jobgroup import discovery
-from jobgroup.backends.base import Backend, Handle, PhaseLaunch
+from jobgroup.backends.base import Backend, Handle, PhaseLaunch, Unreachable
 from jobgroup.controller import creds, paths, probes
 from jobgroup.controller import placement as placements
 from jobgroup.controller.decide import (
@@ -47,6 +47,7 @@ log = logging.getLogger("jobgroup.controller")
 
 SWEEP_SECONDS = 60.0  # safety net only: every state change also wakes the controller at once
 MAX_ROUNDS = 50  # decide/apply rounds per reconcile before yielding (converges in a few)
+RETRY_UNREACHABLE = 2.0  # seconds before asking a cluster's API again after it did not answer
 
 
 class Controller:
@@ -71,6 +72,7 @@ class Controller:
         self._specs: dict[int, tuple[JobGroup, list[TaskInfo]]] = {}
         self._addresses: dict[int, dict[tuple[int, int], str]] = {}
         self._watched: set[tuple[int, int, int, str, int]] = set()
+        self._unreachable: set[int] = set()  # jobs whose backend did not answer (said once)
         self._probing: dict[tuple[int, int, int, int], asyncio.Task[None]] = {}
         self.started_at = time.time()
 
@@ -209,6 +211,15 @@ class Controller:
         for job_id in sorted(dirty):
             try:
                 self.reconcile(job_id)
+                self._unreachable.discard(job_id)
+            except Unreachable as e:  # the cluster's API did not answer: keep state, retry
+                if job_id not in self._unreachable:  # said once per outage, not every retry
+                    self._unreachable.add(job_id)
+                    what = f"cannot reach {self._backend(job_id).name.capitalize()}: {e}"
+                    log.warning("job %d: %s; retrying every %gs", job_id, what,
+                                RETRY_UNREACHABLE)
+                    self.store.add_event(job_id, "unreachable", f"{what}; retrying")
+                self.loop.call_later(RETRY_UNREACHABLE, self._mark, job_id)
             except Exception:  # one broken job must not stop the others
                 log.exception("reconcile of job %d failed", job_id)
                 self._fail_job(job_id)
@@ -244,13 +255,11 @@ class Controller:
 
     def _admit_self_scheduled(self, job: JobRec, group: JobGroup, backend: Backend) -> None:
         """Ask a backend with its own scheduler (Slurm, Kubernetes) about a pending group."""
-        from jobgroup.backends.base import Unreachable
-
         try:
             adm = backend.admit(job.id, group, {**job.options, "base_dir": job.base_dir})
         except Unreachable as e:
             transitions.set_pending_reason(self.store, job.id, f"cannot reach {backend.name.capitalize()}: {e}")
-            self.loop.call_later(2.0, self._mark, job.id)
+            self.loop.call_later(RETRY_UNREACHABLE, self._mark, job.id)
             return
         if adm.facts:
             self.store.update_options(job.id, **adm.facts)
@@ -423,11 +432,11 @@ class Controller:
                 self.store.update_node(job_id, task_idx, rank, phase=Phase.READY)
             case StopNode(task_idx, rank, reason):
                 node = next(n for n in view.nodes if (n.task_idx, n.rank) == (task_idx, rank))
+                if node.pid:  # first: if the backend cannot be reached, nothing is recorded
+                    self._backend(job_id).stop(Handle(node.pid, node.pid_start or 0),
+                                               self._status(job_id, node))
                 self.store.update_node(job_id, task_idx, rank, stop_requested_at=now)
                 self.store.add_event(job_id, "stop", reason, task_idx, rank)
-                if node.pid:
-                    self._backend(job_id).stop(Handle(node.pid, node.pid_start or 0),
-                                      self._status(job_id, node))
             case Abandon(task_idx, rank):
                 self.store.update_node(job_id, task_idx, rank, phase=Phase.ENDED, stopped=1,
                                        ended_at=now)
@@ -490,7 +499,6 @@ class Controller:
         """Start many phases: one commit for the intents, spawn all, one commit for the pids."""
         job = view.job
         addrs = self._addresses_of(job_id, group, job.base_dir)
-        opts = job.options
         nodes = {(n.task_idx, n.rank): n for n in view.nodes}
         now = time.time()
         # Record the intents before acting, so a crash in between is visible on restart.
@@ -500,6 +508,34 @@ class Controller:
             for s in starts
         ])
         started: list[NodeRec] = []
+        try:
+            self._start_each(job_id, group, job, nodes, addrs, starts, started)
+        except Unreachable:
+            # Record what did start; put the rest back to be started on the retry.
+            done = {(n.task_idx, n.rank) for n in started}
+            self.store.record(job_id, nodes=[
+                (s.task_idx, s.rank, {"phase": Phase.WAITING if s.phase == Phase.SETUP
+                                      else Phase.READY, "started_at": None})
+                for s in starts if (s.task_idx, s.rank) not in done
+            ])
+            raise
+        finally:
+            self.store.record(
+                job_id,
+                nodes=[(n.task_idx, n.rank, {"pid": n.pid, "pid_start": n.pid_start})
+                       for n in started],
+                events=[(n.task_idx, n.rank, f"{n.phase.value}-started", f"pid {n.pid}")
+                        for n in started],
+            )
+            for n in started:
+                self._watch(job_id, n)
+
+    def _start_each(self, job_id: int, group: JobGroup, job: JobRec,
+                    nodes: dict[tuple[int, int], NodeRec], addrs: dict[tuple[int, int], str],
+                    starts: list[StartPhase], started: list[NodeRec]) -> None:
+        """Start each phase in `starts`, appending what started to `started` (so that the
+        caller records it even when a later start fails)."""
+        opts = job.options
         for s in starts:
             task = group.tasks[s.task_idx]
             node = nodes[(s.task_idx, s.rank)]
@@ -519,15 +555,6 @@ class Controller:
             ))
             started.append(NodeRec(**{**_fields(node), "phase": s.phase, "pid": handle.pid,
                                       "pid_start": handle.pid_start}))
-        self.store.record(
-            job_id,
-            nodes=[(n.task_idx, n.rank, {"pid": n.pid, "pid_start": n.pid_start})
-                   for n in started],
-            events=[(n.task_idx, n.rank, f"{n.phase.value}-started", f"pid {n.pid}")
-                    for n in started],
-        )
-        for n in started:
-            self._watch(job_id, n)
 
     def _env(self, job: JobRec, group: JobGroup, task_idx: int, rank: int,
              addrs: dict[tuple[int, int], str], *, setup: bool = False,
@@ -578,7 +605,15 @@ class Controller:
                         if (m.task_idx, m.rank) == (n.task_idx, n.rank)), None)
             if cur is None or cur.phase != Phase.RUN or cur.attempt != n.attempt:
                 return  # ended or restarted meanwhile
-            ok, why = await probes.probe_once(probe, address, timeout, argv, env)
+            native = None
+            if probe.command is None:  # the backend's cluster may probe it (blocking call)
+                native = await self.loop.run_in_executor(
+                    None, self._backend(job.id).node_ready, job.id, n.task_idx, n.rank,
+                    n.attempt)
+            if native is None:
+                ok, why = await probes.probe_once(probe, address, timeout, argv, env)
+            else:
+                ok, why = native, "the pod's readinessProbe has not passed"
             if ok:
                 self.store.record(job.id, nodes=[(n.task_idx, n.rank, {"ready_at": time.time()})],
                                   events=[(n.task_idx, n.rank, "ready", what)])

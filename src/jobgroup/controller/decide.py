@@ -272,11 +272,13 @@ def decide(view: JobView, now: float) -> Plan:
                         plan.wake_at = due if plan.wake_at is None else min(plan.wake_at, due)
     else:
         why = "cancelled by the user" if outcome == Status.CANCELLED else outcome_reason
+        # CANCELLING first: it is true from the request on, even while a backend cannot be
+        # reached to stop the nodes (the stops are then retried).
+        if outcome == Status.CANCELLED and job.status != Status.CANCELLING:
+            plan.actions.append(SetJob(Status.CANCELLING, "cancel requested by the user"))
         for n in live:
             if n.stop_requested_at is None:
                 plan.actions.append(StopNode(n.task_idx, n.rank, why))
-        if outcome == Status.CANCELLED and job.status != Status.CANCELLING:
-            plan.actions.append(SetJob(Status.CANCELLING, "cancel requested by the user"))
     for n in view.nodes:
         if n.phase in (Phase.WAITING, Phase.READY):
             plan.actions.append(Abandon(n.task_idx, n.rank))

@@ -373,15 +373,15 @@ class KubernetesBackend(Backend):
 
     def node_ready(self, job_id: int, task_idx: int, rank: int, attempt: int) -> bool | None:
         """The kubelet's word on the node's readiness probe (rendered as the pod's native
-        readinessProbe): True once the container is ready, False while not, None when the API
-        server does not answer. The controller probes http/tcp addresses itself, which only
-        works from inside the cluster network; this is what it should ask instead."""
+        readinessProbe): True once the container is ready, False while not or while the API
+        server does not answer (a failed probe: the controller must not probe cluster-internal
+        addresses itself, which only resolve inside the cluster network)."""
         group, _ = self._job(job_id)
         name = render.pod_name(group.name, group.tasks[task_idx].name or "", rank, attempt)
         try:
             pod = self._pod(name)
         except Unreachable:
-            return None
+            return False
         return status.container_ready(pod)
 
     def alive(self, handle: Handle) -> bool:
