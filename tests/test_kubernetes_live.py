@@ -6,8 +6,9 @@ is asserted: exit codes, statuses and reasons, printed logs, the objects left in
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from conftest import Env, wait_for
 pytest.importorskip("kubernetes", reason="pip install -e '.[kubernetes]' (the test extra has it)")
 if not Path("/usr/bin/bwrap").exists() or os.geteuid() != 0:
     pytest.skip("the fake kubelet runs pods under bubblewrap, as root", allow_module_level=True)
+if shutil.which("kubectl") is None:  # logs and command probes go through kubectl, as for users
+    pytest.skip("kubectl is not installed (the backend streams logs with it)",
+                allow_module_level=True)
 
 from k8sfake import FakeCluster  # noqa: E402
 

@@ -123,9 +123,14 @@ def backend_warnings(group: JobGroup, infra: str | None = None) -> list[str]:
     out: list[str] = []
     kinds = {(infra or t.resources.infra or "local").split("/")[0].lower() for t in group.tasks}
     if "kubernetes" in kinds:
+        import shutil
+
         from jobgroup.backends.kubernetes.render import warnings as kubernetes_warnings
 
         out.extend(kubernetes_warnings(group))
+        if shutil.which("kubectl") is None:
+            out.append("kubectl is not installed here: the nodes' output stays in the cluster "
+                       "(`kubectl logs` elsewhere) and command readiness probes cannot run")
     for t in group.tasks:
         kind = (infra or t.resources.infra or "local").split("/")[0].lower()
         if t.resources.image_id and kind != "kubernetes":
