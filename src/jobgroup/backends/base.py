@@ -93,7 +93,8 @@ class Backend(ABC):
     def node_ready(self, job_id: int, task_idx: int, rank: int, attempt: int) -> bool | None:
         """The cluster's own verdict on a node's http/tcp readiness probe (Kubernetes renders
         it as the pod's readinessProbe, and node addresses resolve only inside the cluster):
-        True/False; None means the controller probes the node itself (the default)."""
+        True/False; None means the controller probes the node itself (the default). Raises
+        Unreachable while the cluster does not answer: unknown, not a failed probe."""
         return None
 
     @abstractmethod

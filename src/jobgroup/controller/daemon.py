@@ -607,9 +607,13 @@ class Controller:
                 return  # ended or restarted meanwhile
             native = None
             if probe.command is None:  # the backend's cluster may probe it (blocking call)
-                native = await self.loop.run_in_executor(
-                    None, self._backend(job.id).node_ready, job.id, n.task_idx, n.rank,
-                    n.attempt)
+                try:
+                    native = await self.loop.run_in_executor(
+                        None, self._backend(job.id).node_ready, job.id, n.task_idx, n.rank,
+                        n.attempt)
+                except Unreachable:  # unknown: ask again later, it is no failed attempt
+                    await asyncio.sleep(max(interval, RETRY_UNREACHABLE))
+                    continue
             if native is None:
                 ok, why = await probes.probe_once(probe, address, timeout, argv, env)
             else:

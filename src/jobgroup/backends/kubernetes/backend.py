@@ -373,16 +373,11 @@ class KubernetesBackend(Backend):
 
     def node_ready(self, job_id: int, task_idx: int, rank: int, attempt: int) -> bool | None:
         """The kubelet's word on the node's readiness probe (rendered as the pod's native
-        readinessProbe): True once the container is ready, False while not or while the API
-        server does not answer (a failed probe: the controller must not probe cluster-internal
-        addresses itself, which only resolve inside the cluster network)."""
+        readinessProbe): True once the container is ready, False while not; raises Unreachable
+        while the API server does not answer (not a failed probe: the controller waits)."""
         group, _ = self._job(job_id)
         name = render.pod_name(group.name, group.tasks[task_idx].name or "", rank, attempt)
-        try:
-            pod = self._pod(name)
-        except Unreachable:
-            return False
-        return status.container_ready(pod)
+        return status.container_ready(self._pod(name))  # Unreachable: the caller waits
 
     def alive(self, handle: Handle) -> bool:
         return True  # pods have no supervisor process here; `outcome` is the truth
