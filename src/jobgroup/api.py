@@ -252,7 +252,9 @@ def launch(
         raise UsageError("--grace must be 0 or more seconds")
     level = isolation_level(_home(home))
     problems = backend_problems(group, infra)
-    if not problems:
+    on_this_machine = any((infra or t.resources.infra or "local").split("/")[0].lower()
+                          != "kubernetes" for t in group.tasks)
+    if not problems and on_this_machine:  # pods mount their volumes themselves
         from jobgroup.backends.local.mounts import problems as mount_problems
 
         problems = mount_problems(group, loaded.base_dir, level)

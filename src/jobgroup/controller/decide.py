@@ -159,7 +159,8 @@ def describe_exit(node: NodeRec) -> str:
             name = "?"
         why = f": {node.note}" if node.note else ""
         return f"was killed by signal {node.signal} ({name}){why}"
-    return f"exited with code {node.exit_code}"
+    why = f": {node.note}" if node.note else ""  # e.g. a cluster's word on why
+    return f"exited with code {node.exit_code}{why}"
 
 
 def task_state(task: TaskRec, nodes: list[NodeRec]) -> tuple[Status, str]:

@@ -6,16 +6,32 @@ The pod's one container runs the driver (`driver.py`): setup, then run. So:
   terminated with `setup failed: exit N` in its termination message;
 - the run phase has ended once the container terminated; its exit code is the run's;
 - OOMKilled, an eviction (node pressure, preemption) or a pod deleted by someone else read as
-  SIGKILL (signal 9) with a note: the controller counts those as preemption, not as errors.
+  SIGKILL (signal 9) with a note: the controller counts those as preemption, not as errors. So
+  does a container that ended while its pod was being disrupted — a drain, the Eviction API,
+  scheduler preemption, a node's graceful shutdown (`metadata.deletionTimestamp` set by nobody
+  in jobgroup, or a `DisruptionTarget` condition) — whatever exit code the program chose on
+  SIGTERM (a trainer that checkpoints and exits 0 has not finished its work);
+- a container that can never start (a bad image name, a missing Secret/ConfigMap key) fails the
+  node's setup at once with the kubelet's message; one whose image cannot be pulled fails once
+  the pull has kept failing for IMAGE_PULL_GRACE seconds since the pod was created.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 from jobgroup.backends.base import Outcome
 
 Pod = dict[str, Any]
+
+IMAGE_PULL_GRACE = 300.0  # seconds of ErrImagePull/ImagePullBackOff before the node fails
+# Waiting reasons from which a container never recovers by itself.
+_NEVER_STARTS = ("InvalidImageName", "CreateContainerConfigError", "CreateContainerError",
+                 "ErrImageNeverPull")
+_PULLING = ("ErrImagePull", "ImagePullBackOff")
+_EXIT_MESSAGE = re.compile(r"^(run exited|setup failed: exit) -?\d+$")
 
 
 def _container(pod: Pod) -> dict[str, Any]:
@@ -23,9 +39,29 @@ def _container(pod: Pod) -> dict[str, Any]:
     return statuses[0] if statuses else {}
 
 
-def phase_outcome(pod: Pod | None, phase: str, *, stop_requested: bool = False) -> Outcome | None:
+def _disruption(pod: Pod) -> str | None:
+    """Why the pod is being taken away by the cluster (None: it is not)."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            return f"{cond.get('reason') or 'disrupted'}: {cond.get('message') or ''}".strip(": ")
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "the pod is being deleted (drain, eviction or node shutdown)"
+    return None
+
+
+def _age(pod: Pod, now: float) -> float:
+    created = (pod.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return now - datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def phase_outcome(pod: Pod | None, phase: str, *, stop_requested: bool = False,
+                  now: float | None = None) -> Outcome | None:
     """The outcome of `phase` ('setup' or 'run') of the node whose pod is `pod`, None while it
-    runs. `pod=None`: the pod is gone (deleted)."""
+    runs. `pod=None`: the pod is gone (deleted). `now`: the current time (for the image pull
+    grace; default time.time())."""
     if pod is None:
         if stop_requested:
             return Outcome(signal=15, stopped=True)
@@ -35,6 +71,20 @@ def phase_outcome(pod: Pod | None, phase: str, *, stop_requested: bool = False) 
         return Outcome(signal=9, note=f"evicted: {status.get('message', '').strip()}")
     c = _container(pod)
     term = (c.get("state") or {}).get("terminated")
+    waiting = (c.get("state") or {}).get("waiting")
+    if term is None and waiting and not c.get("started"):
+        why = f"{waiting.get('reason')}: {waiting.get('message') or ''}".strip(": ")
+        if waiting.get("reason") in _NEVER_STARTS:
+            return Outcome(exit_code=127, note=f"the container cannot start ({why})")
+        if waiting.get("reason") in _PULLING:
+            import time
+
+            if _age(pod, time.time() if now is None else now) > IMAGE_PULL_GRACE:
+                return Outcome(exit_code=127, note=f"the image could not be pulled for "
+                                                   f"{IMAGE_PULL_GRACE:g}s ({why})")
+    disrupted = None if stop_requested else _disruption(pod)
+    if disrupted and (term is not None or status.get("phase") in ("Failed", "Succeeded")):
+        return Outcome(signal=9, note=disrupted)  # preemption, whatever the exit code
     if phase == "setup":
         if term is None:
             return Outcome(exit_code=0) if c.get("started") else None
@@ -54,7 +104,10 @@ def phase_outcome(pod: Pod | None, phase: str, *, stop_requested: bool = False) 
         return Outcome(exit_code=code, stopped=True)
     if isinstance(code, int) and code > 128 and code - 128 in (9, 15):
         return Outcome(signal=code - 128, note=reason)
-    return Outcome(exit_code=code, note=(term.get("message") or "") if code else "")
+    message = (term.get("message") or "").strip()
+    if not code or _EXIT_MESSAGE.match(message):
+        message = ""  # the driver's own "run exited N" says nothing the code does not
+    return Outcome(exit_code=code, note=message)
 
 
 def container_running(pod: Pod | None) -> bool:
