@@ -258,8 +258,17 @@ class Controller:
         try:
             adm = backend.admit(job.id, group, {**job.options, "base_dir": job.base_dir})
         except Unreachable as e:
-            transitions.set_pending_reason(self.store, job.id, f"cannot reach {backend.name.capitalize()}: {e}")
+            transitions.set_pending_reason(
+                self.store, job.id, f"cannot reach {backend.name.capitalize()}: {e}")
             self.loop.call_later(RETRY_UNREACHABLE, self._mark, job.id)
+            return
+        except Exception as e:  # refused (e.g. forbidden by the cluster's RBAC): say so
+            log.exception("job %d: %s refused the group", job.id, backend.name)
+            reason = f"{backend.name.capitalize()} refused the group: {e}"
+            for t in self.store.tasks(job.id):
+                transitions.set_task_status(self.store, job.id, t.idx, Status.FAILED_PRECHECKS,
+                                            reason)
+            transitions.set_job_status(self.store, job.id, Status.FAILED_PRECHECKS, reason)
             return
         if adm.facts:
             self.store.update_options(job.id, **adm.facts)
@@ -665,7 +674,16 @@ class Controller:
     def _settle(self, job_id: int, n: NodeRec, handle: Handle | None) -> None:
         """The phase `n` was in has ended: record how, then reconcile the job."""
         status_file = self._status(job_id, n)
-        out = self._backend(job_id).outcome(handle, status_file)
+        try:
+            out = self._backend(job_id).outcome(handle, status_file)
+        except Unreachable:  # the cluster did not answer: ask again, the node is not lost
+            self.loop.call_later(RETRY_UNREACHABLE, self._settle, job_id, n, handle)
+            return
+        except Exception:  # a callback: an escaping error would leave the node unwatched
+            log.exception("job %d: reading how %s-%d ended failed", job_id,
+                          n.task_idx, n.rank)
+            self._fail_job(job_id)
+            return
         if out is None:  # still running after all (spurious wake-up): keep watching
             self._watch(job_id, n)
             return
