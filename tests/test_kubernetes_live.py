@@ -535,3 +535,25 @@ def test_logs_survive_an_api_server_outage(k8s: K8s) -> None:
     assert sorted(set(ticks)) == list(range(30)), ticks
     # resumed from the second it broke: the lines of that second (10 ticks) may repeat
     assert len(ticks) - 30 <= 10, ticks
+
+
+def test_volume_rm_refuses_a_claim_jobgroup_did_not_create(k8s: K8s) -> None:
+    k8s.cluster.store.create("persistentvolumeclaims", "default", {
+        "metadata": {"name": "theirs", "labels": {"team": "db"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    p = k8s.jenv.jg("volume", "rm", "theirs", "--infra", "kubernetes")
+    assert p.returncode == 2 and "was not created by jobgroup" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert k8s.cluster.names("persistentvolumeclaims") == ["theirs"]
+
+
+def test_volume_commands_report_api_errors_without_a_traceback(k8s: K8s) -> None:
+    """A namespace the fake does not know answers 404 NotFound (real clusters: 401/403 alike)."""
+    k8s.config(namespace="no-such-namespace")
+    p = k8s.jenv.jg("volume", "ls", "--infra", "kubernetes")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    assert "Error: Kubernetes refused listing" in p.stderr and \
+        'namespaces "no-such-namespace" not found' in p.stderr, p.stderr
+    p = k8s.jenv.jg("volume", "rm", "x", "--infra", "kubernetes")
+    assert p.returncode != 0 and p.stderr.startswith("Error: ") and "Traceback" not in p.stderr

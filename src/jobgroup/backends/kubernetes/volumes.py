@@ -38,10 +38,23 @@ def _connect(config: KubernetesConfig) -> Connection:
 
 
 def _call(conn: Connection, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """One API call; no answer -> ClusterError. Other API errors propagate (callers that
+    expect a status, e.g. 404 or 409, look at it); `_checked` turns them into ClusterError."""
     try:
         return call(conn, what, fn, *args, **kwargs)
     except Unreachable as e:
         raise ClusterError(f"cannot reach Kubernetes: {e}") from None
+
+
+def _checked(conn: Connection, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`_call`, with any refusal (401/403 on real clusters, 404 for a namespace that does not
+    exist, ...) as a ClusterError that says what was refused and why: never a traceback."""
+    try:
+        return _call(conn, what, fn, *args, **kwargs)
+    except JobGroupError:
+        raise
+    except Exception as e:
+        raise ClusterError(f"Kubernetes refused {what}: {api_message(e)}") from None
 
 
 def create(name: str, size: str | None, config: KubernetesConfig) -> dict[str, Any]:
@@ -64,7 +77,8 @@ def create(name: str, size: str | None, config: KubernetesConfig) -> dict[str, A
 
 def _users(conn: Connection, config: KubernetesConfig) -> dict[str, list[str]]:
     """Claim name -> pods that mount it and have not ended."""
-    pods = _call(conn, "listing pods", conn.core.list_namespaced_pod, config.namespace).items
+    pods = _checked(conn, f"listing pods in namespace {config.namespace}",
+                    conn.core.list_namespaced_pod, config.namespace).items
     out: dict[str, list[str]] = {}
     for pod in pods:
         if (pod.status and pod.status.phase) in ("Succeeded", "Failed"):
@@ -79,9 +93,9 @@ def _users(conn: Connection, config: KubernetesConfig) -> dict[str, list[str]]:
 def list_claims(config: KubernetesConfig) -> list[ClaimInfo]:
     """The claims jobgroup created in the namespace (`volume create` or first use)."""
     conn = _connect(config)
-    claims = _call(conn, "listing PersistentVolumeClaims",
-                   conn.core.list_namespaced_persistent_volume_claim, config.namespace,
-                   label_selector=f"{render.LABEL}/volume").items
+    claims = _checked(conn, f"listing PersistentVolumeClaims in namespace {config.namespace}",
+                      conn.core.list_namespaced_persistent_volume_claim, config.namespace,
+                      label_selector=f"{render.LABEL}/volume").items
     users = _users(conn, config)
     out = []
     for c in sorted(claims, key=lambda c: c.metadata.name):
@@ -96,8 +110,24 @@ def list_claims(config: KubernetesConfig) -> list[ClaimInfo]:
 
 def remove(name: str, config: KubernetesConfig) -> None:
     """Delete claim `name` (its data goes with it, per the storage class's reclaim policy);
-    refused while a pod that has not ended mounts it."""
+    refused (UsageError) for a claim jobgroup did not create (no `jobgroup.dev/volume` label:
+    someone else's data) and while a pod that has not ended mounts it."""
     conn = _connect(config)
+    try:
+        claim = _call(conn, f"reading PersistentVolumeClaim {name}",
+                      conn.core.read_namespaced_persistent_volume_claim, name, config.namespace)
+    except ClusterError:
+        raise
+    except Exception as e:
+        if getattr(e, "status", None) == 404:
+            raise NotFound(f"no volume {name!r} in namespace {config.namespace}") from None
+        raise ClusterError(f"Kubernetes refused reading volume {name!r}: "
+                           f"{api_message(e)}") from None
+    claim_labels = (claim.metadata.labels if claim.metadata else None) or {}
+    if claim_labels.get(f"{render.LABEL}/volume") != name:
+        raise UsageError(f"PersistentVolumeClaim {name!r} in namespace {config.namespace} was "
+                         f"not created by jobgroup (no {render.LABEL}/volume={name} label), so "
+                         "jobgroup does not delete it; use kubectl if you mean to")
     users = _users(conn, config).get(name, [])
     if users:
         raise UsageError(f"volume {name!r} is in use by pod(s) {', '.join(users)}; cancel "
