@@ -557,3 +557,11 @@ def test_volume_commands_report_api_errors_without_a_traceback(k8s: K8s) -> None
         'namespaces "no-such-namespace" not found' in p.stderr, p.stderr
     p = k8s.jenv.jg("volume", "rm", "x", "--infra", "kubernetes")
     assert p.returncode != 0 and p.stderr.startswith("Error: ") and "Traceback" not in p.stderr
+
+
+def test_launch_refuses_a_group_name_that_starts_with_a_digit(k8s: K8s) -> None:
+    p = k8s.launch(SIMPLE.replace("name: simple", "name: 1st-try"))  # a DNS-1123 label
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "group name '1st-try' does not start with a letter" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not k8s.kinds()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"
 KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 COSCHED_GROUP = "scheduling.x-k8s.io/pod-group"
+_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # DNS-1035 label (<= 63: checked above)
 _URL_PREFIXES = ("s3://", "gs://", "gcs://", "r2://", "az://", "https://", "http://", "cos://",
                  "oci://", "nebius://")
 
@@ -115,6 +117,10 @@ def problems(group: JobGroup, config: KubernetesConfig) -> list[str]:
         out.append(f"group name {group.name!r} is not a valid DNS label ({why}); on kubernetes it "
                    "names the headless Service that resolves the nodes: use lower-case a-z, 0-9 "
                    "and '-' (at most 63 characters), e.g. with --name")
+    elif not _SERVICE_NAME.fullmatch(group.name):  # DNS-1035: what the API server checks
+        out.append(f"group name {group.name!r} does not start with a letter; on kubernetes it "
+                   "names the headless Service that resolves the nodes, and a Service name "
+                   "must start with a lower-case letter (a-z), e.g. with --name")
     for t in group.tasks:
         name = t.name or ""
         why = dns_label_problem(name)
