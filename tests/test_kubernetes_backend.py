@@ -109,9 +109,21 @@ class FakeCore:
     def delete_namespaced_service(self, name, ns, **_):
         self.objs.pop(("Service", name), None)
 
+    def _reader(self, kind):
+        def read(name, ns, **_):
+            if (kind, name) not in self.objs:
+                raise ApiError(404)
+            return self.objs[(kind, name)]
+        return read
+
     def read_namespaced_service(self, name, ns, **_):
-        o = self.objs[("Service", name)]
-        return SimpleNamespace(metadata=SimpleNamespace(labels=o["metadata"]["labels"]))
+        return self._reader("Service")(name, ns)
+
+    def read_namespaced_secret(self, name, ns, **_):
+        return self._reader("Secret")(name, ns)
+
+    def read_namespaced_config_map(self, name, ns, **_):
+        return self._reader("ConfigMap")(name, ns)
 
     def read_namespaced_pod(self, name, ns, **_):
         if ("Pod", name) not in self.objs:
@@ -245,3 +257,37 @@ def test_driver_gate_and_sigterm_reaches_the_whole_run(driver) -> None:
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=5)
     assert p.returncode == 143 and "done" not in out
+
+
+def test_a_name_held_by_another_job_is_waited_for_or_refused(tmp_path: Path) -> None:
+    """409 on a pod name: ours -> adopted; another job's pod that is terminating or has ended ->
+    `waiting` (asked again, never adopted); another state directory's live pod -> failed."""
+    core = FakeCore()
+    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    group = load("name: g\nexecution: parallel\n---\nname: a\nrun: \"true\"\n")
+    old = KubernetesBackend(tmp_path, KubernetesConfig(), core=FakeCore())
+    old.admit(1, group, {})
+    pod = dict(old._core.objs[("Pod", "g-a-0")])
+    pod["metadata"] = {**pod["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}
+    core.objs[("Pod", "g-a-0")] = pod  # job 1's pod, Terminating
+    adm = be.admit(2, group, {})
+    assert adm.state == "waiting" and adm.reason == \
+        "waiting for Pod g-a-0 of job 1 to be deleted", adm
+    assert not adm.facts  # not admitted: created again at the next pass
+    pod["metadata"] = {k: v for k, v in pod["metadata"].items() if k != "deletionTimestamp"}
+    pod["status"] = {"phase": "Succeeded"}  # an ended group's leftover
+    assert be.admit(2, group, {}).reason == "waiting for Pod g-a-0 of job 1 to be deleted"
+    del core.objs[("Pod", "g-a-0")]
+    adm = be.admit(2, group, {})  # the name is free: created; our own objects are adopted
+    assert adm.state == "waiting" and adm.facts, adm
+    assert core.objs[("Pod", "g-a-0")]["metadata"]["labels"]["jobgroup.dev/job-id"] == "2"
+    # a live pod of another state directory under that name: refused, with whose it is
+    other = KubernetesBackend(tmp_path / "other", KubernetesConfig(), core=FakeCore())
+    other.admit(3, group, {})
+    for key in list(core.objs):
+        del core.objs[key]
+    core.objs[("Pod", "g-a-0")] = other._core.objs[("Pod", "g-a-0")]
+    adm = be.admit(3, group, {})
+    assert adm.state == "failed" and "job 3 of another jobgroup state directory" in adm.reason
+    assert core.objs[("Pod", "g-a-0")]["metadata"]["labels"]["jobgroup.dev/home"] == \
+        other.config.home_uid  # theirs is left alone

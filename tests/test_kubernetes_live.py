@@ -537,6 +537,83 @@ def test_logs_survive_an_api_server_outage(k8s: K8s) -> None:
     assert len(ticks) - 30 <= 10, ticks
 
 
+SLOW_STOP = """\
+name: dev
+execution: parallel
+---
+name: a
+run: |
+  trap 'echo stopping slowly; sleep 3; exit 0' TERM
+  echo attempt of job $SKYPILOT_JOBGROUP_ID
+  sleep 300 & wait
+"""
+
+
+def test_relaunch_right_after_cancel_waits_for_the_old_pods(k8s: K8s) -> None:
+    """`cancel g; launch g.yaml`: the old pod stays Terminating for a while (its run script
+    takes 3 s to stop) under the very name the new job needs. The new job waits for it to go
+    (never adopts it) and then runs its own pod."""
+    old = k8s.launch_d(SLOW_STOP)
+    wait_for(lambda: _running(k8s, old), timeout=30)
+    assert k8s.jenv.jg("cancel", str(old)).returncode == 0
+    wait_for(lambda: (k8s.cluster.store.get("pods", "default", "dev-a-0") or {})
+             .get("metadata", {}).get("deletionTimestamp"), timeout=20)
+    new = k8s.launch_d(SLOW_STOP)
+    reasons = set()
+
+    def running() -> bool:
+        reasons.add(k8s.jenv.job(new).get("reason") or "")
+        return _running(k8s, new)
+
+    wait_for(running, timeout=30)
+    # (which object it waited for depends on timing: the old job's ConfigMap and Service go
+    # once its pod has stopped, the pod a moment later)
+    assert any(re.fullmatch(r"waiting for (Pod dev-a-0|ConfigMap dev-job|Service dev) of job 1 "
+                            r"to be deleted", r) for r in reasons), reasons
+    pod = k8s.cluster.store.get("pods", "default", "dev-a-0")
+    assert pod["metadata"]["labels"]["jobgroup.dev/job-id"] == str(new)
+    assert not pod["metadata"].get("deletionTimestamp")
+    assert _status(k8s, old) == "CANCELLED"
+
+
+def test_two_state_directories_in_one_namespace_keep_their_own_objects(
+        k8s: K8s, tmp_path: Path) -> None:
+    """Job ids start at 1 in every state directory: the home uid label keeps two users in one
+    namespace apart (selectors, cleanup's fallback, the 409 check)."""
+    from jobgroup.backends.kubernetes import KubernetesConfig
+    from jobgroup.backends.kubernetes.backend import KubernetesBackend
+    from jobgroup.spec import load
+
+    os.environ["KUBECONFIG"] = str(k8s.kubeconfig)
+    try:
+        alice = KubernetesBackend(tmp_path / "alice", KubernetesConfig())
+        bob = KubernetesBackend(tmp_path / "bob", KubernetesConfig())
+        uid = tmp_path / "alice" / "kubernetes.uid"
+        assert uid.stat().st_mode & 0o777 == 0o600
+        assert alice.config.home_uid == uid.read_text().strip() != bob.config.home_uid
+        assert KubernetesBackend(tmp_path / "alice", KubernetesConfig()).config.home_uid == \
+            alice.config.home_uid  # created once
+        group = load(SIMPLE)
+        assert alice.admit(1, group, {"base_dir": str(tmp_path)}).state == "waiting"
+        mine = {p: k8s.cluster.names(p) for p in ("pods", "services", "configmaps")}
+        for p in mine:
+            for o in k8s.cluster.objects(p):
+                assert o["metadata"]["labels"]["jobgroup.dev/home"] == alice.config.home_uid
+        # bob's job 1 (a group of the same name) is refused, not adopted
+        refused = bob.admit(1, group, {"base_dir": str(tmp_path)})
+        assert refused.state == "failed", refused
+        assert "already runs in namespace default (job 1 of another jobgroup state " \
+            "directory)" in refused.reason
+        # ... and bob's cleanup of his job 1 (unknown to his store: the fallback selector)
+        # leaves alice's objects alone
+        bob.cleanup(1)
+        assert {p: k8s.cluster.names(p) for p in mine} == mine
+        alice.cleanup(1)
+        wait_for(lambda: not k8s.kinds(), timeout=20)
+    finally:
+        os.environ.pop("KUBECONFIG", None)
+
+
 def test_volume_rm_refuses_a_claim_jobgroup_did_not_create(k8s: K8s) -> None:
     k8s.cluster.store.create("persistentvolumeclaims", "default", {
         "metadata": {"name": "theirs", "labels": {"team": "db"}},

@@ -324,3 +324,20 @@ def test_config_from_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert load_config() == KubernetesConfig()
     (tmp_path / "kubernetes.yaml").write_text("namespace: team\nkueue_queue: q\n")
     assert load_config() == KubernetesConfig(namespace="team", kueue_queue="q")
+
+
+def test_the_home_uid_labels_every_object_of_a_job_and_its_service_selector(full) -> None:
+    group, base = full
+    objs = render_objects(group, 3, KubernetesConfig(home_uid="abc123"), base_dir=base)
+    for o in objs:
+        home = o["metadata"]["labels"].get("jobgroup.dev/home")
+        # volumes outlive jobs and are shared: no job labels, no home
+        assert home == (None if o["kind"] == "PersistentVolumeClaim" else "abc123"), o["kind"]
+    svc = next(o for o in objs if o["kind"] == "Service")
+    assert svc["spec"]["selector"] == {"jobgroup.dev/group": "shop", "jobgroup.dev/job-id": "3",
+                                       "jobgroup.dev/home": "abc123"}
+    # without a backend (dry runs, goldens) there is no home to name
+    plain = render_objects(group, 3, KubernetesConfig(), base_dir=base)
+    assert not any("jobgroup.dev/home" in o["metadata"]["labels"] for o in plain)
+    with pytest.raises(KubernetesConfigError, match="home_uid is not a setting"):
+        parse_config("home_uid: x\n")

@@ -14,7 +14,14 @@ How the process-shaped interface maps onto pods (one pod per node, see `driver.p
   within `schedule_timeout`, everything is deleted and the group fails (FAILED_NO_RESOURCE) with
   the scheduler's message (e.g. `0/3 nodes are available: 3 Insufficient nvidia.com/gpu.`).
   An API server that does not answer raises `Unreachable` (the controller keeps the group
-  pending, "cannot reach Kubernetes: ...", and asks again).
+  pending, "cannot reach Kubernetes: ...", and asks again). Object names carry no job id (the
+  hostnames must stay `{task}-{rank}`), so a name can be taken: by this job's own object (fine:
+  a restarted controller), by another job's object on its way out (`cancel g; launch g.yaml`:
+  pods stay Terminating for their grace period) or left by an ended group (`waiting` until it
+  is gone, never adopted), or by a live group (the group fails, naming it).
+- Every object and selector carries the state directory's uid (`jobgroup.dev/home`, see
+  `config.home_uid`): job ids start at 1 in every state directory, and two users may share a
+  namespace.
 - `prepare` returns each node's stable FQDN as its address.
 - `start(setup)`: the pod already runs setup as soon as it is scheduled; `start` starts
   `kubectl logs -f` into the node's log file (logs do not pass through the controller; kept after
@@ -47,16 +54,26 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import msgspec
+
 from jobgroup.backends.base import Admission, Backend, Handle, Outcome, PhaseLaunch, Unreachable
 from jobgroup.backends.kubernetes import render, status
 from jobgroup.backends.kubernetes.client import (
     TIMEOUT, Connection, api_message, call, connect, describe,
 )
-from jobgroup.backends.kubernetes.config import KubernetesConfig, load_config
+from jobgroup.backends.kubernetes.config import KubernetesConfig, home_uid, load_config
 from jobgroup.spec.models import JobGroup
 
 log = logging.getLogger("jobgroup.kubernetes")
 _STATUS = re.compile(r"(\d+)-(\d+)\.(\w+)\.(\d+)\.status$")
+
+
+_READERS = {"Pod": "read_namespaced_pod", "Service": "read_namespaced_service",
+            "ConfigMap": "read_namespaced_config_map", "Secret": "read_namespaced_secret"}
+
+
+class _Busy(RuntimeError):
+    """A name this job needs is still held by another job's object on its way out: wait."""
 
 
 def _parse_status_path(path: Path) -> tuple[int, int, int, str, int]:
@@ -80,6 +97,8 @@ class KubernetesBackend(Backend):
         from the kubeconfig on first use otherwise."""
         self.home = home
         self.config = config or load_config(home)
+        if not self.config.home_uid:
+            self.config = msgspec.structs.replace(self.config, home_uid=home_uid(home))
         self._core, self._custom = core, custom
         self._server = ""
         self._groups: dict[int, JobGroup] = {}
@@ -111,8 +130,8 @@ class KubernetesBackend(Backend):
         return getattr(e, "status", None)
 
     def _create(self, obj: dict[str, Any]) -> None:
-        """Create `obj`; one that exists already is fine (idempotent after a restart), except a
-        Service of the same name that belongs to another job."""
+        """Create `obj`. One that exists already is fine when it is ours (same job, same state
+        directory: idempotent after a controller restart); otherwise see `_conflict`."""
         api, ns, kind = self._api(), self.config.namespace, obj["kind"]
         creators = {
             "Pod": api.create_namespaced_pod, "Service": api.create_namespaced_service,
@@ -132,17 +151,87 @@ class KubernetesBackend(Backend):
         except Exception as e:
             if self._status_code(e) != 409:
                 raise RuntimeError(f"Kubernetes refused {what}: {api_message(e)}") from None
-            if kind == "Service":
-                svc = self._call("reading a Service", api.read_namespaced_service,
-                                 obj["metadata"]["name"], ns)
-                mine = obj["metadata"]["labels"][f"{render.LABEL}/job-id"]
-                theirs = (getattr(svc.metadata, "labels", None) or {}).get(
-                    f"{render.LABEL}/job-id")
-                if theirs != mine:
-                    raise RuntimeError(
-                        f"a group named {obj['metadata']['name']!r} already runs in namespace "
-                        f"{ns} (job {theirs}); names resolve per group, so cancel it or use "
-                        "--name") from None
+            if kind in _READERS:
+                self._conflict(obj)
+
+    def _conflict(self, obj: dict[str, Any]) -> None:
+        """`obj`'s name is taken (409). Ours (same job id and home uid): fine. Another job's
+        object that is being deleted (a `cancel g; launch g.yaml` right after: pods stay
+        Terminating for their grace period) or left over by a group that ended: `_Busy` (admit
+        waits and tries again; never adopt it). Anything else (another user's or another job's
+        live group, or an object jobgroup did not make): RuntimeError naming it."""
+        api, ns, kind, name = self._api(), self.config.namespace, obj["kind"], \
+            obj["metadata"]["name"]
+        try:
+            cur = self._call(f"reading {kind} {name}", getattr(api, _READERS[kind]), name, ns)
+        except Unreachable:
+            raise
+        except Exception as e:
+            if self._status_code(e) == 404:  # deleted in between: the next pass creates it
+                raise _Busy(f"waiting for {kind} {name} to be deleted") from None
+            raise RuntimeError(f"Kubernetes refused reading {kind} {name}: "
+                               f"{api_message(e)}") from None
+        cur = api.api_client.sanitize_for_serialization(cur)
+        meta = cur.get("metadata") or {}
+        have = meta.get("labels") or {}
+        want = obj["metadata"]["labels"]
+        job_key, home_key = f"{render.LABEL}/job-id", f"{render.LABEL}/home"
+        if have.get(job_key) == want.get(job_key) and have.get(home_key) == want.get(home_key):
+            return
+        theirs = have.get(job_key)
+        same_home = have.get(home_key) == self.config.home_uid
+        owner = (f"job {theirs}" if same_home else
+                 f"job {theirs} of another jobgroup state directory" if have.get(home_key) else
+                 f"job {theirs} (no jobgroup.dev/home label)" if theirs else
+                 "no jobgroup job")
+        if meta.get("deletionTimestamp"):
+            raise _Busy(f"waiting for {kind} {name} of {owner} to be deleted")
+        state = self._job_state(int(theirs)) if same_home and theirs and theirs.isdigit() \
+            else "unknown"
+        if state == "ended":  # ours to remove: a cleanup that did not happen (or not yet)
+            self._cleanup_leftover(int(theirs), have.get(f"{render.LABEL}/group", ""))
+        ended = kind == "Pod" and (cur.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        if theirs and (ended or state in ("ended", "ending")):
+            raise _Busy(f"waiting for {kind} {name} of {owner} to be deleted")
+        group = want.get(f"{render.LABEL}/group")
+        if kind == "Service" or (theirs and have.get(f"{render.LABEL}/group") == group):
+            raise RuntimeError(
+                f"a group named {group!r} already runs in namespace {ns} ({owner}); names "
+                "resolve per group, so cancel it or use --name")
+        if not theirs:
+            raise RuntimeError(f"{kind} {name} already exists in namespace {ns} and was not "
+                               "created by a jobgroup job; delete it or use --name")
+        raise RuntimeError(f"{kind} {name} already exists in namespace {ns} and belongs to "
+                           f"{owner}, which has not ended; cancel it or use --name")
+
+    def _job_state(self, job_id: int) -> str:
+        """Job `job_id` of this state directory: "ended", "ending" (cancel requested: its
+        objects go once its pods have stopped), "live", or "unknown" (not in the store)."""
+        from jobgroup.state.status import Status
+        from jobgroup.state.store import Store
+
+        store = Store(self.home)
+        try:
+            rec = store.job(job_id)
+        finally:
+            store.close()
+        if rec is None:
+            return "unknown"
+        if rec.status.terminal:
+            return "ended"
+        if rec.cancel_requested or rec.status == Status.CANCELLING:
+            return "ending"
+        return "live"
+
+    def _cleanup_leftover(self, job_id: int, group: str) -> None:
+        """Delete what an ended job of this state directory left in the namespace."""
+        log.info("deleting the leftovers of ended job %s (group %s)", job_id, group)
+        try:
+            self._delete_job(job_id, self._selector(job_id, group) if group else None)
+        except Unreachable:
+            raise
+        except Exception as e:  # refused: the caller waits, and tries again at the next pass
+            log.info("could not delete the leftovers of job %s: %s", job_id, describe(e))
 
     def _pods(self, selector: str) -> list[dict[str, Any]]:
         api = self._api()
@@ -162,6 +251,10 @@ class KubernetesBackend(Backend):
                 return None
             raise
         return api.api_client.sanitize_for_serialization(pod)
+
+    def _selector(self, job_id: int, group: str) -> str:
+        """Everything of one job of this state directory."""
+        return render.job_selector(job_id, group, self.config.home_uid)
 
     # --- what a job is -----------------------------------------------------------------------
     def _job(self, job_id: int) -> tuple[JobGroup, dict]:
@@ -186,7 +279,7 @@ class KubernetesBackend(Backend):
     def admit(self, job_id: int, group: JobGroup, options: dict) -> Admission:
         self._groups[job_id] = group
         self._opts[job_id] = dict(options)
-        selector = render.job_selector(job_id, group.name)
+        selector = self._selector(job_id, group.name)
         created = float(options.get("k8s_created_at") or self._created.get(job_id) or 0)
         if not created:
             try:
@@ -195,6 +288,8 @@ class KubernetesBackend(Backend):
                     env=options.get("env") or {}, gated=True)
                 for obj in objs:
                     self._create(obj)
+            except _Busy as e:  # not adopted: asked again at the next pass
+                return Admission("waiting", str(e))
             except (render.RenderError, RuntimeError) as e:
                 self.cleanup(job_id)
                 return Admission("failed", str(e))
@@ -346,7 +441,7 @@ class KubernetesBackend(Backend):
 
     def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
         group, _ = self._job(job_id)
-        selector = (f"{render.job_selector(job_id, group.name)},"
+        selector = (f"{self._selector(job_id, group.name)},"
                     f"{render.LABEL}/task-index={task_idx},{render.LABEL}/rank={rank}")
         try:
             pods = self._pods(selector)
@@ -420,7 +515,8 @@ class KubernetesBackend(Backend):
     def _watch_loop(self) -> None:
         from kubernetes import watch
 
-        selector = "app.kubernetes.io/managed-by=jobgroup"
+        selector = (f"app.kubernetes.io/managed-by=jobgroup,"
+                    f"{render.LABEL}/home={self.config.home_uid}")
         while True:
             try:
                 # Each (re)connection lists the current pods as ADDED events first, so a
@@ -450,15 +546,18 @@ class KubernetesBackend(Backend):
 
     def cleanup(self, job_id: int) -> None:
         """Delete every object labelled with the job (not the PVCs); harmless twice."""
-        api, ns = self._api(), self.config.namespace
         group = self._groups.get(job_id)
         if group is None:
             try:
                 group, _ = self._job(job_id)
             except KeyError:
                 group = None
-        selector = (render.job_selector(job_id, group.name) if group else
-                    f"{render.LABEL}/job-id={job_id}")
+        self._delete_job(job_id, self._selector(job_id, group.name) if group else None)
+
+    def _delete_job(self, job_id: int, selector: str | None) -> None:
+        api, ns = self._api(), self.config.namespace
+        selector = selector or \
+            f"{render.LABEL}/job-id={job_id},{render.LABEL}/home={self.config.home_uid}"
         what = f"deleting the objects of job {job_id}"
         self._drain_logs(selector)
         self._call(what, api.delete_collection_namespaced_pod, ns, label_selector=selector)

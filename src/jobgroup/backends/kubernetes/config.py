@@ -25,6 +25,12 @@ Every key is optional; unknown keys are errors (a typo must not silently change 
     setup_timeout: 86400         # seconds `setup` may take (the startup probe's budget)
     cluster_domain: cluster.local
 
+Not a key of kubernetes.yaml: `home_uid`, a random id of the state directory
+(`$JOBGROUP_HOME/kubernetes.uid`, created once by the backend, see `home_uid`). Every object of a
+job carries it as label `jobgroup.dev/home` and every selector the backend uses includes it: job
+ids start at 1 in every state directory, so two users (two homes) in one namespace must not take
+each other's objects for their own.
+
 `gpu_types` entries are merged over the built-in table (NVIDIA GPU feature discovery's product
 names); a name is looked up as written, then upper-case.
 """
@@ -32,6 +38,7 @@ names); a name is looked up as written, then upper-case.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,7 @@ import yaml
 from jobgroup.errors import UsageError
 
 CONFIG_NAME = "kubernetes.yaml"
+UID_NAME = "kubernetes.uid"
 
 # Values of `nvidia.com/gpu.product` (NVIDIA GPU feature discovery) per SkyPilot accelerator name.
 DEFAULT_GPU_TYPES: dict[str, list[str]] = {
@@ -87,6 +95,7 @@ class KubernetesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
     dns_wait_timeout: int = 600
     setup_timeout: int = 86400
     cluster_domain: str = "cluster.local"
+    home_uid: str | None = None  # set by the backend from the state directory, never from YAML
 
     def gpu_values(self, accelerator: str) -> list[str] | None:
         """Accepted values of `gpu_label` for `accelerator`, or None if it is not known."""
@@ -122,7 +131,41 @@ def parse_config(text: str, label: str = CONFIG_NAME) -> KubernetesConfig:
         return KubernetesConfig()
     if not isinstance(data, dict):
         raise KubernetesConfigError(f"{label}: expected a mapping of settings")
+    if "home_uid" in data:
+        raise KubernetesConfigError(f"{label}: home_uid is not a setting (it is the state "
+                                    f"directory's own id, kept in {UID_NAME})")
     try:
         return msgspec.convert(data, KubernetesConfig)
     except msgspec.ValidationError as e:
         raise KubernetesConfigError(f"{label}: {e}") from None
+
+
+def home_uid(home: Path) -> str:
+    """The state directory's random id (`home/kubernetes.uid`, 0600), created on first use,
+    atomically: two processes that race both end up with the one that was linked first."""
+    path = home / UID_NAME
+    try:
+        uid = path.read_text().strip()
+        if uid:
+            return uid
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    uid = secrets.token_hex(8)
+    tmp = home / f".{UID_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, f"{uid}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another process made it first: theirs wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    uid = path.read_text().strip()
+    if not uid:
+        raise KubernetesConfigError(f"{path} is empty: remove it, or restore the id it had")
+    return uid

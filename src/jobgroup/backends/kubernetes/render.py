@@ -74,8 +74,14 @@ class RenderError(UsageError):
 
 
 def labels(group: str, job_id: int, task: str | None = None, task_idx: int | None = None,
-           rank: int | None = None, attempt: int | None = None) -> dict[str, str]:
+           rank: int | None = None, attempt: int | None = None, *,
+           home: str | None = None) -> dict[str, str]:
+    """The labels of a job's objects. `home`: the state directory's uid (`config.home_uid`),
+    so two state directories whose job ids both start at 1 never take each other's objects;
+    left out when None (rendering without a backend, e.g. the goldens)."""
     out = {**MANAGED_BY, f"{LABEL}/group": group, f"{LABEL}/job-id": str(job_id)}
+    if home:
+        out[f"{LABEL}/home"] = home
     if task is not None:
         out[f"{LABEL}/task"] = task
         out[f"{LABEL}/task-index"] = str(task_idx)
@@ -86,9 +92,11 @@ def labels(group: str, job_id: int, task: str | None = None, task_idx: int | Non
     return out
 
 
-def job_selector(job_id: int, group: str) -> str:
-    """Label selector of everything of one job (what `cleanup` deletes)."""
-    return f"{LABEL}/group={group},{LABEL}/job-id={job_id}"
+def job_selector(job_id: int, group: str, home: str | None = None) -> str:
+    """Label selector of everything of one job (what `cleanup` deletes); `home` as in
+    `labels`."""
+    out = f"{LABEL}/group={group},{LABEL}/job-id={job_id}"
+    return f"{out},{LABEL}/home={home}" if home else out
 
 
 def pod_name(group: str, task: str, rank: int, attempt: int = 1) -> str:
@@ -349,7 +357,7 @@ class _Files:
             data, binary = configmap_data(self.bundles[digest])
             cm: Obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
                 "name": f"{self.group.name}-files-{digest}", "namespace": config.namespace,
-                "labels": labels(self.group.name, job_id)}}
+                "labels": labels(self.group.name, job_id, home=config.home_uid)}}
             if data:
                 cm["data"] = data
             if binary:
@@ -428,14 +436,15 @@ def service_object(group: JobGroup, job_id: int, config: KubernetesConfig) -> Ob
     spec: Obj = {
         "clusterIP": "None",
         "publishNotReadyAddresses": True,
-        "selector": {f"{LABEL}/group": group.name, f"{LABEL}/job-id": str(job_id)},
+        "selector": {k: v for k, v in labels(group.name, job_id, home=config.home_uid).items()
+                     if k not in MANAGED_BY},
     }
     if all_ports:
         spec["ports"] = [{"name": f"p{p}", "port": p, "targetPort": p, "protocol": "TCP"}
                          for p in all_ports]
     return {"apiVersion": "v1", "kind": "Service", "metadata": {
         "name": group.name, "namespace": config.namespace,
-        "labels": labels(group.name, job_id)}, "spec": spec}
+        "labels": labels(group.name, job_id, home=config.home_uid)}, "spec": spec}
 
 
 def job_configmap(group: JobGroup, job_id: int, config: KubernetesConfig) -> Obj:
@@ -447,7 +456,7 @@ def job_configmap(group: JobGroup, job_id: int, config: KubernetesConfig) -> Obj
         data[f"{t.name}.run.sh"] = t.run or "true\n"
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
         "name": job_configmap_name(group.name), "namespace": config.namespace,
-        "labels": labels(group.name, job_id)}, "data": data}
+        "labels": labels(group.name, job_id, home=config.home_uid)}, "data": data}
 
 
 def secret_object(group: JobGroup, job_id: int, config: KubernetesConfig, *,
@@ -458,7 +467,7 @@ def secret_object(group: JobGroup, job_id: int, config: KubernetesConfig, *,
         return None
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {
         "name": secret_name(group.name), "namespace": config.namespace,
-        "labels": labels(group.name, job_id)}, "stringData": data}
+        "labels": labels(group.name, job_id, home=config.home_uid)}, "stringData": data}
 
 
 def pod_group_name(group: str, job_id: int) -> str:
@@ -500,7 +509,8 @@ def pod_object(group: JobGroup, job_id: int, task_idx: int, rank: int, config: K
     probe = readiness_probe(task)
     if probe:
         container["readinessProbe"] = probe
-    meta_labels = labels(group.name, job_id, name, task_idx, rank, attempt)
+    meta_labels = labels(group.name, job_id, name, task_idx, rank, attempt,
+                         home=config.home_uid)
     annotations: dict[str, str] = {}
     if config.kueue_queue:
         total = sum(t.num_nodes for t in group.tasks)
@@ -540,7 +550,7 @@ def pod_group_object(group: JobGroup, job_id: int, config: KubernetesConfig) -> 
     total = sum(t.num_nodes for t in group.tasks)
     return {"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup", "metadata": {
         "name": pod_group_name(group.name, job_id), "namespace": config.namespace,
-        "labels": labels(group.name, job_id)},
+        "labels": labels(group.name, job_id, home=config.home_uid)},
         "spec": {"minMember": total,
                  "scheduleTimeoutSeconds": max(1, math.ceil(config.schedule_timeout))}}
 
