@@ -227,6 +227,7 @@ def launch(
     cpu_only: bool = False,
     base_env: dict[str, str] | None = None,
     notify: bool = True,
+    store: Store | None = None,
 ) -> Job:
     """Validate `spec` (a JobGroup, a path or YAML text), record it PENDING, wake the controller.
 
@@ -234,7 +235,8 @@ def launch(
     are not DNS labels, fields the backend does not honour) go to `on_warning`, else to
     Python's `warnings`. `gpus_any`: accept any GPU type for `accelerators`; `cpu_only`: run
     tasks that ask for GPUs without GPUs (smoke tests of cluster YAML on a laptop).
-    `base_env`: the environment nodes start from (default: this process's).
+    `base_env`: the environment nodes start from (default: this process's). `store`: an open
+    store of `home` to write to (the controller passes its own; default: open one).
     """
     # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
     from jobgroup.spec import Loaded, check, dump, load_file
@@ -293,17 +295,19 @@ def launch(
                          "group runs on one (placement SAME_INFRA): give --infra")
     options = {"env": dict(env or {}), "grace": grace, "infra": kinds.pop(),
                "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only}
-    store = _store(home)
+    own = store is None
+    st = store if store is not None else _store(home)
     try:
         primaries = set(group.primaries)
-        job_id = store.create_job(
+        job_id = st.create_job(
             name=group.name, execution=group.execution, spec=dump(group),
             base_dir=str(loaded.base_dir), options=options,
             tasks=[(t.name or "", t.num_nodes, (t.name in primaries)) for t in group.tasks],
         )
-        job = get_job(job_id, store=store)
+        job = get_job(job_id, store=st)
     finally:
-        store.close()
+        if own:
+            st.close()
     if notify:  # (the controller itself, launching on a client's behalf, needs no wake-up)
         from jobgroup.controller.wake import wake
 

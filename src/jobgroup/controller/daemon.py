@@ -106,6 +106,12 @@ class Controller:
         (or root) may ask: the socket is abstract, so file permissions cannot guard it."""
         try:
             if not creds.peer_allowed(writer.get_extra_info("socket")):
+                # Read (and ignore) the request first: closing on a client that is still
+                # sending would give it a broken pipe instead of this answer.
+                try:
+                    await asyncio.wait_for(reader.readline(), timeout=2.0)
+                except (asyncio.TimeoutError, ValueError, OSError):
+                    pass
                 answer = {"ok": False, "error": "permission denied: the controller only takes "
                           "requests from its own user", "exit_code": 2}
                 writer.write(json.dumps(answer).encode() + b"\n")
@@ -136,7 +142,7 @@ class Controller:
                 infra=req.get("infra"), grace=float(req.get("grace", 10.0)), home=self.home,
                 on_warning=notes.append, gpus_any=bool(req.get("gpus_any")),
                 cpu_only=bool(req.get("cpu_only")), base_env=req.get("base_env") or {},
-                notify=False,
+                notify=False, store=self.store,
             )
         except JobGroupError as e:
             return {"ok": False, "error": str(e), "exit_code": e.exit_code, "warnings": notes}
