@@ -291,3 +291,29 @@ def test_a_name_held_by_another_job_is_waited_for_or_refused(tmp_path: Path) -> 
     assert adm.state == "failed" and "job 3 of another jobgroup state directory" in adm.reason
     assert core.objs[("Pod", "g-a-0")]["metadata"]["labels"]["jobgroup.dev/home"] == \
         other.config.home_uid  # theirs is left alone
+
+
+class Throttled(Exception):
+    """What the client raises for 429 Too Many Requests (API priority and fairness)."""
+
+    status, reason = 429, "Too Many Requests"
+
+    def __init__(self, retry_after: str | None = None) -> None:
+        self.headers = {"Retry-After": retry_after} if retry_after else {}
+
+
+def test_too_many_requests_is_asked_again_not_an_error(tmp_path: Path) -> None:
+    from jobgroup.backends.base import Unreachable
+
+    core = FakeCore()
+
+    def throttled(ns, body, **_):
+        raise Throttled("3")
+    core.create_namespaced_persistent_volume_claim = throttled
+    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    with pytest.raises(Unreachable, match=r"too busy .*HTTP 429 Too Many Requests; it asks "
+                                          r"to retry after 3s"):
+        be.admit(8, load(GROUP), {})  # the controller keeps the group pending and asks again
+    core.read_namespaced_pod = lambda *a, **k: (_ for _ in ()).throw(Throttled())
+    status = tmp_path / "jobs" / "8" / "nodes" / "0-0.run.1.status"
+    assert be.outcome(None, status) is None  # unknown yet, not a lost node

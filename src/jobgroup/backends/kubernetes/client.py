@@ -55,13 +55,29 @@ def kubeconfig_path() -> str:
 
 
 def unreachable(e: BaseException) -> bool:
-    """Whether `e` means the API server did not answer (as opposed to refusing a request)."""
+    """Whether `e` means the API server did not answer (as opposed to refusing a request): no
+    answer, a 5xx, or 429 Too Many Requests (API priority and fairness, an overloaded server:
+    ask again later, as the client libraries do)."""
     code = getattr(e, "status", None)
     if isinstance(code, int):
-        return code == 0 or code >= 500
+        return code == 0 or code == 429 or code >= 500
     names = {c.__name__ for c in type(e).__mro__}
     return bool(names & {"OSError", "MaxRetryError", "ProtocolError", "TimeoutError",
                          "NewConnectionError", "HTTPError", "WebSocketException"})
+
+
+def retry_after(e: BaseException) -> str | None:
+    """The Retry-After header of the answer `e` came with (seconds, or an HTTP date), if any."""
+    headers = getattr(e, "headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get("Retry-After") or headers.get("retry-after")
+    except AttributeError:
+        return None
+    if value is None:
+        return None
+    return str(value).strip() or None
 
 
 def describe(e: BaseException) -> str:
@@ -97,6 +113,13 @@ def call(conn: Connection, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any
     try:
         return fn(*args, _request_timeout=TIMEOUT, **kwargs)
     except Exception as e:
+        if getattr(e, "status", None) == 429:
+            after = retry_after(e)
+            raise Unreachable(f"the API server at {conn.host} is too busy for {what} "
+                              f"({describe(e)}"
+                              + (f"; it asks to retry after {after}"
+                                 + ("s" if after.isdigit() else "") if after else "")
+                              + ")") from None
         if unreachable(e):
             raise Unreachable(f"the API server at {conn.host} did not answer {what} "
                               f"({describe(e)})") from None
