@@ -642,3 +642,42 @@ def test_launch_refuses_a_group_name_that_starts_with_a_digit(k8s: K8s) -> None:
     assert "group name '1st-try' does not start with a letter" in p.stderr
     assert "Traceback" not in p.stderr
     assert not k8s.kinds()
+
+
+GATED = """\
+name: gate
+execution: parallel
+---
+name: a
+run: echo the run started
+"""
+
+
+def test_a_run_gate_that_fails_to_open_is_tried_again(k8s: K8s) -> None:
+    """The exec that opens the run gate fails (the command exits 1, then the API server cannot
+    reach the kubelet): the job shows RUNNING, its run has not started, and the gate is tried
+    again without any change of the pod until it opens."""
+    k8s.cluster.exec_exit = 1
+    job = k8s.launch_d(GATED)
+    wait_for(lambda: _running(k8s, job), timeout=30)
+    execs = lambda: sum("/exec?" in r for r in k8s.cluster.server.requests)  # noqa: E731
+    wait_for(lambda: execs() >= 2, timeout=10)  # tried again, with no pod change
+    k8s.cluster.exec_exit, k8s.cluster.fail_exec = None, 500
+    seen = execs()
+    wait_for(lambda: execs() > seen, timeout=10)
+    assert "the run started" not in k8s.jenv.log(job, "a")
+    assert _status(k8s, job) == "RUNNING"
+    k8s.cluster.fail_exec = None
+    done = k8s.jenv.wait(job, timeout=30)
+    assert done["status"] == "SUCCEEDED", done
+    assert "the run started" in k8s.jenv.jg("logs", str(job)).stdout
+
+
+def test_exec_forbidden_by_rbac_fails_the_group_with_the_servers_message(k8s: K8s) -> None:
+    k8s.cluster.fail_exec = 403
+    job = k8s.launch_d(GATED)
+    done = k8s.jenv.wait(job, timeout=30)
+    assert done["status"] == "FAILED", done
+    assert "Kubernetes refused exec into pod gate-a-0" in done["reason"], done
+    assert 'cannot get resource "pods/exec"' in done["reason"], done
+    wait_for(lambda: not k8s.kinds(), timeout=20)

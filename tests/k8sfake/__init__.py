@@ -9,6 +9,8 @@ against this instead. What it speaks and emulates is listed in `server.py` (the 
         k8s.pods("default")           # the pods, as the API server returns them
         k8s.kubelet.oom_kill("default", "g-a-0")
         k8s.go_down(); k8s.come_back()   # the API server stops answering / answers again
+        k8s.fail_exec = 403              # pods/exec refused (403: RBAC; 500: kubelet unreachable)
+        k8s.exec_exit = 1                # commands run through pods/exec exit 1; None: normal
 
 Everything it starts (pod processes) is stopped by pid in `stop`, and its folder removed.
 """
@@ -48,6 +50,22 @@ class FakeCluster:
         self.server = server
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                          daemon=True, name="k8sfake-apiserver").start()
+
+    @property
+    def fail_exec(self) -> int | None:
+        return self.kubelet.fail_exec
+
+    @fail_exec.setter
+    def fail_exec(self, code: int | None) -> None:
+        self.kubelet.fail_exec = code
+
+    @property
+    def exec_exit(self) -> int | None:
+        return self.kubelet.exec_exit
+
+    @exec_exit.setter
+    def exec_exit(self, code: int | None) -> None:
+        self.kubelet.exec_exit = code
 
     @property
     def url(self) -> str:

@@ -119,6 +119,12 @@ class Kubelet:
         self.probe_scale = probe_scale
         self.api_host, self.api_port = api_host, api_port
         self.runs: dict[tuple[str, str], PodRun] = {}
+        # test hooks for pods/exec (through the API server; the kubelet's own exec probes are
+        # not affected): an HTTP status the upgrade is refused with (403: RBAC forbids
+        # pods/exec; else an error dialing the kubelet), or the exit code every command exits
+        # with (its stderr names a read-only file system)
+        self.fail_exec: int | None = None
+        self.exec_exit: int | None = None
         self._ips = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()

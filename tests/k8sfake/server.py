@@ -256,6 +256,14 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "BadRequest", "no supported channel protocol "
                            "(the fake speaks v4.channel.k8s.io)")
         kubelet = self.server.kubelet
+        fail = kubelet.fail_exec  # test hook: what a real server answers when exec cannot be
+        if fail == 403:           # done (RBAC without pods/exec; the kubelet not reachable)
+            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: User "fake-user" '
+                           'cannot get resource "pods/exec" in API group "" in the namespace '
+                           f'"{ns}"', {"name": name, "kind": "pods"})
+        if fail is not None:
+            raise ApiError(fail, "InternalError", "error dialing backend: dial tcp "
+                           "127.0.0.1:10250: connect: connection refused")
         kubelet.check_exec(ns, name, container)  # 404/400 before the upgrade, like the real one
         self.send_response(101, "Switching Protocols")
         self.send_header("Upgrade", "websocket")
@@ -265,7 +273,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         sock = self.connection
-        code, out, err = kubelet.exec(ns, name, command)
+        if kubelet.exec_exit is not None:  # test hook: the command ran and failed
+            code, out, err = kubelet.exec_exit, b"", b"sh: cannot create: Read-only file system\n"
+        else:
+            code, out, err = kubelet.exec(ns, name, command)
         if out:
             websocket.send_channel(sock, 1, out)
         if err:

@@ -44,6 +44,7 @@ when there is no kubeconfig).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -65,6 +66,7 @@ from jobgroup.backends.kubernetes.config import KubernetesConfig, home_uid, load
 from jobgroup.spec.models import JobGroup
 
 log = logging.getLogger("jobgroup.kubernetes")
+GATE_RETRY = 2.0  # seconds before a phase whose run gate failed at `start` is looked at again
 _STATUS = re.compile(r"(\d+)-(\d+)\.(\w+)\.(\d+)\.status$")
 
 
@@ -109,6 +111,9 @@ class KubernetesBackend(Backend):
         self._looked = 0  # `_version` when the controller last read a pod (outcome / start)
         self._stopping: set[str] = set()
         self._gated: set[str] = set()  # pods whose run gate this process has opened
+        self._refused: dict[str, str] = {}  # pod -> why the API server refuses exec into it
+        self._gate_failed: set[str] = set()  # pods whose gate failed (warned once)
+        self._retry: set[Handle] = set()  # phases to look at again soon: their gate failed
         self._followers: dict[str, subprocess.Popen[bytes]] = {}  # pod -> its log follower
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -343,9 +348,10 @@ class KubernetesBackend(Backend):
                                            files, attempt=attempt, env=opts.get("env") or {},
                                            gated=True))
         self._follow_logs(name, launch.log_path)
-        if phase != "setup":
-            self._open_gate(name)
-        return self._handle(job_id, task_idx, rank, attempt)
+        handle = self._handle(job_id, task_idx, rank, attempt)
+        if phase != "setup" and not self._open_gate(name):
+            self._retry.add(handle)  # `watch` has `outcome` asked soon, pod change or not
+        return handle
 
     def _kubectl(self) -> list[str]:
         argv = ["kubectl", "--namespace", self.config.namespace]
@@ -417,27 +423,52 @@ class KubernetesBackend(Backend):
 
     def _open_gate(self, pod: str) -> bool:
         """`touch` the run gate inside the pod (idempotent; its folder too: the driver may not
-        have made it yet); True once done. While the
-        container is not running yet (image pull) this fails quietly: `outcome` tries again
-        at the pod's next change (it is running then), also after a controller restart."""
+        have made it yet) through the exec API; True once the command has exited 0. False
+        otherwise, and it is tried again: while the container is not running yet (image pull)
+        `outcome` tries at the pod's next change; once it runs, `outcome` keeps trying every
+        few seconds (it raises Unreachable while the gate stays shut), also after a controller
+        restart. An API server that refuses exec into the pod (403: RBAC without `pods/exec`)
+        is remembered in `_refused`: `outcome` ends the node with the server's message."""
         if pod in self._gated:
             return True
+        if pod in self._refused:
+            return False
         from kubernetes.stream import stream
 
         api = self._api()
+        resp = None
         try:
-            stream(api.connect_get_namespaced_pod_exec, pod, self.config.namespace,
-                   container=render.CONTAINER, command=[
-                       "/bin/sh", "-c", f"mkdir -p {os.path.dirname(render.PODINFO_GATE)} && "
-                       f"touch {render.PODINFO_GATE}"],
-                   stderr=True, stdin=False, stdout=True, tty=False,
-                   _request_timeout=TIMEOUT)
-        except Exception as e:  # not running (yet, or any more), or no answer: retried by outcome
-            log.info("run gate of pod %s not opened yet: %s", pod, describe(e))
-            return False
-        log.info("run gate of pod %s opened", pod)
-        self._gated.add(pod)
-        return True
+            resp = stream(api.connect_get_namespaced_pod_exec, pod, self.config.namespace,
+                          container=render.CONTAINER, command=[
+                              "/bin/sh", "-c", f"mkdir -p {os.path.dirname(render.PODINFO_GATE)}"
+                              f" && touch {render.PODINFO_GATE}"],
+                          stderr=True, stdin=False, stdout=True, tty=False,
+                          _preload_content=False, _request_timeout=TIMEOUT)
+            resp.run_forever(timeout=TIMEOUT)
+            code, why = _exec_result(resp)
+        except Exception as e:  # no answer, not running (yet, or any more), or refused
+            code, why = _exec_refusal(e)
+            if code in (401, 403):
+                self._refused[pod] = why
+                log.warning("Kubernetes refuses exec into pod %s, so its run cannot start: %s",
+                            pod, why)
+                return False
+            code = None
+        finally:
+            if resp is not None:
+                try:
+                    resp.close()
+                except Exception:
+                    pass
+        if code == 0:
+            log.info("run gate of pod %s opened", pod)
+            self._gated.add(pod)
+            self._gate_failed.discard(pod)
+            return True
+        level = logging.INFO if pod in self._gate_failed else logging.WARNING
+        self._gate_failed.add(pod)
+        log.log(level, "run gate of pod %s not opened (tried again): %s", pod, why)
+        return False
 
     def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
         group, _ = self._job(job_id)
@@ -463,7 +494,12 @@ class KubernetesBackend(Backend):
         out = status.phase_outcome(pod, phase, stop_requested=name in self._stopping)
         if out is None and phase == "run" and name not in self._gated and \
                 status.container_running(pod) and name not in self._stopping:
-            self._open_gate(name)
+            if not self._open_gate(name):
+                if name in self._refused:  # it can never start: the node fails, saying why
+                    return Outcome(exit_code=126, note="Kubernetes refused exec into pod "
+                                   f"{name}, which starts its run: {self._refused[name]}")
+                # the controller asks again every few seconds (a shut gate changes no pod)
+                raise Unreachable(f"the run gate of pod {name} is not open yet")
         return out
 
     def node_ready(self, job_id: int, task_idx: int, rank: int, attempt: int) -> bool | None:
@@ -492,9 +528,19 @@ class KubernetesBackend(Backend):
         """Calls `on_end` (in the loop) at the first change of any jobgroup pod the watch sees
         after the controller last read a pod (`start`/`outcome`), so a change in between is not
         missed; the controller then asks `outcome` and re-watches if the phase still runs."""
+        called = False
+
+        def once() -> None:  # woken by a pod change or by a gate retry, whichever is first
+            nonlocal called
+            if not called:
+                called = True
+                on_end()
         with self._lock:
-            self._callbacks.append((self._looked, lambda: loop.call_soon_threadsafe(on_end)))
+            self._callbacks.append((self._looked, lambda: loop.call_soon_threadsafe(once)))
             fire = self._looked < self._version
+            if handle in self._retry:  # its run gate failed at `start`: look again soon
+                self._retry.discard(handle)
+                loop.call_later(GATE_RETRY, once)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch_loop, daemon=True,
                                                 name="jobgroup-k8s-watch")
@@ -584,6 +630,39 @@ class KubernetesBackend(Backend):
                 if self._status_code(e) != 404:
                     raise
         self._created.pop(job_id, None)
+
+
+def _exec_result(resp: Any) -> tuple[int | None, str]:
+    """(exit code, what it said) of a finished exec (`WSClient`); None while it still runs
+    (timed out) or when the server sent no status."""
+    try:
+        code = resp.returncode
+    except Exception:  # closed without a status on the error channel
+        code = None
+    try:
+        err = (resp.read_stderr() or "").strip()
+    except Exception:
+        err = ""
+    if code is None:
+        return None, err or "the exec did not finish"
+    return code, (err.splitlines() or [f"exit code {code}"])[-1][:200] if code else ""
+
+
+def _exec_refusal(e: BaseException) -> tuple[int | None, str]:
+    """(HTTP status, the server's message) of an exec the API server refused at the WebSocket
+    upgrade (the client raises ApiException(status=0) with the handshake's status line and
+    body in `reason`); (None, a description) for anything else."""
+    reason = getattr(e, "reason", None)
+    text = reason if isinstance(reason, str) else str(e)
+    m = re.search(r"Handshake status (\d+)", text)
+    if not m:
+        return None, describe(e)
+    body = text.rsplit(" -+-+- ", 1)[-1].strip()
+    try:
+        message = str(json.loads(body).get("message") or body)
+    except (ValueError, AttributeError):
+        message = f"HTTP {m.group(1)}"
+    return int(m.group(1)), message
 
 
 def _quote(s: str) -> str:
