@@ -321,6 +321,7 @@ def test_config_from_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     from jobgroup.backends.kubernetes import load_config
 
     monkeypatch.setenv("JOBGROUP_HOME", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))  # not the user's
     assert load_config() == KubernetesConfig()
     (tmp_path / "kubernetes.yaml").write_text("namespace: team\nkueue_queue: q\n")
     assert load_config() == KubernetesConfig(namespace="team", kueue_queue="q")
@@ -341,3 +342,40 @@ def test_the_home_uid_labels_every_object_of_a_job_and_its_service_selector(full
     assert not any("jobgroup.dev/home" in o["metadata"]["labels"] for o in plain)
     with pytest.raises(KubernetesConfigError, match="home_uid is not a setting"):
         parse_config("home_uid: x\n")
+
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts:
+- {name: team-a, context: {cluster: c, user: u, namespace: ml-a}}
+- {name: team-b, context: {cluster: c, user: u, namespace: ml-b}}
+- {name: bare, context: {cluster: c, user: u}}
+current-context: team-a
+"""
+
+
+def test_the_namespace_defaults_to_the_kubeconfig_contexts(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like kubectl: kubernetes.yaml's namespace, else the context's, else "default"."""
+    pytest.importorskip("kubernetes")
+    from jobgroup.backends.kubernetes import load_config
+
+    monkeypatch.setenv("JOBGROUP_HOME", str(tmp_path))
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    assert load_config().namespace == "ml-a"  # the current context's
+    yaml_file = tmp_path / "kubernetes.yaml"
+    yaml_file.write_text("context: team-b\n")
+    assert load_config().namespace == "ml-b"
+    yaml_file.write_text("context: bare\n")
+    assert load_config().namespace == "default"
+    yaml_file.write_text("context: team-b\nnamespace: mine\n")
+    assert load_config().namespace == "mine"
+    yaml_file.write_text("namespace: default\n")  # said explicitly: kept
+    assert load_config().namespace == "default"
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    yaml_file.unlink()
+    assert load_config() == KubernetesConfig()

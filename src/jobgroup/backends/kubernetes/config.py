@@ -3,7 +3,8 @@
 Every key is optional; unknown keys are errors (a typo must not silently change where jobs run)::
 
     context: my-cluster          # kubeconfig context (like `kubectl --context`); default: current
-    namespace: ml-team           # where every object of a group is created
+    namespace: ml-team           # where every object of a group is created; default: the
+                                 # context's namespace (as for kubectl), else "default"
     image: python:3.11-slim      # container image of tasks without `resources.image_id`
     image_pull_policy: IfNotPresent
     service_account: null        # serviceAccountName of the pods
@@ -111,15 +112,52 @@ def config_path(home: Path | None = None) -> Path:
 
 
 def load_config(home: Path | None = None) -> KubernetesConfig:
-    """`$JOBGROUP_HOME/kubernetes.yaml` (or `home`/kubernetes.yaml), else the defaults."""
+    """`$JOBGROUP_HOME/kubernetes.yaml` (or `home`/kubernetes.yaml), else the defaults. Without
+    a `namespace:` there, the namespace is the kubeconfig context's, as for kubectl (see
+    `context_namespace`)."""
     path = config_path(home)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        return KubernetesConfig()
+        text = ""
     except OSError as e:
         raise KubernetesConfigError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_config(text, str(path))
+    config = parse_config(text, str(path))
+    data = yaml.safe_load(text) if text else None  # valid: parse_config read it
+    if not (isinstance(data, dict) and "namespace" in data):
+        namespace = context_namespace(config.context)
+        if namespace:
+            config = msgspec.structs.replace(config, namespace=namespace)
+    return config
+
+
+SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def context_namespace(context: str | None) -> str | None:
+    """The namespace kubectl would use: that of kubeconfig context `context` (else of the
+    current context) in $KUBECONFIG or ~/.kube/config; without a kubeconfig, inside a pod,
+    the pod's own namespace. None when none is named (or the client library is missing):
+    the caller keeps "default"."""
+    try:
+        from kubernetes import config as kc
+    except ImportError:
+        return None
+    from jobgroup.backends.kubernetes.client import kubeconfig_path
+
+    try:
+        contexts, current = kc.list_kube_config_contexts(config_file=kubeconfig_path())
+    except (kc.ConfigException, OSError, ValueError, TypeError, yaml.YAMLError):
+        if context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            try:
+                return Path(SA_NAMESPACE).read_text().strip() or None
+            except OSError:
+                return None
+        return None
+    chosen = current if context is None else \
+        next((c for c in contexts or [] if c.get("name") == context), None)
+    namespace = ((chosen or {}).get("context") or {}).get("namespace")
+    return str(namespace) if namespace else None
 
 
 def parse_config(text: str, label: str = CONFIG_NAME) -> KubernetesConfig:
