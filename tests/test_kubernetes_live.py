@@ -681,3 +681,24 @@ def test_exec_forbidden_by_rbac_fails_the_group_with_the_servers_message(k8s: K8
     assert "Kubernetes refused exec into pod gate-a-0" in done["reason"], done
     assert 'cannot get resource "pods/exec"' in done["reason"], done
     wait_for(lambda: not k8s.kinds(), timeout=20)
+
+
+STUBBORN = """\
+name: stubborn
+execution: parallel
+---
+name: a
+run: |
+  trap '' TERM
+  echo ignoring SIGTERM
+  sleep 300
+"""
+
+
+def test_cancel_stops_pods_within_the_launchs_grace(k8s: K8s) -> None:
+    """`--grace 1`: a node that ignores SIGTERM is killed after 1 s, not the pod's default 30."""
+    job = k8s.launch_d(STUBBORN, "--grace", "1")
+    wait_for(lambda: _running(k8s, job) and "ignoring SIGTERM" in k8s.jenv.log(job, "a"),
+             timeout=30)
+    assert k8s.jenv.jg("cancel", str(job)).returncode == 0
+    wait_for(lambda: _status(k8s, job) == "CANCELLED", timeout=10)

@@ -29,7 +29,7 @@ How the process-shaped interface maps onto pods (one pod per node, see `driver.p
   API). A restarted node (attempt > 1) gets a new pod `{group}-{task}-{rank}-aN`, same hostname.
 - `outcome` reads the pod (`status.phase_outcome`); `watch` is one pod watch per backend (a
   thread) that calls back at the first change of a jobgroup pod after the caller last looked;
-  `stop` deletes the pod (its grace period, or 0 with kill=True; quiet when it is gone);
+  `stop` deletes the pod (with the launch's `--grace`, or 0 with kill=True; quiet when it is gone);
   `cleanup` deletes every object labelled with the job (PVCs stay: volumes outlive jobs).
 - Handles: `Handle(pid=<node number + 1>, pid_start=<attempt>)`; pods are found by name and
   labels and the group by the job's stored spec, so a restarted controller rebuilds everything
@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -110,6 +111,7 @@ class KubernetesBackend(Backend):
         self._version = 0  # pod changes the watch thread has seen
         self._looked = 0  # `_version` when the controller last read a pod (outcome / start)
         self._stopping: set[str] = set()
+        self._graces: dict[str, float] = {}  # pod -> the launch's grace period (`stop`)
         self._gated: set[str] = set()  # pods whose run gate this process has opened
         self._refused: dict[str, str] = {}  # pod -> why the API server refuses exec into it
         self._gate_failed: set[str] = set()  # pods whose gate failed (warned once)
@@ -339,6 +341,7 @@ class KubernetesBackend(Backend):
         group, opts = self._job(launch.job_id)
         name, phase = self._pod_name(launch.status_path)
         job_id, task_idx, rank, _, attempt = _parse_status_path(launch.status_path)
+        self._graces[name] = launch.grace
         if attempt > 1 and not launch.log_path.exists() and self._pod(name) is None:
             # a restarted node (its first phase: setup, or run when the task has none): a
             # fresh pod with the same hostname
@@ -579,16 +582,30 @@ class KubernetesBackend(Backend):
                 time.sleep(1)
 
     def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
+        """Delete the pod with the launch's grace period (`--grace`; whole seconds, rounded
+        up), or at once with kill=True."""
         name, _ = self._pod_name(status_path)
         self._stopping.add(name)
+        grace = 0 if kill else self._grace(name, _parse_status_path(status_path)[0])
         try:
             self._call(f"deleting pod {name}", self._api().delete_namespaced_pod, name,
-                       self.config.namespace, grace_period_seconds=0 if kill else None)
+                       self.config.namespace, grace_period_seconds=grace)
         except Unreachable:
             raise
         except Exception as e:
             if self._status_code(e) != 404:
                 raise
+
+    def _grace(self, pod: str, job_id: int) -> int | None:
+        """The grace period `pod` was started with, else the job's (a restarted controller
+        stops pods it did not start); None: the pod's own."""
+        grace = self._graces.get(pod)
+        if grace is None:
+            try:
+                grace = self._job(job_id)[1].get("grace")
+            except KeyError:
+                return None
+        return None if grace is None else max(0, math.ceil(float(grace)))
 
     def cleanup(self, job_id: int) -> None:
         """Delete every object labelled with the job (not the PVCs); harmless twice."""
