@@ -317,3 +317,31 @@ def test_too_many_requests_is_asked_again_not_an_error(tmp_path: Path) -> None:
     core.read_namespaced_pod = lambda *a, **k: (_ for _ in ()).throw(Throttled())
     status = tmp_path / "jobs" / "8" / "nodes" / "0-0.run.1.status"
     assert be.outcome(None, status) is None  # unknown yet, not a lost node
+
+
+def test_a_restarted_node_replaces_the_pod_of_its_previous_attempt(tmp_path: Path) -> None:
+    """Attempt 2's pod is created only once attempt 1's is gone (deleted at once), so the
+    node's name never resolves to the dying pod."""
+    from jobgroup.backends.base import PhaseLaunch
+
+    core = FakeCore()
+    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    be._follow_logs = lambda pod, path: None  # no kubectl against this fake
+    be._open_gate = lambda pod: True
+    group = load(GROUP)
+    be.admit(9, group, {})
+    be.prepare(9, group, tmp_path)
+    graces, delete = [], core.delete_namespaced_pod
+
+    def deleting(name, ns, grace_period_seconds, **kw):
+        graces.append((name, grace_period_seconds, ("Pod", "g-a-0-a2") in core.objs))
+        delete(name, ns, grace_period_seconds, **kw)
+    core.delete_namespaced_pod = deleting
+    nodes = tmp_path / "jobs" / "9" / "nodes"
+    be.start(PhaseLaunch(job_id=9, task="a", task_idx=0, rank=0, phase="run", script="true",
+                         env={}, workdir=None, log_path=tmp_path / "a-0.2.log",
+                         status_path=nodes / "0-0.run.2.status", grace=1.0))
+    assert graces == [("g-a-0", 0, False)]  # deleted at once, before the new pod existed
+    assert ("Pod", "g-a-0") not in core.objs and ("Pod", "g-a-0-a2") in core.objs
+    be.stop(None, nodes / "0-0.run.2.status")
+    assert graces[-1][:2] == ("g-a-0-a2", 1)  # the launch's grace, not the pod's 30 s

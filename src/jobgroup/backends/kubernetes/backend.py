@@ -344,7 +344,10 @@ class KubernetesBackend(Backend):
         self._graces[name] = launch.grace
         if attempt > 1 and not launch.log_path.exists() and self._pod(name) is None:
             # a restarted node (its first phase: setup, or run when the task has none): a
-            # fresh pod with the same hostname
+            # fresh pod with the same hostname, once the previous attempt's pod is gone (one
+            # still terminating would answer to that name too)
+            self._remove_previous(render.pod_name(group.name, group.tasks[task_idx].name or "",
+                                                  rank, attempt - 1))
             base = Path(opts.get("base_dir") or Path.cwd())
             files = render._Files(group, base)
             self._create(render.pod_object(group, job_id, task_idx, rank, self.config,
@@ -355,6 +358,30 @@ class KubernetesBackend(Backend):
         if phase != "setup" and not self._open_gate(name):
             self._retry.add(handle)  # `watch` has `outcome` asked soon, pod change or not
         return handle
+
+    def _remove_previous(self, pod: str) -> None:
+        """Delete the previous attempt's pod at once (grace 0: it has ended, or is being
+        stopped) after its log follower had a moment to copy its last lines; Unreachable
+        (the controller starts the node again in a moment) while it is still there."""
+        if self._pod(pod) is None:
+            return
+        follower = self._followers.pop(pod, None)
+        if follower is not None:
+            try:
+                follower.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            self._call(f"deleting pod {pod}", self._api().delete_namespaced_pod, pod,
+                       self.config.namespace, grace_period_seconds=0)
+        except Unreachable:
+            raise
+        except Exception as e:
+            if self._status_code(e) != 404:
+                raise RuntimeError(f"Kubernetes refused deleting pod {pod}: "
+                                   f"{api_message(e)}") from None
+        if self._pod(pod) is not None:
+            raise Unreachable(f"waiting for pod {pod} of the previous attempt to be deleted")
 
     def _kubectl(self) -> list[str]:
         argv = ["kubectl", "--namespace", self.config.namespace]
