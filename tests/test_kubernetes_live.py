@@ -662,7 +662,8 @@ def test_a_run_gate_that_fails_to_open_is_tried_again(k8s: K8s) -> None:
     wait_for(lambda: _running(k8s, job), timeout=30)
     execs = lambda: sum("/exec?" in r for r in k8s.cluster.server.requests)  # noqa: E731
     wait_for(lambda: execs() >= 2, timeout=10)  # tried again, with no pod change
-    k8s.cluster.exec_exit, k8s.cluster.fail_exec = None, 500
+    k8s.cluster.fail_exec = 500  # first: no exec may succeed in between
+    k8s.cluster.exec_exit = None
     seen = execs()
     wait_for(lambda: execs() > seen, timeout=10)
     assert "the run started" not in k8s.jenv.log(job, "a")

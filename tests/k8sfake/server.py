@@ -256,8 +256,9 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "BadRequest", "no supported channel protocol "
                            "(the fake speaks v4.channel.k8s.io)")
         kubelet = self.server.kubelet
-        fail = kubelet.fail_exec  # test hook: what a real server answers when exec cannot be
-        if fail == 403:           # done (RBAC without pods/exec; the kubelet not reachable)
+        # test hooks, read once per request: what a real server answers when exec cannot be
+        fail, exit_code = kubelet.fail_exec, kubelet.exec_exit
+        if fail == 403:  # done (RBAC without pods/exec; the kubelet cannot be reached)
             raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: User "fake-user" '
                            'cannot get resource "pods/exec" in API group "" in the namespace '
                            f'"{ns}"', {"name": name, "kind": "pods"})
@@ -273,8 +274,8 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         sock = self.connection
-        if kubelet.exec_exit is not None:  # test hook: the command ran and failed
-            code, out, err = kubelet.exec_exit, b"", b"sh: cannot create: Read-only file system\n"
+        if exit_code is not None:  # test hook: the command ran and failed
+            code, out, err = exit_code, b"", b"sh: cannot create: Read-only file system\n"
         else:
             code, out, err = kubelet.exec(ns, name, command)
         if out:

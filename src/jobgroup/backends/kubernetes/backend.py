@@ -26,7 +26,9 @@ How the process-shaped interface maps onto pods (one pod per node, see `driver.p
 - `start(setup)`: the pod already runs setup as soon as it is scheduled; `start` starts
   `kubectl logs -f` into the node's log file (logs do not pass through the controller; kept after
   the pod ends). `start(run)` opens the node's gate (`touch /tmp/jobgroup/run` through the exec
-  API). A restarted node (attempt > 1) gets a new pod `{group}-{task}-{rank}-aN`, same hostname.
+  API; open once it exited 0, else tried again every 2 s; exec forbidden by the API server ends
+  the node with exit code 126 and the server's message). A restarted node (attempt > 1) gets a
+  new pod `{group}-{task}-{rank}-aN`, same hostname, once the previous attempt's pod is deleted.
 - `outcome` reads the pod (`status.phase_outcome`); `watch` is one pod watch per backend (a
   thread) that calls back at the first change of a jobgroup pod after the caller last looked;
   `stop` deletes the pod (with the launch's `--grace`, or 0 with kill=True; quiet when it is gone);
