@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, wait_for
+from conftest import Env, _zombie, wait_for
 
 pytest.importorskip("kubernetes", reason="pip install -e '.[kubernetes]' (the test extra has it)")
 if not Path("/usr/bin/bwrap").exists() or os.geteuid() != 0:
@@ -326,14 +326,6 @@ def test_a_restarted_controller_rebuilds_from_the_cluster(k8s: K8s) -> None:
     assert k8s.jenv.controller_pid() not in (None, pid)
     assert "got the flag" in k8s.jenv.jg("logs", str(job), "a").stdout
     wait_for(lambda: k8s.kinds() == {"persistentvolumeclaims": ["rs-flags"]}, timeout=30)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True
 
 
 def test_volume_create_ls_rm_on_kubernetes(k8s: K8s) -> None:

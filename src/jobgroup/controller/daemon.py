@@ -226,9 +226,9 @@ class Controller:
                                 RETRY_UNREACHABLE)
                     self.store.add_event(job_id, "unreachable", f"{what}; retrying")
                 self.loop.call_later(RETRY_UNREACHABLE, self._mark, job_id)
-            except Exception:  # one broken job must not stop the others
+            except Exception as e:  # one broken job must not stop the others
                 log.exception("reconcile of job %d failed", job_id)
-                self._fail_job(job_id)
+                self._fail_job(job_id, e)
         self._scan_intents()
         if self._freed:  # a group ended: what it held may admit a waiting one
             self._freed = False
@@ -371,7 +371,9 @@ class Controller:
             if job_id not in self._dirty:
                 self._mark(job_id)
 
-    def _fail_job(self, job_id: int) -> None:
+    def _fail_job(self, job_id: int, error: BaseException | None = None) -> None:
+        """End a job FAILED_CONTROLLER after an unexpected error (its text in the reason)."""
+        why = f": {error}" if error is not None and str(error) else ""
         try:
             for n in self.store.nodes(job_id):
                 if n.live and n.pid:
@@ -379,7 +381,7 @@ class Controller:
                                       kill=True)
             transitions.set_job_status(
                 self.store, job_id, Status.FAILED_CONTROLLER,
-                "the controller hit an internal error; see controller.log",
+                f"the controller hit an error{why}; see controller.log",
             )
         except Exception:
             log.exception("could not fail job %d", job_id)
@@ -685,10 +687,10 @@ class Controller:
         except Unreachable:  # the cluster did not answer: ask again, the node is not lost
             self.loop.call_later(RETRY_UNREACHABLE, self._settle, job_id, n, handle)
             return
-        except Exception:  # a callback: an escaping error would leave the node unwatched
+        except Exception as e:  # a callback: an escaping error would leave the node unwatched
             log.exception("job %d: reading how %s-%d ended failed", job_id,
                           n.task_idx, n.rank)
-            self._fail_job(job_id)
+            self._fail_job(job_id, e)
             return
         if out is None:  # still running after all (spurious wake-up): keep watching
             self._watch(job_id, n)
