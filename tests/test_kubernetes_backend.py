@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -345,3 +346,197 @@ def test_a_restarted_node_replaces_the_pod_of_its_previous_attempt(tmp_path: Pat
     assert ("Pod", "g-a-0") not in core.objs and ("Pod", "g-a-0-a2") in core.objs
     be.stop(None, nodes / "0-0.run.2.status")
     assert graces[-1][:2] == ("g-a-0-a2", 1)  # the launch's grace, not the pod's 30 s
+
+
+class PodFeed:
+    """The backend's pod watch over a FakeCore: the events the test pushes (`change`,
+    `delete`); `break_watch` ends the stream with an error, and while `down` listing fails too
+    (the API server does not answer). Counts the pod reads (GETs) the backend makes."""
+
+    def __init__(self, be: KubernetesBackend, core: FakeCore) -> None:
+        import queue
+
+        self.core, self.events, self.down, self.reads, self.rv = core, queue.Queue(), False, 0, 0
+        self.closed = False
+        read, listing = core.read_namespaced_pod, core.list_namespaced_pod
+
+        def reading(name, ns, **kw):
+            self.reads += 1
+            return read(name, ns, **kw)
+
+        def list_pods(ns, label_selector, **kw):
+            if self.closed:  # the test is over: the watch thread (a daemon) parks here
+                threading.Event().wait()
+            if self.down:
+                raise ConnectionError("Connection refused")
+            out = listing(ns, label_selector, **kw)
+            out.metadata = SimpleNamespace(resource_version=str(self.rv))
+            return out
+        core.read_namespaced_pod, core.list_namespaced_pod = reading, list_pods
+        be._stream = self.stream
+
+    def stream(self, selector, resource_version):
+        while True:
+            event = self.events.get()
+            if event is None:
+                raise ConnectionError("Connection reset by peer")
+            yield event
+
+    def change(self, name: str, status: dict, *, push: bool = True) -> None:
+        self.rv += 1
+        obj = self.core.objs[("Pod", name)]
+        obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.rv)},
+               "status": status}
+        self.core.objs[("Pod", name)] = obj
+        if push:
+            self.events.put({"type": "MODIFIED", "object": obj})
+
+    def break_watch(self) -> None:
+        self.events.put(None)
+
+    def close(self) -> None:
+        self.closed = True
+        self.events.put(None)
+
+
+RUNNING = {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}],
+           "containerStatuses": [{"state": {"running": {}}, "started": True}]}
+
+
+def _watched_group(tmp_path: Path):
+    """Group GROUP's three pods running their `run` phase, each watched the way the controller
+    does (start, watch; woken: outcome, and watch again while it runs), on a real event loop."""
+    import asyncio
+
+    from jobgroup.backends.base import PhaseLaunch
+
+    core = FakeCore()
+    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    be._follow_logs = lambda pod, path: None  # no kubectl against this fake
+    be._open_gate = lambda pod: True
+    group = load(GROUP)
+    be.admit(9, group, {})
+    be.prepare(9, group, tmp_path)
+    feed = PodFeed(be, core)
+    for name in ("g-a-0", "g-a-1", "g-b-0"):
+        feed.change(name, RUNNING, push=False)
+    loop = asyncio.new_event_loop()
+    woken: list[str] = []
+    outcomes: dict[str, Outcome] = {}
+    nodes = tmp_path / "jobs" / "9" / "nodes"
+
+    def watch(name: str, handle, path: Path) -> None:
+        def ended() -> None:
+            woken.append(name)
+            out = be.outcome(handle, path)
+            if out is None:
+                watch(name, handle, path)
+            else:
+                outcomes[name] = out
+        be.watch(loop, handle, ended)
+
+    for name, task, idx, rank in (("g-a-0", "a", 0, 0), ("g-a-1", "a", 0, 1),
+                                  ("g-b-0", "b", 1, 0)):
+        path = nodes / f"{idx}-{rank}.run.1.status"
+        handle = be.start(PhaseLaunch(job_id=9, task=task, task_idx=idx, rank=rank,
+                                      phase="run", script="true", env={}, workdir=None,
+                                      log_path=tmp_path / f"{name}.log", status_path=path,
+                                      grace=1.0))
+        watch(name, handle, path)
+
+    def settle(until=lambda: True, quiet: float = 0.3) -> None:
+        """Run the loop until `until()`, then until nothing is woken for `quiet` seconds."""
+        async def run() -> None:
+            deadline = time.monotonic() + 10
+            while not until():
+                assert time.monotonic() < deadline, "timed out"
+                await asyncio.sleep(0.02)
+            seen = -1
+            while seen != len(woken):
+                seen = len(woken)
+                await asyncio.sleep(quiet)
+        loop.run_until_complete(run())
+
+    settle(lambda: be._synced)
+    return be, feed, woken, outcomes, settle, loop
+
+
+def test_pod_events_wake_only_their_pods_node_and_read_no_pod(tmp_path: Path) -> None:
+    """Once the watch has listed the pods, `outcome` reads them from its cache: N events of
+    one pod wake only that pod's node and cost no GET at all."""
+    be, feed, woken, outcomes, settle, loop = _watched_group(tmp_path)
+    try:
+        assert feed.reads == 0 and not outcomes  # woken by the first list, if at all
+        woken.clear()
+        for i in range(50):
+            feed.change("g-a-0", {**RUNNING, "podIP": f"10.0.0.{i}"})
+        settle(lambda: len(woken) >= 1)
+        assert set(woken) == {"g-a-0"} and 1 <= len(woken) <= 50
+        assert feed.reads == 0  # 50 events, no GET
+        woken.clear()
+        feed.change("g-b-0", {"phase": "Succeeded", "containerStatuses": [{"state": {
+            "terminated": {"exitCode": 0, "message": "run exited 0"}}}]})
+        settle(lambda: "g-b-0" in outcomes)
+        assert woken == ["g-b-0"] and outcomes["g-b-0"] == Outcome(exit_code=0)
+        assert feed.reads == 0
+    finally:
+        feed.close()
+        loop.close()
+
+
+def test_the_cache_is_rebuilt_after_the_watch_reconnects(tmp_path: Path) -> None:
+    """A watch that broke: while it is down, pods are read from the API server (GET); once it
+    lists again, the cache is the list, and the pods that changed or went away meanwhile wake
+    their nodes (and only those), read from the cache again."""
+    be, feed, woken, outcomes, settle, loop = _watched_group(tmp_path)
+    try:
+        woken.clear()
+        feed.down = True
+        feed.break_watch()
+        deadline = time.monotonic() + 5
+        while be._synced:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        failed = {"phase": "Failed", "containerStatuses": [{"state": {
+            "terminated": {"exitCode": 3, "message": "run exited 3"}}}]}
+        feed.change("g-a-1", failed, push=False)  # while nobody watches
+        del feed.core.objs[("Pod", "g-b-0")]
+        path = tmp_path / "jobs" / "9" / "nodes" / "0-1.run.1.status"
+        assert be.outcome(None, path).exit_code == 3 and feed.reads == 1  # not synced: GET
+        assert be._cache["g-a-1"]["status"]["phase"] == "Running"  # the stale cache, unused
+        feed.down = False
+        settle(lambda: len(outcomes) == 2)
+        assert sorted(woken) == ["g-a-1", "g-b-0"]  # g-a-0 did not change: not woken
+        assert outcomes["g-a-1"].exit_code == 3 and outcomes["g-b-0"].signal == 9
+        assert be._synced and set(be._cache) == {"g-a-0", "g-a-1"}
+        assert be._cache["g-a-1"]["metadata"]["resourceVersion"] == str(feed.rv)
+        # g-a-1 came from the cache; g-b-0, which the cache no longer has, from a GET (404)
+        assert feed.reads == 2
+    finally:
+        feed.close()
+        loop.close()
+
+
+def test_a_change_the_watch_saw_before_start_wakes_the_node_at_once(tmp_path: Path) -> None:
+    """`start` says nothing of the pod's state, so a change the watch saw before it (a pod that
+    got through its phase while the controller was busy) must not wait for the pod's next
+    change: the watch after `start` calls back at once (one `outcome`, from the cache)."""
+    from jobgroup.backends.base import PhaseLaunch
+
+    be, feed, woken, outcomes, settle, loop = _watched_group(tmp_path)
+    try:
+        feed.change("g-a-0", {"phase": "Succeeded", "containerStatuses": [{"state": {
+            "terminated": {"exitCode": 0, "message": "run exited 0"}}}]})
+        settle(lambda: "g-a-0" in outcomes)
+        path = tmp_path / "jobs" / "9" / "nodes" / "0-0.run.1.status"
+        handle = be.start(PhaseLaunch(job_id=9, task="a", task_idx=0, rank=0, phase="run",
+                                      script="true", env={}, workdir=None,
+                                      log_path=tmp_path / "again.log", status_path=path,
+                                      grace=1.0))
+        late: list[Outcome] = []
+        be.watch(loop, handle, lambda: late.append(be.outcome(handle, path)))
+        settle(lambda: bool(late))
+        assert late == [Outcome(exit_code=0)] and feed.reads == 0
+    finally:
+        feed.close()
+        loop.close()

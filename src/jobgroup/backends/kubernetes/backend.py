@@ -29,8 +29,11 @@ How the process-shaped interface maps onto pods (one pod per node, see `driver.p
   API; open once it exited 0, else tried again every 2 s; exec forbidden by the API server ends
   the node with exit code 126 and the server's message). A restarted node (attempt > 1) gets a
   new pod `{group}-{task}-{rank}-aN`, same hostname, once the previous attempt's pod is deleted.
-- `outcome` reads the pod (`status.phase_outcome`); `watch` is one pod watch per backend (a
-  thread) that calls back at the first change of a jobgroup pod after the caller last looked;
+- `outcome` reads the pod (`status.phase_outcome`) from a cache kept by one pod watch per
+  backend (a thread that lists, then watches from the list's resourceVersion, as informers
+  do; a GET while the watch is down or the cache lacks the pod); `watch` calls back at the
+  first change of the handle's pod after the caller last read it (only that pod's changes
+  wake it);
   `stop` deletes the pod (with the launch's `--grace`, or 0 with kill=True; quiet when it is gone);
   `cleanup` deletes every object labelled with the job (PVCs stay: volumes outlive jobs).
 - Handles: `Handle(pid=<node number + 1>, pid_start=<attempt>)`; pods are found by name and
@@ -109,9 +112,16 @@ class KubernetesBackend(Backend):
         self._groups: dict[int, JobGroup] = {}
         self._opts: dict[int, dict] = {}
         self._created: dict[int, float] = {}
-        self._callbacks: list[tuple[int, Callable[[], None]]] = []
-        self._version = 0  # pod changes the watch thread has seen
+        # The pod cache, fed by the watch thread (see `_watch_loop`), and the callbacks it
+        # wakes: all guarded by `_lock` (written by the watch thread, read on the loop).
+        self._cache: dict[str, dict[str, Any]] = {}  # pod name -> the pod, as last listed/seen
+        self._synced = False  # the cache is current: listed, and the watch since is up
+        self._version = 0  # pod changes the watch thread has seen (a sequence number)
+        self._changed: dict[str, int] = {}  # pod name -> `_version` at its last change
         self._looked = 0  # `_version` when the controller last read a pod (outcome / start)
+        self._looks: dict[Handle, dict[str, int]] = {}  # handle -> {pod: `_version` when read}
+        self._waiting: dict[str, list[_Waiter]] = {}  # pod name -> callbacks it wakes
+        self._anywhere: list[_Waiter] = []  # callbacks of no known pod: woken by any change
         self._stopping: set[str] = set()
         self._graces: dict[str, float] = {}  # pod -> the launch's grace period (`stop`)
         self._gated: set[str] = set()  # pods whose run gate this process has opened
@@ -248,7 +258,23 @@ class KubernetesBackend(Backend):
                            label_selector=selector).items
         return [api.api_client.sanitize_for_serialization(p) for p in items]
 
-    def _pod(self, name: str) -> dict[str, Any] | None:
+    def _pod(self, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        """The pod, from the watch's cache while it is synced (a pod the cache lacks is read
+        from the API server: one just created may not have reached the watch yet); read from
+        the API server when not synced (watch not started yet, or down) or `fresh`."""
+        return self._read(name, fresh=fresh)[1]
+
+    def _read(self, name: str, *, fresh: bool = False) -> tuple[int, dict[str, Any] | None]:
+        """(`_version` before the pod was read, the pod): a change after the read has a
+        higher version, so a watch registered with it misses none."""
+        with self._lock:
+            version = self._version
+            pod = self._cache.get(name) if self._synced and not fresh else None
+        if pod is not None:
+            return version, pod
+        return version, self._get_pod(name)
+
+    def _get_pod(self, name: str) -> dict[str, Any] | None:
         api = self._api()
         try:
             pod = self._call(f"reading pod {name}", api.read_namespaced_pod, name,
@@ -339,12 +365,14 @@ class KubernetesBackend(Backend):
         return Handle(pid=index + 1, pid_start=attempt)
 
     def start(self, launch: PhaseLaunch) -> Handle:
-        self._looked = self._version
+        with self._lock:
+            self._looked = self._version
         group, opts = self._job(launch.job_id)
         name, phase = self._pod_name(launch.status_path)
         job_id, task_idx, rank, _, attempt = _parse_status_path(launch.status_path)
         self._graces[name] = launch.grace
-        if attempt > 1 and not launch.log_path.exists() and self._pod(name) is None:
+        if attempt > 1 and not launch.log_path.exists() and \
+                self._pod(name, fresh=True) is None:
             # a restarted node (its first phase: setup, or run when the task has none): a
             # fresh pod with the same hostname, once the previous attempt's pod is gone (one
             # still terminating would answer to that name too)
@@ -357,6 +385,9 @@ class KubernetesBackend(Backend):
                                            gated=True))
         self._follow_logs(name, launch.log_path)
         handle = self._handle(job_id, task_idx, rank, attempt)
+        # the controller has seen nothing of the pod yet: a change the watch saw before this
+        # start (the pod ran since `admit`) wakes it too, at once (one `outcome`, from the cache)
+        self._look(handle, name, 0)
         if phase != "setup" and not self._open_gate(name):
             self._retry.add(handle)  # `watch` has `outcome` asked soon, pod change or not
         return handle
@@ -382,7 +413,7 @@ class KubernetesBackend(Backend):
             if self._status_code(e) != 404:
                 raise RuntimeError(f"Kubernetes refused deleting pod {pod}: "
                                    f"{api_message(e)}") from None
-        if self._pod(pod) is not None:
+        if self._pod(pod, fresh=True) is not None:
             raise Unreachable(f"waiting for pod {pod} of the previous attempt to be deleted")
 
     def _kubectl(self) -> list[str]:
@@ -517,21 +548,28 @@ class KubernetesBackend(Backend):
         return self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
 
     def outcome(self, handle: Handle | None, status_path: Path) -> Outcome | None:
-        self._looked = self._version
         name, phase = self._pod_name(status_path)
+        with self._lock:
+            self._looked = seen = self._version
         try:
-            pod = self._pod(name)
-        except Unreachable:
-            return None  # unknown yet: the watch wakes the controller once it answers again
+            seen, pod = self._read(name)
+        except Unreachable:  # unknown yet: the watch wakes the controller once it answers
+            if handle is not None:  # again (a list, or any pod's change: see `watch`)
+                self._look(handle, _ANY, seen)
+            return None
+        if handle is not None:
+            self._look(handle, name, seen)
         out = status.phase_outcome(pod, phase, stop_requested=name in self._stopping)
         if out is None and phase == "run" and name not in self._gated and \
                 status.container_running(pod) and name not in self._stopping:
             if not self._open_gate(name):
                 if name in self._refused:  # it can never start: the node fails, saying why
-                    return Outcome(exit_code=126, note="Kubernetes refused exec into pod "
-                                   f"{name}, which starts its run: {self._refused[name]}")
-                # the controller asks again every few seconds (a shut gate changes no pod)
-                raise Unreachable(f"the run gate of pod {name} is not open yet")
+                    out = Outcome(exit_code=126, note="Kubernetes refused exec into pod "
+                                  f"{name}, which starts its run: {self._refused[name]}")
+                else:  # the controller asks again every few seconds (a shut gate changes no pod)
+                    raise Unreachable(f"the run gate of pod {name} is not open yet")
+        if out is not None and handle is not None:
+            self._forget(handle, name)  # settled: not watched again
         return out
 
     def node_ready(self, job_id: int, task_idx: int, rank: int, attempt: int) -> bool | None:
@@ -547,19 +585,49 @@ class KubernetesBackend(Backend):
 
     def find(self, status_path: Path) -> Handle | None:
         name, _ = self._pod_name(status_path)
+        with self._lock:
+            seen = self._version
         try:
             if self._pod(name) is None:
                 return None
+            seen = 0  # what it says is for `outcome`: any change the watch saw counts
         except Unreachable:
-            pass  # assume it exists: `outcome` settles it once the server answers
+            name = _ANY  # assume it exists: `outcome` settles it once the server answers
         job_id, task_idx, rank, _, attempt = _parse_status_path(status_path)
-        return self._handle(job_id, task_idx, rank, attempt)
+        handle = self._handle(job_id, task_idx, rank, attempt)
+        self._look(handle, name, seen)
+        return handle
+
+    def _look(self, handle: Handle, name: str, seen: int) -> None:
+        """The controller read pod `name` for `handle` at `seen` (`_version` before the read):
+        its next `watch(handle)` is woken by a change of that pod after it (see `watch`).
+        `_ANY`: the pod could not be read (the API server did not answer): woken by the next
+        change of any pod, or the next list."""
+        with self._lock:
+            looks = self._looks.setdefault(handle, {})
+            looks[name] = min(seen, looks.get(name, seen))
+
+    def _forget(self, handle: Handle, name: str) -> None:
+        """`name` has ended for `handle`: the controller watches it no more."""
+        with self._lock:
+            looks = self._looks.get(handle)
+            if looks is not None:
+                looks.pop(name, None)
+                if not looks:
+                    del self._looks[handle]
 
     def watch(self, loop: asyncio.AbstractEventLoop, handle: Handle,
               on_end: Callable[[], None]) -> None:
-        """Calls `on_end` (in the loop) at the first change of any jobgroup pod the watch sees
-        after the controller last read a pod (`start`/`outcome`), so a change in between is not
-        missed; the controller then asks `outcome` and re-watches if the phase still runs."""
+        """Calls `on_end` (in the loop) at the first change of the handle's pod that the watch
+        sees after the controller last read that pod (`start`/`outcome`/`find` for this
+        handle), so a change in between is not missed; the controller then asks `outcome` and
+        re-watches if the phase still runs (after `start`/`find`, which say nothing of the
+        pod's state, any change the watch ever saw of it counts: woken at once). A handle whose
+        pod was not read here (a restarted controller adopting running pods) or could not be
+        read (the API server did not answer) is woken by the next change of any jobgroup pod
+        or the next list. Handles carry no job id, so one handle may stand for pods of
+        several jobs: it is woken by a change of any of the pods read for it (spurious
+        wake-ups only cost an `outcome` from the cache)."""
         called = False
 
         def once() -> None:  # woken by a pod change or by a gate retry, whichever is first
@@ -567,9 +635,19 @@ class KubernetesBackend(Backend):
             if not called:
                 called = True
                 on_end()
+        waiter = _Waiter(lambda: loop.call_soon_threadsafe(once))
         with self._lock:
-            self._callbacks.append((self._looked, lambda: loop.call_soon_threadsafe(once)))
-            fire = self._looked < self._version
+            looks = self._looks.pop(handle, None)
+            if looks and _ANY not in looks:
+                fire = any(self._changed.get(n, 0) > v for n, v in looks.items())
+                if not fire:
+                    for n in looks:
+                        self._waiting.setdefault(n, []).append(waiter)
+            else:
+                since = looks[_ANY] if looks else self._looked
+                fire = since < self._version
+                if not fire:
+                    self._anywhere.append(waiter)
             if handle in self._retry:  # its run gate failed at `start`: look again soon
                 self._retry.discard(handle)
                 loop.call_later(GATE_RETRY, once)
@@ -578,36 +656,79 @@ class KubernetesBackend(Backend):
                                                 name="jobgroup-k8s-watch")
                 self._thread.start()
         if fire:
-            self._wake()
+            waiter.wake()
 
-    def _wake(self) -> None:
+    def _changes(self, pods: dict[str, dict[str, Any] | None], *,
+                 replace: bool = False) -> None:
+        """Record what the watch saw (pod name -> the pod, None: deleted) in the cache and wake
+        the callbacks of the pods that changed, and those of no known pod. `replace`: `pods`
+        is a fresh list, the whole cache (pods missing from it are gone); only the pods whose
+        resourceVersion differs from the cache's count as changed."""
+        due: list[_Waiter] = []
         with self._lock:
-            due = [c for v, c in self._callbacks if v < self._version]
-            self._callbacks = [(v, c) for v, c in self._callbacks if v >= self._version]
-        for wake in due:
-            try:
-                wake()
-            except RuntimeError:  # the loop is closed (controller stopping)
-                pass
+            self._version += 1
+            if replace:
+                old, self._cache = self._cache, {n: p for n, p in pods.items() if p is not None}
+                changed = [n for n in set(old) | set(self._cache)
+                           if _rv(old.get(n)) != _rv(self._cache.get(n))]
+                self._synced = True
+            else:
+                changed = list(pods)
+                for name, pod in pods.items():
+                    if pod is None:
+                        self._cache.pop(name, None)
+                    else:
+                        self._cache[name] = pod
+            for name in changed:
+                self._changed[name] = self._version
+                due += self._waiting.pop(name, [])
+            due += self._anywhere
+            self._anywhere = []
+        for waiter in due:
+            waiter.wake()
 
-    def _watch_loop(self) -> None:
+    def _list_pods(self, selector: str) -> tuple[dict[str, dict[str, Any]], str]:
+        """Every pod the watch covers, and the list's resourceVersion (to watch from)."""
+        api = self._api()
+        resp = self._call("listing pods", api.list_namespaced_pod, self.config.namespace,
+                          label_selector=selector)
+        pods = [api.api_client.sanitize_for_serialization(p) for p in resp.items]
+        return {p["metadata"]["name"]: p for p in pods}, resp.metadata.resource_version
+
+    def _stream(self, selector: str, resource_version: str) -> Any:
+        """The pod watch from `resource_version`: events as dicts (type, object: the pod as
+        JSON); it ends when the server closes it (timeoutSeconds)."""
         from kubernetes import watch
 
+        return watch.Watch().stream(self._api().list_namespaced_pod, self.config.namespace,
+                                    label_selector=selector, resource_version=resource_version,
+                                    timeout_seconds=300, _request_timeout=330,
+                                    deserialize=False)
+
+    def _watch_loop(self) -> None:
+        """The pod cache, as informers keep one: list (the cache is replaced by the list, and
+        the pods that changed since the cache was last current wake their callbacks), then
+        watch from the list's resourceVersion (each event updates the cache and wakes the
+        callbacks of its pod); when the watch ends, list again. While the API server does not
+        answer, the cache is not synced (`_pod` reads from the server) until a list succeeds."""
         selector = (f"app.kubernetes.io/managed-by=jobgroup,"
                     f"{render.LABEL}/home={self.config.home_uid}")
         while True:
             try:
-                # Each (re)connection lists the current pods as ADDED events first, so a
-                # change missed while disconnected still wakes the controller.
-                for _event in watch.Watch().stream(self._api().list_namespaced_pod,
-                                                   self.config.namespace,
-                                                   label_selector=selector,
-                                                   timeout_seconds=300,
-                                                   _request_timeout=330):
-                    with self._lock:
-                        self._version += 1
-                    self._wake()
-            except Exception:  # the API server went away: retry (a watch is only a wake-up)
+                pods, version = self._list_pods(selector)
+                self._changes(pods, replace=True)
+                for event in self._stream(selector, version):
+                    kind, pod = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":  # 410 Gone (too old a resourceVersion): list again
+                        raise RuntimeError(f"pod watch: {pod.get('message')}")
+                    name = (pod.get("metadata") or {}).get("name")
+                    if kind not in ("ADDED", "MODIFIED", "DELETED") or not name:
+                        continue  # BOOKMARK
+                    self._changes({name: None if kind == "DELETED" else pod})
+            except Exception as e:  # the API server went away: list again once it answers
+                with self._lock:
+                    self._synced = False
+                log.debug("pod watch broke (%s); listing again", describe(e))
                 time.sleep(1)
 
     def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
@@ -676,6 +797,31 @@ class KubernetesBackend(Backend):
                 if self._status_code(e) != 404:
                     raise
         self._created.pop(job_id, None)
+
+
+_ANY = ""  # `_look` of a pod that could not be read (no pod is named "")
+
+
+class _Waiter:
+    """One `watch` callback; it may be filed under several pods, and wakes once."""
+
+    __slots__ = ("wake_up", "woken")
+
+    def __init__(self, wake_up: Callable[[], None]) -> None:
+        self.wake_up, self.woken = wake_up, False
+
+    def wake(self) -> None:
+        if self.woken:
+            return
+        self.woken = True
+        try:
+            self.wake_up()
+        except RuntimeError:  # the loop is closed (controller stopping)
+            pass
+
+
+def _rv(pod: dict[str, Any] | None) -> str | None:
+    return None if pod is None else (pod.get("metadata") or {}).get("resourceVersion")
 
 
 def _exec_result(resp: Any) -> tuple[int | None, str]:
