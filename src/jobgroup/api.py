@@ -21,7 +21,7 @@ from jobgroup.state.store import JobRec, Store, TaskRec, default_home
 
 if TYPE_CHECKING:
     from jobgroup.logfiles.follow import LogLine
-    from jobgroup.spec.models import JobGroup
+    from jobgroup.spec.models import JobGroup, Task
 
 SUPPORTED_INFRA = ("local", "slurm", "kubernetes")
 # Variables of the launching process that nodes do not inherit (they describe jobgroup's own
@@ -117,11 +117,17 @@ def isolation_level(home: Path) -> str:
     return detect_level()
 
 
+def infra_kind(task: Task, infra: str | None = None) -> str:
+    """The backend a task runs on: the command line's `infra` override, else the task's own
+    `infra` (`kubernetes/ctx` -> `kubernetes`), else `local`."""
+    return (infra or task.resources.infra or "local").split("/")[0].lower()
+
+
 def backend_warnings(group: JobGroup, infra: str | None = None) -> list[str]:
     """What the backend each task runs on accepts but does not honour fully (said once at
     launch); `infra` is the command line's override of every task's."""
     out: list[str] = []
-    kinds = {(infra or t.resources.infra or "local").split("/")[0].lower() for t in group.tasks}
+    kinds = {infra_kind(t, infra) for t in group.tasks}
     if "kubernetes" in kinds:
         import shutil
 
@@ -132,7 +138,7 @@ def backend_warnings(group: JobGroup, infra: str | None = None) -> list[str]:
             out.append("kubectl is not installed here: the nodes' output stays in the cluster "
                        "(`kubectl logs` elsewhere) and command readiness probes cannot run")
     for t in group.tasks:
-        kind = (infra or t.resources.infra or "local").split("/")[0].lower()
+        kind = infra_kind(t, infra)
         if t.resources.image_id and kind != "kubernetes":
             out.append(f"task '{t.name}': image_id is ignored by the {kind} backend (no "
                        "containers)")
@@ -145,7 +151,7 @@ def backend_problems(group: JobGroup, infra: str | None) -> list[str]:
     kubernetes = False
     for t in group.tasks:
         want = infra or t.resources.infra or "local"
-        kind = want.split("/")[0].lower()
+        kind = infra_kind(t, infra)
         if kind == "kubernetes":
             kubernetes = True
             continue
@@ -254,8 +260,7 @@ def launch(
         raise UsageError("--grace must be 0 or more seconds")
     level = isolation_level(_home(home))
     problems = backend_problems(group, infra)
-    on_this_machine = any((infra or t.resources.infra or "local").split("/")[0].lower()
-                          != "kubernetes" for t in group.tasks)
+    on_this_machine = any(infra_kind(t, infra) != "kubernetes" for t in group.tasks)
     if not problems and on_this_machine:  # pods mount their volumes themselves
         from jobgroup.backends.local.mounts import problems as mount_problems
 
@@ -289,7 +294,7 @@ def launch(
     # activated venv, PATH, locale), whichever shell happened to start the controller.
     source_env = os.environ if base_env is None else base_env
     base_env = {k: v for k, v in source_env.items() if k not in _NOT_INHERITED}
-    kinds = {(infra or t.resources.infra or "local").split("/")[0].lower() for t in group.tasks}
+    kinds = {infra_kind(t, infra) for t in group.tasks}
     if len(kinds) > 1:
         raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
                          "group runs on one (placement SAME_INFRA): give --infra")
@@ -322,8 +327,7 @@ def dryrun(spec: str | os.PathLike[str], *, name: str | None = None,
     from jobgroup.spec import load_file
 
     loaded = load_file(spec, name=name)
-    kinds = {(infra or t.resources.infra or "local").split("/")[0].lower()
-             for t in loaded.group.tasks}
+    kinds = {infra_kind(t, infra) for t in loaded.group.tasks}
     if kinds != {"kubernetes"}:
         raise UsageError("--dryrun prints the Kubernetes objects of a group: add --infra "
                          "kubernetes (the local backend creates nothing to print)")
