@@ -223,17 +223,22 @@ class KubernetesBackend(Backend):
         raise RuntimeError(f"{kind} {name} already exists in namespace {ns} and belongs to "
                            f"{owner}, which has not ended; cancel it or use --name")
 
-    def _job_state(self, job_id: int) -> str:
-        """Job `job_id` of this state directory: "ended", "ending" (cancel requested: its
-        objects go once its pods have stopped), "live", or "unknown" (not in the store)."""
-        from jobgroup.state.status import Status
+    def _job_record(self, job_id: int) -> Any:
+        """Job `job_id` as this state directory's store has it (a JobRec), None if unknown."""
         from jobgroup.state.store import Store
 
         store = Store(self.home)
         try:
-            rec = store.job(job_id)
+            return store.job(job_id)
         finally:
             store.close()
+
+    def _job_state(self, job_id: int) -> str:
+        """Job `job_id` of this state directory: "ended", "ending" (cancel requested: its
+        objects go once its pods have stopped), "live", or "unknown" (not in the store)."""
+        from jobgroup.state.status import Status
+
+        rec = self._job_record(job_id)
         if rec is None:
             return "unknown"
         if rec.status.terminal:
@@ -297,13 +302,8 @@ class KubernetesBackend(Backend):
         store (a restarted controller watches running pods before anything else is called)."""
         if job_id not in self._groups:
             from jobgroup.spec import load
-            from jobgroup.state.store import Store
 
-            store = Store(self.home)
-            try:
-                rec = store.job(job_id)
-            finally:
-                store.close()
+            rec = self._job_record(job_id)
             if rec is None:
                 raise KeyError(f"no job {job_id} in {self.home}")
             self._groups[job_id] = load(rec.spec)
