@@ -77,13 +77,16 @@ class Procs:
         return pid
 
     def shim(self, argv: list[str], *, grace: float | None = None, workdir=None,
-             name: str = "node", pass_fds=()) -> tuple[subprocess.Popen, Path, Path]:
-        status, log = self.tmp / f"{name}.status", self.tmp / f"{name}.log"
+             name: str = "node", pass_fds=(), umask: int | None = None,
+             where: Path | None = None) -> tuple[subprocess.Popen, Path, Path]:
+        where = self.tmp if where is None else where
+        status, log = where / f"{name}.status", where / f"{name}.log"
         cg = None
         if self.cgroup is not None:
             cg = self.cgroup / name
             self.cgroups.append(cg)
-        cmd = shim.shim_command(status, log, argv, grace=grace, workdir=workdir, cgroup=cg)
+        cmd = shim.shim_command(status, log, argv, grace=grace, workdir=workdir, cgroup=cg,
+                                umask=umask)
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              start_new_session=True, pass_fds=pass_fds)
         self.popens.append(p)
@@ -327,6 +330,62 @@ def test_startup_errors(procs, tmp_path):
     r = subprocess.run([sp, "-s", str(tmp_path / "s"), "-o", str(tmp_path / "l"), "-g", "soon",
                         "--", "true"], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == shim.EXIT_USAGE and "grace" in r.stderr
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs of our own (root only), unmounted afterwards: a disk that fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "jobgroup-test", str(mnt)],
+                   check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_outcome_recorded_when_the_node_fills_the_disk(procs, small_fs):
+    """The node fills the state directory's file system, then exits 0: the record says 0 (its
+    space was reserved before the node started), not a lost node."""
+    fill = "dd if=/dev/zero of=fill bs=64k 2>/dev/null; test ! -s /nonexistent; exit 0"
+    p, status, _ = procs.shim(["sh", "-c", fill], workdir=small_fs, where=small_fs)
+    assert finish(p) == 0
+    assert os.statvfs(small_fs).f_bavail == 0  # really full
+    st = shim.read_status(status)
+    assert st is not None and (st.exit_code, st.signal) == (0, None)
+    assert not Path(f"{status}.rsv").exists()
+
+
+def test_full_disk_at_start_starts_nothing(procs, small_fs, tmp_path):
+    with open(small_fs / "fill", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    marker = tmp_path / "ran"
+    r = subprocess.run([shim.shim_path(), "-s", str(small_fs / "s"), "-o", str(tmp_path / "l"),
+                        "--", "touch", str(marker)], capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == shim.EXIT_STARTUP
+    assert "cannot reserve the status file" in r.stderr and "No space left" in r.stderr
+    assert not marker.exists()
+    assert not (small_fs / "s").exists() and not (small_fs / "s.pid").exists()
+
+
+def test_umask_of_the_node(procs, tmp_path):
+    p, status, _ = procs.shim(["sh", "-c", "umask; touch made"], workdir=tmp_path, umask=0o027)
+    assert finish(p) == 0
+    assert (tmp_path / "node.log").read_text().strip() == "0027"
+    assert (tmp_path / "made").stat().st_mode & 0o777 == 0o640
+    r = subprocess.run([shim.shim_path(), "-s", str(tmp_path / "s"), "-o", str(tmp_path / "l"),
+                        "-m", "999", "--", "true"], capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == shim.EXIT_USAGE and "umask" in r.stderr
 
 
 def test_stale_status_removed_at_start(procs):

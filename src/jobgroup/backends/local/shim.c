@@ -2,7 +2,7 @@
  * jobgroup-shim: the tiny per-node supervisor of jobgroup's local backend.
  *
  * usage: jobgroup-shim -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS] [-C DIR]
- *                      [-G CGROUP_DIR] -- PROGRAM [ARGS...]
+ *                      [-G CGROUP_DIR] [-m UMASK] -- PROGRAM [ARGS...]
  *
  * One shim runs per node phase. It owns the node's process tree and records
  * how the node ended in a file, so the controller may be SIGKILLed and
@@ -19,7 +19,12 @@
  *         "CHILDPID SHIM_START_TIME\n"
  *     SHIM_START_TIME is field 22 of /proc/<shim>/stat (clock ticks since
  *     boot), so a reader can tell a live shim from a reused pid;
- *   - when the child ends writes STATUS_FILE atomically, one line of JSON:
+ *   - before the fork reserves the space of STATUS_FILE (STATUS_FILE.rsv,
+ *     written and fsync'ed), so recording the outcome later needs no new
+ *     disk space: on a full disk the node either does not start (exit 126,
+ *     "no space left") or its outcome is recorded, never lost;
+ *   - when the child ends writes STATUS_FILE atomically (the reserved file
+ *     rewritten in place, then renamed), one line of JSON:
  *         {"exit_code": N, "pid": P}
  *         {"signal": N, "core": false, "pid": P}
  *     with `"stopped": true` added when a stop had been requested before the
@@ -49,7 +54,8 @@
  *                  (the authoritative record is STATUS_FILE);
  *   125            usage error (bad arguments), nothing started;
  *   126            start-up failure (cannot open the log or the status
- *                  directory, fork or pid-file failure); the reason is on
+ *                  directory, reserve the status file, fork or pid-file
+ *                  failure); the reason is on
  *                  stderr, no status file is written.
  *   A program that itself exits 125/126 is told apart by STATUS_FILE existing.
  * Exit codes recorded for the child when it could not run PROGRAM:
@@ -60,6 +66,14 @@
  * descendants survive that, and are the controller's job: they are the
  * processes whose session id (field 6 of /proc/PID/stat) is CHILDPID from
  * STATUS_FILE.pid, unless they called setsid themselves.
+ *
+ * If STATUS_FILE cannot be written at the end all the same (the file system
+ * was made read-only), a note goes to LOG_FILE if it can, and the shim's own
+ * exit code is then the only record: the controller that spawned the shim
+ * reads it with waitpid.
+ *
+ * -m UMASK (octal) is the file-creation mask PROGRAM runs with; the shim's
+ * own files are created with the mask it inherited (the controller's 077).
  *
  * A stale STATUS_FILE (and STATUS_FILE.pid) left by an earlier run is removed
  * at start-up, so a present STATUS_FILE always describes this run.
@@ -101,7 +115,12 @@ static const char *prog = "jobgroup-shim";
 static pid_t shim_pid;
 static int dir_fd = -1;   /* directory holding STATUS_FILE (for fsync/rename) */
 static int log_fd = -1;   /* kept open to report late failures */
-static char *status_name, *status_tmp, *pid_name, *pid_tmp;
+static char *status_name, *status_rsv, *pid_name, *pid_tmp;
+static int rsv_fd = -1;   /* STATUS_FILE.rsv: the status file's reserved space */
+static int child_umask = -1; /* -m: PROGRAM's umask (-1: inherit ours) */
+
+/* Room for the longest status line, reserved before the node starts. */
+#define STATUS_RESERVE 512
 static char *cg_procs;    /* CGROUP_DIR/cgroup.procs when the child was moved there */
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -114,7 +133,7 @@ static void die_usage(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, "\nusage: %s -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS]"
-                    " [-C DIR] [-G CGROUP_DIR] -- PROGRAM [ARGS...]\n", prog);
+                    " [-C DIR] [-G CGROUP_DIR] [-m UMASK] -- PROGRAM [ARGS...]\n", prog);
     exit(EXIT_USAGE);
 }
 
@@ -200,6 +219,57 @@ static int write_atomic(const char *name, const char *tmp, const char *data)
     if (close(fd) < 0 && errno != EINTR)
         return -1;
     if (renameat(dir_fd, tmp, dir_fd, name) < 0)
+        return -1;
+    return fsync(dir_fd);
+}
+
+/* Reserve STATUS_FILE's space before the node starts: a file of
+ * STATUS_RESERVE bytes, written (not just sized: a sparse file would need its
+ * blocks later) and fsync'ed. */
+static int reserve_status(void)
+{
+    char pad[STATUS_RESERVE];
+    memset(pad, ' ', sizeof pad);
+    pad[sizeof pad - 1] = '\n';
+    do
+        rsv_fd = openat(dir_fd, status_rsv, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    while (rsv_fd < 0 && errno == EINTR);
+    if (rsv_fd < 0)
+        return -1;
+    if (write_all(rsv_fd, pad, sizeof pad) < 0 || fsync(rsv_fd) < 0) {
+        int saved = errno;
+        close(rsv_fd);
+        rsv_fd = -1;
+        unlinkat(dir_fd, status_rsv, 0);
+        errno = saved;
+        return -1;
+    }
+    return 0;
+}
+
+/* Record the outcome: rewrite the reserved file in place (its blocks are
+ * already allocated, so a full disk cannot refuse it), then rename it to
+ * STATUS_FILE. Readers see no file or the whole record. */
+static int write_status(const char *data)
+{
+    size_t len = strlen(data);
+    if (rsv_fd < 0 || len > STATUS_RESERVE) {
+        errno = EINVAL;
+        return -1;
+    }
+    ssize_t n;
+    do
+        n = pwrite(rsv_fd, data, len, 0);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)len) {
+        if (n >= 0)
+            errno = EIO;
+        return -1;
+    }
+    (void)ftruncate(rsv_fd, (off_t)len); /* frees space, never needs any */
+    if (fsync(rsv_fd) < 0)
+        return -1;
+    if (renameat(dir_fd, status_rsv, dir_fd, status_name) < 0)
         return -1;
     return fsync(dir_fd);
 }
@@ -449,6 +519,8 @@ static void run_child(int null_fd, const char *workdir, char **argv)
         dprintf(log_fd, "%s: dup2: %s\n", prog, strerror(errno));
         _exit(EXIT_EXEC);
     }
+    if (child_umask >= 0)
+        umask((mode_t)child_umask);
     if (workdir && chdir(workdir) < 0) {
         dprintf(2, "%s: cannot change directory to '%s': %s\n",
                 prog, workdir, strerror(errno));
@@ -483,7 +555,7 @@ static void split_status_path(const char *path)
         die_startup("cannot open status directory '%s': %s", dir, strerror(errno));
     free(dir);
     status_name = concat(base, "");
-    status_tmp = concat(base, ".tmp");
+    status_rsv = concat(base, ".rsv");
     pid_name = concat(base, ".pid");
     pid_tmp = concat(base, ".pid.tmp");
 }
@@ -527,12 +599,21 @@ int main(int argc, char **argv)
     close_inherited_fds();
 
     /* '+': stop at PROGRAM, so its own options are not parsed as ours. */
-    while ((opt = getopt(argc, argv, "+s:o:g:C:G:")) != -1) {
+    while ((opt = getopt(argc, argv, "+s:o:g:C:G:m:")) != -1) {
         switch (opt) {
         case 's': status_path = optarg; break;
         case 'o': log_path = optarg; break;
         case 'C': workdir = optarg; break;
         case 'G': cgroup = optarg; break;
+        case 'm': {
+            char *end;
+            errno = 0;
+            long m = strtol(optarg, &end, 8);
+            if (errno || end == optarg || *end != '\0' || m < 0 || m > 0777)
+                die_usage("bad umask '%s' (octal, 0 to 777)", optarg);
+            child_umask = (int)m;
+            break;
+        }
         case 'g': {
             char *end;
             errno = 0;
@@ -590,6 +671,8 @@ int main(int argc, char **argv)
         die_startup("cannot remove stale pid file '%s.pid': %s",
                     status_path, strerror(errno));
     unsigned long long start_time = self_start_time();
+    if (reserve_status() < 0)
+        die_startup("cannot reserve the status file '%s': %s", status_path, strerror(errno));
 
     int cg_fd = -1;
     if (cgroup) {
@@ -688,8 +771,9 @@ int main(int argc, char **argv)
                              WTERMSIG(wstatus), WCOREDUMP(wstatus) ? "true" : "false");
             snprintf(json + n, sizeof json - (size_t)n, "%s, \"pid\": %d}\n",
                      stop_requested ? ", \"stopped\": true" : "", (int)child);
-            if (write_atomic(status_name, status_tmp, json) < 0)
-                log_note("cannot write status file '%s': %s", status_path, strerror(errno));
+            if (write_status(json) < 0)
+                log_note("cannot write status file '%s': %s; the shim's exit code is the only "
+                         "record", status_path, strerror(errno));
             status_written = 1;
             /* The node is over; its leftovers must not outlive the shim. */
             if (phase == RUNNING && !no_children) {

@@ -201,9 +201,11 @@ def shim_command(
     grace: float | None = None,
     workdir: str | os.PathLike[str] | None = None,
     cgroup: str | os.PathLike[str] | None = None,
+    umask: int | None = None,
 ) -> list[str]:
     """The argument list that runs `argv` under a shim (compiles it if needed). `cgroup`: a
-    cgroup v2 directory to keep the node's processes in (see shim.c, -G)."""
+    cgroup v2 directory to keep the node's processes in (see shim.c, -G). `umask`: the
+    file-creation mask `argv` runs with (default: the caller's)."""
     cmd = [shim_path(), "-s", os.fspath(status_file), "-o", os.fspath(log_file)]
     if grace is not None:
         cmd += ["-g", repr(float(grace))]
@@ -211,6 +213,8 @@ def shim_command(
         cmd += ["-C", os.fspath(workdir)]
     if cgroup is not None:
         cmd += ["-G", os.fspath(cgroup)]
+    if umask is not None:
+        cmd += ["-m", f"{umask:o}"]
     return [*cmd, "--", *argv]
 
 
