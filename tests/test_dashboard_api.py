@@ -1,6 +1,6 @@
 """The dashboard's HTTP API and pages against a real state directory, real groups and a real
 server on a socket: every endpoint, with good and bad input (unknown jobs, path traversal,
-oversized or invalid YAML, cross-site requests, tokens when bound beyond loopback)."""
+oversized or invalid YAML, cross-site requests, the token on every address)."""
 
 from __future__ import annotations
 
@@ -142,7 +142,8 @@ def test_stream_follows_a_running_job(dashboard):
           for i in 1 2 3; do echo "tick $i"; sleep 0.3; done
         """)
     conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=30)
-    conn.request("GET", f"/api/jobs/{job['id']}/logs/stream")
+    conn.request("GET", f"/api/jobs/{job['id']}/logs/stream",
+                 headers={"Authorization": f"Bearer {dashboard.token}"})
     r = conn.getresponse()
     assert r.status == 200
     raw = r.read().decode()  # returns when the server ends the stream (the job ended)
@@ -206,6 +207,7 @@ def test_validate_endpoint(dashboard):
 def test_oversized_body_is_413_without_reading_it(dashboard):
     conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
     conn.putrequest("POST", "/api/jobs")
+    conn.putheader("Authorization", f"Bearer {dashboard.token}")
     conn.putheader("Content-Type", "application/yaml")
     conn.putheader("Content-Length", str(MAX_BODY + 1))
     conn.endheaders()
@@ -219,6 +221,7 @@ def test_oversized_body_is_413_without_reading_it(dashboard):
     # no Content-Length: 411
     conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
     conn.putrequest("POST", "/api/jobs")
+    conn.putheader("Authorization", f"Bearer {dashboard.token}")
     conn.endheaders()
     assert conn.getresponse().status == 411
     conn.close()
@@ -326,8 +329,6 @@ def test_openapi_is_served(dashboard):
 
 
 def test_loopback_refuses_other_hosts_and_cross_site_posts(dashboard):
-    assert dashboard.token is None
-    assert not (dashboard.home / "dashboard.token").exists()
     port = dashboard.port
     evil = request(dashboard, "GET", "/api/jobs", headers={"Host": f"evil.example:{port}"})
     assert evil.status == 403  # DNS rebinding: another site's name pointed at 127.0.0.1
@@ -342,10 +343,10 @@ def test_loopback_refuses_other_hosts_and_cross_site_posts(dashboard):
     assert same.status == 200
 
 
-@pytest.fixture
-def remote(jenv):
-    """A dashboard bound to 127.0.0.2: beyond 127.0.0.1, so it requires the token."""
-    server = make_server(jenv.home, "127.0.0.2", 0)
+@pytest.fixture(params=["127.0.0.1", "127.0.0.2"])
+def served(jenv, request):
+    """A dashboard on loopback (127.0.0.1) and one beyond it (127.0.0.2): both need the token."""
+    server = make_server(jenv.home, request.param, 0)
     serve_in_thread(server)
     yield server
     server.shutdown()
@@ -353,41 +354,67 @@ def remote(jenv):
     stop_own_controller(jenv)
 
 
-def test_token_required_beyond_loopback(remote, jenv):
+def test_token_required_on_every_address(served, jenv):
     path = jenv.home / "dashboard.token"
     token = path.read_text().strip()
-    assert remote.token == token and len(token) >= 32
+    assert served.token == token and len(token) >= 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert served.login_url == f"{served.url}?token={token}"
 
-    r = request(remote, "GET", "/api/jobs")
+    r = request(served, "GET", "/api/jobs", token=False)
     assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
-    page = request(remote, "GET", "/")
+    page = request(served, "GET", "/", token=False)
     assert page.status == 401 and "Token required" in page.text
-    assert request(remote, "GET", "/api/jobs", headers={"Authorization": "Bearer nope"}).status == 401
-    assert request(remote, "GET", "/api/jobs",
-                   headers={"Authorization": f"Basic {token}"}).status == 401
-    assert request(remote, "GET", "/api/jobs",
-                   headers={"Authorization": f"Bearer {token}x"}).status == 401
-    assert request(remote, "POST", "/api/validate", "run: x\n").status == 401
-    assert request(remote, "POST", "/api/jobs", "run: echo hi\n").status == 401
-    assert request(remote, "GET", "/static/app.js").status == 401
-    ok = request(remote, "GET", "/api/jobs", headers={"Authorization": f"Bearer {token}"})
+    for bad in ("Bearer nope", f"Basic {token}", f"Bearer {token}x", "Bearer", ""):
+        assert request(served, "GET", "/api/jobs",
+                       headers={"Authorization": bad}).status == 401, bad
+    assert request(served, "POST", "/api/validate", "run: x\n", token=False).status == 401
+    assert request(served, "POST", "/api/jobs", "run: echo hi\n", token=False).status == 401
+    assert request(served, "POST", "/api/jobs/cancel", '{"all": true}', token=False).status == 401
+    assert request(served, "GET", "/static/app.js", token=False).status == 401
+    assert request(served, "GET", "/api/jobs/1/logs/stream", token=False).status == 401
+    ok = request(served, "GET", "/api/jobs", headers={"Authorization": f"Bearer {token}"})
     assert ok.status == 200 and ok.json == {"jobs": []}
+    assert not (jenv.home / "state.db").exists() or api.queue(home=jenv.home) == []
 
-    # ?token= once: a cookie, and a redirect to the URL without the token
-    assert request(remote, "GET", "/?token=wrong").status == 401
-    r = request(remote, "GET", f"/?status=all&token={token}")
-    assert r.status == 303 and r.headers["Location"] == "/?status=all"
+    # ?token= on an API path authenticates that request (curl without a cookie jar)
+    assert request(served, "GET", f"/api/jobs?token={token}", token=False).json == {"jobs": []}
+    assert request(served, "GET", "/api/jobs?token=wrong", token=False).status == 401
+
+    # ?token= on a page signs a browser in: a session cookie, and a page that moves on to the
+    # URL without the token
+    assert request(served, "GET", "/?token=wrong", token=False).status == 401
+    r = request(served, "GET", f"/?status=all&token={token}", token=False)
+    assert r.status == 200
+    assert '<meta http-equiv="refresh" content="0; url=/?status=all">' in r.text
+    assert token not in r.text
     cookie = r.headers["Set-Cookie"]
+    assert cookie.startswith(f"jobgroup_dashboard_{served.port}=")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     jar = cookie.split(";")[0]
-    assert request(remote, "GET", "/", headers={"Cookie": jar}).status == 200
-    assert request(remote, "GET", "/", headers={"Cookie": jar + "x"}).status == 401
+    assert token not in jar  # the cookie is a session of this server, not the token
+    assert request(served, "GET", "/", headers={"Cookie": jar}).status == 200
+    assert request(served, "GET", "/", headers={"Cookie": jar + "x"}).status == 401
+    named = f"jobgroup_dashboard_{served.port}={token}"
+    assert request(served, "GET", "/", headers={"Cookie": named}).status == 401
+    other_port = f"jobgroup_dashboard_{served.port + 1}={jar.split('=', 1)[1]}"
+    assert request(served, "GET", "/", headers={"Cookie": other_port}).status == 401
+    # the sign-in page never sends the browser to another server
+    for evil in ("//evil.example/", "/\\evil.example/", "/%5Cevil.example/"):
+        r = request(served, "GET", f"{evil}?token={token}", token=False)
+        target = re.search(r'content="0; url=([^"]*)"', r.text).group(1)
+        assert target.startswith("/") and target[1:2] not in ("/", "\\"), (evil, target)
 
-    # the same token next time (it is generated once)
-    again = make_server(jenv.home, "127.0.0.2", 0)
-    assert again.token == token
-    again.server_close()
+    # the same token next time (generated once); a cookie of an earlier run no longer works
+    again = make_server(jenv.home, served.bound_host, 0)
+    serve_in_thread(again)
+    try:
+        assert again.token == token
+        stale = f"jobgroup_dashboard_{again.port}={jar.split('=', 1)[1]}"
+        assert request(again, "GET", "/", headers={"Cookie": stale}).status == 401
+    finally:
+        again.shutdown()
+        again.server_close()
 
 
 def test_token_file_with_loose_mode_is_tightened(jenv):
@@ -401,8 +428,8 @@ def test_token_file_with_loose_mode_is_tightened(jenv):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     path.write_text("")
     assert len(auth.load_or_create_token(jenv.home)) >= 32
-    assert auth.needs_token("127.0.0.2") and auth.needs_token("0.0.0.0")
-    assert not any(auth.needs_token(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]"))
+    assert not auth.is_loopback("127.0.0.2") and not auth.is_loopback("0.0.0.0")
+    assert all(auth.is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]"))
 
 
 def test_jobs_page_lists_every_job_with_its_facts(dashboard):

@@ -27,12 +27,18 @@ class Reply:
 
 
 def request(server: DashboardServer, method: str, path: str, body: bytes | str | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 30) -> Reply:
+            headers: dict[str, str] | None = None, timeout: float = 30,
+            token: bool = True) -> Reply:
+    """One request on a fresh connection; with the server's token (`Authorization: Bearer`)
+    unless `token=False` or the caller sends its own Authorization or Cookie."""
     host = server.server_address[0]
+    headers = dict(headers or {})
+    if token and server.token and not {"Authorization", "Cookie"} & set(headers):
+        headers["Authorization"] = f"Bearer {server.token}"
     conn = http.client.HTTPConnection(host, server.port, timeout=timeout)
     try:
         data = body.encode() if isinstance(body, str) else body
-        conn.request(method, path, body=data, headers=headers or {})
+        conn.request(method, path, body=data, headers=headers)
         r = conn.getresponse()
         return Reply(r.status, r.headers, r.read())
     finally:

@@ -1,5 +1,6 @@
 """The dashboard's pure parts: the SVG timeline, the HTML (escaping), readiness, and the
-`jobgroup dashboard` command itself (light to import, prints its URL, token beyond loopback)."""
+`jobgroup dashboard` command itself (light to import, prints the URL with its token, --no-auth
+with its warning)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+
+import pytest
 
 from jobgroup.dashboard import pages, timeline, views
 from jobgroup.state.status import Phase
@@ -140,6 +144,8 @@ def test_the_cli_does_not_import_the_server():
 
 
 def _start(jenv, *args: str) -> tuple[subprocess.Popen, list[str]]:
+    """`jobgroup dashboard --port 0 ARGS`; the process and the lines of stdout up to its
+    'Press Ctrl-C' (stderr stays readable on the process)."""
     p = subprocess.Popen([sys.executable, "-m", "jobgroup", "dashboard", "--port", "0", *args],
                          env=jenv.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = [p.stdout.readline()]
@@ -148,38 +154,64 @@ def _start(jenv, *args: str) -> tuple[subprocess.Popen, list[str]]:
     return p, lines
 
 
-def test_dashboard_command_serves_and_stops_on_ctrl_c(jenv):
-    p, lines = _start(jenv)
+def _status(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """(status, body, Set-Cookie) of a GET, redirects not followed."""
+    req = urllib.request.Request(url, headers=headers or {})
     try:
-        url = re.search(r"(http://127\.0\.0\.1:\d+/)", lines[0]).group(1)
-        with urllib.request.urlopen(url + "api/jobs", timeout=10) as r:
-            assert r.status == 200 and b'"jobs":[]' in r.read()
-    finally:
-        p.send_signal(signal.SIGINT)
-        out, _ = p.communicate(timeout=10)
-    assert p.returncode == 0 and "Stopped." in out
-    assert not (jenv.home / "dashboard.token").exists()
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode(), r.headers.get("Set-Cookie") or ""
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), ""
 
 
-def test_dashboard_command_beyond_loopback_prints_the_token_url(jenv):
-    p, lines = _start(jenv, "--host", "127.0.0.2")
+def _stop(p: subprocess.Popen) -> tuple[str, str]:
+    p.send_signal(signal.SIGINT)
+    return p.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2"])
+def test_dashboard_command_prints_the_url_with_its_token(jenv, host):
+    p, lines = _start(jenv, "--host", host)
     try:
         token = (jenv.home / "dashboard.token").read_text().strip()
-        text = "".join(lines)
-        assert f"?token={token}" in text and "token is required" in text
         assert oct(os.stat(jenv.home / "dashboard.token").st_mode & 0o777) == "0o600"
-        url = re.search(r"(http://127\.0\.0\.2:\d+/)", text).group(1)
-        try:
-            urllib.request.urlopen(url + "api/jobs", timeout=10)
-            raise AssertionError("no token: must be refused")
-        except urllib.error.HTTPError as e:
-            assert e.code == 401
-        req = urllib.request.Request(url + "api/jobs", headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            assert r.status == 200
+        text = "".join(lines)
+        m = re.search(rf"(http://{re.escape(host)}:\d+/)\?token=(\S+)", lines[0])
+        assert m and m.group(2) == token, text
+        url = m.group(1)
+        assert "Authorization: Bearer TOKEN" in text
+        assert _status(url + "api/jobs")[0] == 401
+        assert _status(url)[0] == 401
+        assert _status(url + "api/jobs", {"Authorization": f"Bearer {token}"})[0] == 200
+        # the printed URL signs a browser in: a cookie, then the page without the token
+        status, body, cookie = _status(m.group(0))
+        assert status == 200 and 'content="0; url=/"' in body and "HttpOnly" in cookie
+        jobs = _status(url, {"Cookie": cookie.split(";")[0]})
+        assert jobs[0] == 200 and "No jobs." in jobs[1]
     finally:
-        p.send_signal(signal.SIGINT)
-        p.communicate(timeout=10)
+        out, err = _stop(p)
+    assert p.returncode == 0 and "Stopped." in out and "Warning" not in err
+
+
+def test_dashboard_command_no_auth_warns_and_serves_loopback_only(jenv):
+    p, lines = _start(jenv, "--no-auth")
+    try:
+        url = re.search(r"(http://127\.0\.0\.1:\d+/)\s*$", lines[0]).group(1)
+        status, body, _ = _status(url + "api/jobs")
+        assert status == 200 and '"jobs":[]' in body
+        assert not (jenv.home / "dashboard.token").exists()
+        evil = _status(url + "api/jobs", {"Host": "evil.example"})  # DNS rebinding: still refused
+        assert evil[0] == 403
+    finally:
+        out, err = _stop(p)
+    assert p.returncode == 0 and "Stopped." in out
+    assert "Warning: --no-auth" in err and "Any user of this machine" in err
+    assert "token" not in "".join(lines)
+
+    refused = jenv.jg("dashboard", "--no-auth", "--host", "127.0.0.2", "--port", "0")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--no-auth is only allowed on 127.0.0.1, localhost or ::1" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_dashboard_command_reports_a_busy_port(jenv):

@@ -6,45 +6,61 @@ import click
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind. Anything but 127.0.0.1/localhost/::1 requires the token "
-                   "($JOBGROUP_HOME/dashboard.token).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
               help="Port (0: any free port).")
-@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
-def dashboard(host: str, port: int, open_browser: bool) -> None:
+@click.option("--open", "open_browser", is_flag=True,
+              help="Open the page in a browser (signed in with the token).")
+@click.option("--no-auth", is_flag=True,
+              help="Ask for no token (loopback addresses only): any user of this machine can "
+                   "then see every job and launch commands as you. Prints a warning.")
+def dashboard(host: str, port: int, open_browser: bool, no_auth: bool) -> None:
     """Serve a live web page of every job group, and the JSON API behind it.
+
+    Every request needs the token of $JOBGROUP_HOME/dashboard.token (created once, mode 0600),
+    on every address, loopback included: the printed URL carries it (`?token=...`) and signs a
+    browser in with a cookie; scripts send `Authorization: Bearer TOKEN`.
 
     \b
     Examples:
       jobgroup dashboard --open
-      jobgroup dashboard --host 0.0.0.0 --port 9000   # prints a URL with the token
-      curl -s localhost:8765/api/jobs | jq '.jobs[0].status'
+      jobgroup dashboard --host 0.0.0.0 --port 9000
+      curl -s -H "Authorization: Bearer $(cat ~/.jobgroup/dashboard.token)" \\
+          localhost:8765/api/jobs | jq '.jobs[0].status'
     """
+    import getpass
     import sys
 
     # Imported here: other commands never pay for the server.
+    from jobgroup.dashboard import auth
     from jobgroup.dashboard.server import make_server
     from jobgroup.errors import UsageError
     from jobgroup.state.store import default_home
 
     home = default_home().absolute()
     try:
-        server = make_server(home, host, port)
+        server = make_server(home, host, port, require_token=not no_auth)
     except OSError as e:
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    url = server.url
-    click.echo(f"Dashboard of {home}: {url}")
+    if server.token is None:
+        click.echo(f"Warning: --no-auth: this dashboard asks for no token. Any user of this "
+                   f"machine can see every job and launch commands as {getpass.getuser()} "
+                   f"through {server.url}", err=True)
+    click.echo(f"Dashboard of {home}: {server.login_url}")
     if server.token is not None:
-        click.echo(f"Bound beyond loopback: a token is required. Open {url}?token={server.token}")
-        click.echo("(or send 'Authorization: Bearer TOKEN'; the token is in "
-                   f"{home / 'dashboard.token'})")
+        click.echo(f"(the token is in {home / auth.TOKEN_FILE}; scripts send "
+                   "'Authorization: Bearer TOKEN')")
     click.echo("Press Ctrl-C to stop.")
     sys.stdout.flush()
+    login_file = None
     if open_browser:
         import webbrowser
 
-        webbrowser.open(url if server.token is None else f"{url}?token={server.token}")
+        if server.token is None:
+            webbrowser.open(server.url)
+        else:
+            login_file = auth.write_login_file(home, server.login_url)
+            webbrowser.open(login_file.as_uri())
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -52,3 +68,5 @@ def dashboard(host: str, port: int, open_browser: bool) -> None:
     finally:
         server.stopping.set()
         server.server_close()
+        if login_file is not None:
+            login_file.unlink(missing_ok=True)

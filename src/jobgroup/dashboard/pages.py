@@ -54,10 +54,23 @@ def not_found(message: str) -> str:
 
 def unauthorized() -> str:
     return page("Token required", (
-        "<h1>Token required</h1><p>This dashboard is reachable beyond this machine, so it asks "
-        "for its token. Open the URL that <code>jobgroup dashboard</code> printed (it ends in "
-        "<code>?token=…</code>), or read the token from <code>$JOBGROUP_HOME/dashboard.token"
-        "</code> on the machine that runs it.</p>"), kind="error")
+        "<h1>Token required</h1><p>This dashboard asks for its token (it can launch commands "
+        "as the user who runs it, so other users of this machine must not reach it). Open the "
+        "URL that <code>jobgroup dashboard</code> printed (it ends in <code>?token=…</code>), "
+        "or read the token from <code>$JOBGROUP_HOME/dashboard.token</code> on the machine "
+        "that runs it.</p>"), kind="error")
+
+
+def redirect(target: str, title: str = "Signing in") -> str:
+    """A bare page that sends the browser on to `target` (a meta refresh: no script, allowed
+    by the Content-Security-Policy). Used after `?token=` and by `--open`'s file: the next
+    request then starts from the page itself, so the browser sends our SameSite=Strict cookie
+    even when the user arrived from elsewhere (a file, another site)."""
+    t = escape(target, quote=True)
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"refresh\" content=\"0; url={t}\">"
+            f"<title>{escape(title)}</title></head>"
+            f"<body><p><a href=\"{t}\">Continue to the dashboard</a></p></body></html>")
 
 
 # ---- jobs page ---------------------------------------------------------------------------------

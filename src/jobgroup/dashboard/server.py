@@ -8,12 +8,21 @@ Contract:
   task by index or name of the job's own tasks and a rank as an integer; the files read are the
   ones the store's rows point at, inside the state directory.
 - Errors meant for users come back as JSON `{"error": ...}` (pages: an HTML page) with 400,
-  401, 403, 404, 411, 413; never a traceback. Anything else is logged and answered 500.
+  401, 403, 404, 408, 411, 413; never a traceback. Anything else is logged and answered 500.
+- Only a complete request is acted on: a body shorter than its Content-Length (the client
+  stopped sending, or closed) is answered 400 or 408 and the connection closed; nothing is
+  launched or cancelled.
+- Timeouts (`request_timeout`, default 30 s): from the moment the server waits for a request on a
+  connection, the whole request — request line, headers, body — must arrive within it, or the
+  connection is closed (an idle keep-alive connection, a stalled or trickling upload). Each
+  write may block at most that long too (a client that stops reading). A log stream (SSE) is
+  long-lived by design: once its request is read it only writes, a keepalive every 15 s.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import queue
@@ -36,6 +45,7 @@ from jobgroup.state.store import Store
 log = logging.getLogger("jobgroup.dashboard")
 
 MAX_BODY = 1 << 20  # a job group is a few KiB; 1 MiB is generous
+REQUEST_TIMEOUT_S = 30.0  # a whole request (even 1 MiB at a slow 35 KiB/s), or one write
 MAX_STREAMS = 64  # open log streams at once (each holds a thread and the node files)
 KEEPALIVE_S = 15.0
 LOG_TAIL_DEFAULT = 10_000
@@ -56,6 +66,10 @@ class HTTPError(Exception):
     def __init__(self, status: int, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.message, self.extra = status, message, extra
+
+
+class IncompleteRequest(Exception):
+    """The request's body did not arrive whole (short, or not in time): never act on it."""
 
 
 def _int(params: dict[str, list[str]], name: str, *, minimum: int = 0) -> int | None:
@@ -79,28 +93,52 @@ def prefix_of(task: str, rank: int, attempt: int) -> str:
 
 
 class DashboardServer(ThreadingHTTPServer):
+    """The dashboard of the state directory `home`, bound to `host`:`port`.
+
+    `token`: the state directory's token, required on every request (None with
+    `require_token=False`, which is refused — UsageError — unless `host` is a loopback name).
+    `request_timeout`: seconds a whole request may take to arrive, and a write to drain."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, home: Path, host: str, port: int) -> None:
+    def __init__(self, home: Path, host: str, port: int, *, require_token: bool = True,
+                 request_timeout: float = REQUEST_TIMEOUT_S) -> None:
+        if not require_token and not auth.is_loopback(host):
+            raise UsageError(
+                f"--no-auth is only allowed on 127.0.0.1, localhost or ::1, not {host}: "
+                "anyone who reaches the address could launch commands as you. Drop --no-auth "
+                "and use the token URL it prints.")
+        if not request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0, not {request_timeout!r}")
         self.home = home.absolute()
         self.bound_host = host
-        self.token = auth.load_or_create_token(self.home) if auth.needs_token(host) else None
+        self.loopback = auth.is_loopback(host)
+        self.token = auth.load_or_create_token(self.home) if require_token else None
+        self.session = auth.new_session()
+        self.request_timeout = float(request_timeout)
         self.stopping = threading.Event()
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         self.address_family = _family(host)
         super().__init__((host, port), Handler)
         self.port = self.server_address[1]
+        self.cookie = auth.cookie_name(self.port)
         self.hosts = auth.allowed_hosts(host, self.port)
         self._static = {name: (STATIC_DIR / name).read_bytes() for name in STATIC}
 
     @property
     def url(self) -> str:
+        """The jobs page's URL, without the token."""
         host = f"[{self.bound_host}]" if ":" in self.bound_host else self.bound_host
         if host in ("0.0.0.0", "[::]"):
             host = socket.gethostname()
         return f"http://{host}:{self.port}/"
+
+    @property
+    def login_url(self) -> str:
+        """The URL to open in a browser: `url` with `?token=` (just `url` without a token)."""
+        return self.url if self.token is None else f"{self.url}?token={self.token}"
 
     def shutdown(self) -> None:
         self.stopping.set()
@@ -114,13 +152,57 @@ def _family(host: str) -> socket.AddressFamily:
         return socket.AF_INET
 
 
+class _DeadlineReader(socket.SocketIO):
+    """The socket's read side, where every read waits at most until the handler's deadline
+    for the current request (then TimeoutError): a per-read timeout alone would let a client
+    that trickles one byte per second hold a thread forever. Writes keep the socket's own
+    timeout, restored after each read. Records end of input in `handler.eof`."""
+
+    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+        super().__init__(sock, "rb")
+        self._handler = handler
+
+    def readinto(self, b: Any) -> int | None:
+        left = self._handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        sock = self._sock  # type: ignore[attr-defined]  # SocketIO's socket
+        sock.settimeout(left)
+        try:
+            n = super().readinto(b)
+        finally:
+            sock.settimeout(self._handler.server.request_timeout)
+        if n == 0:
+            self._handler.eof = True
+        return n
+
+
 class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     protocol_version = "HTTP/1.1"
     server_version = "jobgroup-dashboard"
     sys_version = ""
+    deadline = 0.0  # monotonic time by which the current request must have arrived
+    eof = False  # the client closed its side while we read the current request
 
     # ---- plumbing --------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """The stdlib's setup, with writes bounded by the server's timeout and reads by the
+        current request's deadline (see `_DeadlineReader`)."""
+        self.timeout = self.server.request_timeout
+        self.deadline = time.monotonic() + self.timeout
+        super().setup()
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
+
+    def handle_one_request(self) -> None:
+        # The clock of each request starts when we begin to wait for it: an idle keep-alive
+        # connection and a slow request both end after `request_timeout`. The stdlib closes
+        # the connection on the TimeoutError of the request line or headers.
+        self.deadline = time.monotonic() + self.server.request_timeout
+        self.eof = False
+        super().handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
         log.debug("%s %s", self.address_string(), format % args)
@@ -148,6 +230,11 @@ class Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         path, params = split.path, parse_qs(split.query, keep_blank_values=True)
         try:
+            if self.eof:
+                # The input ended before the blank line that ends the headers (the stdlib
+                # takes end of input for it): the request may be missing anything.
+                raise IncompleteRequest("the request ended before the end of its headers; "
+                                        "nothing was done")
             self._check_host()
             if not self._authorized(method, path, params):
                 return
@@ -173,7 +260,13 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(400, "invalid spec", problems=[_problem(p) for p in problems])
             else:
                 self._error(400, str(e))
-        except (BrokenPipeError, ConnectionResetError):
+        except IncompleteRequest as e:
+            self.close_connection = True
+            try:  # the client may be gone already: then closing is the whole answer
+                self._error(408 if isinstance(e.__cause__, TimeoutError) else 400, str(e))
+            except OSError:
+                pass
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         except Exception:
             log.exception("dashboard: %s %s failed", method, path)
@@ -240,7 +333,7 @@ class Handler(BaseHTTPRequestHandler):
         and time) before closing, so a client that writes its whole body before reading gets
         the 413 rather than a broken pipe."""
         try:
-            self.connection.settimeout(timeout)
+            self.deadline = min(self.deadline, time.monotonic() + timeout)
             while limit > 0:
                 chunk = self.rfile.read1(min(1 << 16, limit))
                 if not chunk:
@@ -255,8 +348,8 @@ class Handler(BaseHTTPRequestHandler):
         """Bound to loopback, answer only requests addressed to this server by a loopback
         name: a page of another site whose name was re-pointed at 127.0.0.1 (DNS rebinding)
         sends its own name as Host and is refused."""
-        if self.server.token is not None:
-            return  # beyond loopback the token is what protects
+        if not self.server.loopback:
+            return  # beyond loopback we cannot know every name; the token is what protects
         host = (self.headers.get("Host") or "").lower()
         if host not in self.server.hosts:
             raise HTTPError(403, "unexpected Host header")
@@ -270,30 +363,40 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(403, "cross-site requests are refused")
 
     def _authorized(self, method: str, path: str, params: dict[str, list[str]]) -> bool:
+        """True if the request may proceed; raises 401, or answers a sign-in itself (False).
+
+        Accepted: `Authorization: Bearer TOKEN`; our session cookie; `?token=TOKEN` — on a
+        page (GET) it signs the browser in: a cookie, and a page that sends it on to the
+        same URL without the token; elsewhere it authenticates that one request."""
         token = self.server.token
         if token is None:
-            return True
+            return True  # --no-auth (loopback only)
         given = _str(params, "token")
-        if given is not None and method == "GET":
+        if given is not None:
             if not auth.token_matches(given, token):
                 raise HTTPError(401, "invalid token")
-            # Remember it in a cookie and drop it from the address bar.
+            if method != "GET" or not self._wants_html():
+                return True
             rest = {k: v for k, v in params.items() if k != "token"}
+            if not re.fullmatch(r"/(?:[A-Za-z0-9._-][A-Za-z0-9/._-]*)?", path):
+                path = "/"  # never send the browser off this server ("//host", "/\\host")
             target = path + ("?" + urlencode(rest, doseq=True) if rest else "")
-            self.send_response(303)
-            self.send_header("Location", target)
-            self.send_header("Set-Cookie", auth.set_cookie(token))
-            self.send_header("Content-Length", "0")
-            for k, v in SECURITY_HEADERS.items():
-                self.send_header(k, v)
-            self.end_headers()
+            self._send(200, pages.redirect(target).encode(), "text/html; charset=utf-8",
+                       headers={"Set-Cookie": auth.set_cookie(self.server.cookie,
+                                                              self.server.session)})
             return False
-        supplied = auth.bearer(self.headers.get("Authorization")) or auth.cookie_value(
-            self.headers.get("Cookie"))
-        if supplied is None:
-            raise HTTPError(401, "this dashboard needs its token (Authorization: Bearer TOKEN)")
-        if not auth.token_matches(supplied, token):
-            raise HTTPError(401, "invalid token")
+        header = self.headers.get("Authorization")
+        if header is not None:
+            if not auth.token_matches(auth.bearer(header), token):
+                raise HTTPError(401, "invalid token")
+            return True
+        cookie = auth.cookie_value(self.headers.get("Cookie"), self.server.cookie)
+        if cookie is None:
+            raise HTTPError(401, "this dashboard needs its token (Authorization: Bearer TOKEN; "
+                                 "the token is in $JOBGROUP_HOME/dashboard.token)")
+        if not auth.token_matches(cookie, self.server.session):
+            raise HTTPError(401, "the session has expired (the dashboard was restarted): "
+                                 "open the URL it printed again")
         return True
 
     # ---- pages -----------------------------------------------------------------------------
@@ -484,6 +587,8 @@ class Handler(BaseHTTPRequestHandler):
     # ---- API: verbs ------------------------------------------------------------------------
 
     def _body(self) -> bytes:
+        """The whole body, exactly Content-Length bytes; IncompleteRequest if fewer arrive
+        (the client closed, or stalled past the request's deadline)."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             raise HTTPError(411, "send a Content-Length (chunked bodies are not accepted)")
         length = self.headers.get("Content-Length")
@@ -492,7 +597,17 @@ class Handler(BaseHTTPRequestHandler):
         n = int(length)
         if n > MAX_BODY:
             raise HTTPError(413, f"the body is {n} bytes; at most {MAX_BODY} are accepted")
-        return self.rfile.read(n)
+        try:
+            data = self.rfile.read(n)
+        except TimeoutError as e:
+            raise IncompleteRequest(f"the body did not arrive within {self.timeout:g} s "
+                                    f"(Content-Length: {n}); nothing was done") from e
+        except OSError as e:
+            raise IncompleteRequest(f"the connection failed while reading the body: {e}") from e
+        if len(data) != n:
+            raise IncompleteRequest(f"the body ended after {len(data)} of its {n} bytes "
+                                    "(Content-Length); nothing was done")
+        return data
 
     def _json_body(self) -> Any:
         try:
@@ -614,12 +729,15 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
-def make_server(home: Path | str | None = None, host: str = "127.0.0.1",
-                port: int = 8765) -> DashboardServer:
-    """A bound (not yet serving) dashboard for the state directory `home`."""
+def make_server(home: Path | str | None = None, host: str = "127.0.0.1", port: int = 8765, *,
+                require_token: bool = True,
+                request_timeout: float = REQUEST_TIMEOUT_S) -> DashboardServer:
+    """A bound (not yet serving) dashboard for the state directory `home` (see
+    `DashboardServer` for the token and the timeout)."""
     from jobgroup.state.store import default_home
 
-    return DashboardServer(Path(home) if home else default_home(), host, port)
+    return DashboardServer(Path(home) if home else default_home(), host, port,
+                           require_token=require_token, request_timeout=request_timeout)
 
 
 def serve_in_thread(server: DashboardServer) -> threading.Thread:
