@@ -24,8 +24,7 @@ _TASK = {"name": "task", "in": "query", "required": False, "schema": {"type": "s
          "description": "a task by index or name (like `jobgroup logs JOB TASK`); all tasks if absent"}
 _RANK = {"name": "rank", "in": "query", "required": False,
          "schema": {"type": "integer", "minimum": 0}, "description": "only the node with this rank"}
-_COMMON_ERRORS = {"401": _err("a token is required (server bound beyond loopback) and was "
-                              "missing or wrong"),
+_COMMON_ERRORS = {"401": _err("the token (every request needs it) was missing or wrong"),
                   "404": _err("no such job or task")}
 
 SPEC: dict[str, Any] = {
@@ -36,16 +35,27 @@ SPEC: dict[str, Any] = {
         "description": (
             "The data and verbs of the `jobgroup` CLI over HTTP: launch from a posted YAML, queue,"
             " job, events, logs (Server-Sent Events), cancel.\n\n"
-            "Security: bound to 127.0.0.1/localhost/::1 no token is needed. Bound to any other "
-            "address every request needs the token of `$JOBGROUP_HOME/dashboard.token` as "
-            "`Authorization: Bearer TOKEN` (browsers: open a page once with `?token=TOKEN`, which "
-            "sets a cookie). Requests that change state are refused (403) when their `Origin` is "
-            "another site. GET responses carry an ETag; send `If-None-Match` to get 304 when "
-            "nothing changed."
+            "Security: every request needs the token of `$JOBGROUP_HOME/dashboard.token` (mode "
+            "0600), on every address, loopback included: as `Authorization: Bearer TOKEN`, or "
+            "as `?token=TOKEN` in the URL (on a page it signs a browser in: an HttpOnly, "
+            "SameSite=Strict cookie that lasts as long as this server runs). Only "
+            "`jobgroup dashboard --no-auth`, on a loopback address, serves without it. Bound to "
+            "a loopback address, the `Host` header must name it (DNS rebinding); requests that "
+            "change state are refused (403) when their `Origin` is another site.\n\n"
+            "Only complete requests are acted on: a body shorter than its Content-Length is "
+            "answered 400 (408 when it stalls) and nothing is done. A whole request must arrive "
+            "within the server's timeout (30 s), or the connection is closed; so is an idle "
+            "keep-alive connection. GET responses carry an ETag; send `If-None-Match` to get 304 "
+            "when nothing changed."
         ),
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "token": {"type": "apiKey", "in": "query", "name": "token"},
+            "cookie": {"type": "apiKey", "in": "cookie", "name": "jobgroup_dashboard_PORT",
+                       "description": "set by a page opened with ?token= (PORT: the server's)"},
+        },
         "schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {
                 "error": {"type": "string"},
@@ -111,7 +121,7 @@ SPEC: dict[str, Any] = {
             }},
         },
     },
-    "security": [{}, {"bearer": []}],
+    "security": [{"bearer": []}, {"token": []}, {"cookie": []}],
     "paths": {
         "/api/jobs": {
             "get": {
@@ -137,8 +147,10 @@ SPEC: dict[str, Any] = {
                         "job": {"$ref": "#/components/schemas/Job"},
                         "warnings": {"type": "array", "items": {"type": "string"}}}},
                         "launched (PENDING); Location names the job"),
-                    "400": _err("invalid spec (`problems` lists every problem) or bad request"),
+                    "400": _err("invalid spec (`problems` lists every problem), bad request, "
+                                "or a body shorter than its Content-Length"),
                     "401": _COMMON_ERRORS["401"], "403": _err("cross-site request"),
+                    "408": _err("the body did not arrive in time"),
                     "411": _err("Content-Length required"), "413": _err("body over 1 MiB"),
                 },
             },
@@ -154,7 +166,9 @@ SPEC: dict[str, Any] = {
                         "problems": {"type": "array",
                                      "items": {"$ref": "#/components/schemas/Problem"}}}},
                         "the verdict"),
-                    "401": _COMMON_ERRORS["401"], "413": _err("body over 1 MiB"),
+                    "400": _err("a body shorter than its Content-Length"),
+                    "401": _COMMON_ERRORS["401"], "408": _err("the body did not arrive in time"),
+                    "413": _err("body over 1 MiB"),
                 },
             },
         },
@@ -169,7 +183,8 @@ SPEC: dict[str, Any] = {
                     "200": _json({"type": "object", "properties": {"results": {
                         "type": "object", "additionalProperties": {"type": "string"}}}},
                         "{job id: 'cancelling' | 'already ended (STATUS)'}"),
-                    "400": _err("bad request"), **_COMMON_ERRORS,
+                    "400": _err("bad request, or a body shorter than its Content-Length"),
+                    "408": _err("the body did not arrive in time"), **_COMMON_ERRORS,
                 },
             },
         },
