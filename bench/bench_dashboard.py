@@ -6,7 +6,8 @@ A temporary state directory gets `--jobs` jobs written straight into the store (
 nodes each, ~14 events each, statuses mixed: 85% ended, the rest PENDING/RUNNING; no controller,
 no processes: the dashboard only reads), and one job's node logs (3 x 2,000 lines). The
 dashboard serves it on 127.0.0.1 from a thread of this process; requests come from a plain
-http.client connection (a fresh connection per request, like a browser's first visit).
+http.client connection (a fresh connection per request, like a browser's first visit) with the
+token (`Authorization: Bearer`); the browser signs in once through the token URL.
 
 Measured (medians [p90] of `--runs` runs):
   - the server: GET / (the jobs page with every job), the poll of its rows (200 and 304 with
@@ -86,11 +87,14 @@ def populate(home: Path, n: int) -> int:
     return log_job
 
 
+TOKEN = ""  # the dashboard's token, set in main()
+
+
 def get(port: int, path: str, headers: dict[str, str] | None = None,
         first_line: bool = False) -> tuple[float, int, bytes, str]:
     t = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", path, headers=headers or {})
+    conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})})
     r = conn.getresponse()
     body = r.readline() + r.readline() + r.readline() if first_line else r.read()
     dt = time.perf_counter() - t
@@ -138,7 +142,8 @@ def bench_server(port: int, job: int, runs: int) -> list[tuple[str, str, str]]:
              else f"{sizes[name]} B") for name, *_ in cases]
 
 
-def bench_browser(url: str, job: int, runs: int, bare: str) -> list[tuple[str, str, str]]:
+def bench_browser(url: str, login_url: str, job: int, runs: int,
+                  bare: str) -> list[tuple[str, str, str]]:
     chromium = shutil.which("chromium")
     try:
         from playwright.sync_api import sync_playwright
@@ -155,6 +160,8 @@ def bench_browser(url: str, job: int, runs: int, bare: str) -> list[tuple[str, s
             ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium,
                                                        headless=True, args=flags)
             page = ctx.new_page()
+            page.goto(login_url)  # the session cookie, once
+            page.wait_for_selector("#jobs-rows tr[data-id]")
             for label, target, check in [
                 ("jobs page, 1,000 jobs: navigation to `load`", url, "#jobs-rows tr[data-id]"),
                 ("group page: navigation to `load`", f"{url}jobs/{job}", "svg.timeline"),
@@ -194,6 +201,7 @@ def bare_copy(port: int, home: Path) -> str:
 
 
 def main() -> None:
+    global TOKEN
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=30)
@@ -207,11 +215,13 @@ def main() -> None:
               f"CPython {platform.python_version()}, {os.cpu_count()} CPUs", file=sys.stderr)
         server = make_server(home, "127.0.0.1", 0)
         serve_in_thread(server)
+        TOKEN = server.token or ""
         try:
             rows = bench_server(server.port, job, args.runs)
             if not args.no_browser:
                 bare = bare_copy(server.port, home)
-                rows += bench_browser(server.url, job, max(5, args.runs // 3), bare)
+                rows += bench_browser(server.url, server.login_url, job, max(5, args.runs // 3),
+                                      bare)
         finally:
             server.shutdown()
             server.server_close()

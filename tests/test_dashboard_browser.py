@@ -3,21 +3,24 @@ library; Playwright's own browser downloads are never used). This module install
 skips, saying why, where chromium or the playwright package is missing (scripts/bootstrap
 installs both).
 
-A user's view: launch a group, open its page, watch its tasks turn RUNNING then SUCCEEDED and its
-log lines appear; cancel a second group from its page (declining the confirmation first); filter
-the jobs page by status.
+A user's view: sign in through the URL `jobgroup dashboard` prints (or the file `--open` hands the
+browser), launch a group, open its page, watch its tasks turn RUNNING then SUCCEEDED and its log
+lines appear; cancel a second group from its page (declining the confirmation first); filter the
+jobs page by status.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import textwrap
 
 import pytest
 
 from jobgroup import api
+from jobgroup.dashboard import auth
 from test_dashboard_helpers import dashboard  # noqa: F401 (fixture)
 
 CHROMIUM = os.environ.get("JOBGROUP_TEST_CHROMIUM") or shutil.which("chromium") or ""
@@ -58,12 +61,39 @@ def _launch(server, text: str) -> int:
     return api.launch(textwrap.dedent(text), home=server.home).id
 
 
+def _sign_in(page, server) -> None:
+    """Open the printed URL (`?token=`): the browser lands on the jobs page, signed in by a
+    cookie, with the token gone from the address bar."""
+    page.goto(server.login_url)
+    expect(page.locator("#jobs-rows")).to_be_visible()
+    assert page.url == server.url
+
+
+def test_sign_in_needs_the_token(dashboard, browser):
+    page = browser.new_page()
+    page.goto(dashboard.url)
+    expect(page.locator("h1")).to_have_text("Token required")
+    page.goto(dashboard.url + "?token=wrong")
+    expect(page.locator("h1")).to_have_text("Token required")
+    # --open hands the browser a file (its command line is public; the file is the user's own)
+    login = auth.write_login_file(dashboard.home, dashboard.login_url)
+    assert stat.S_IMODE(login.stat().st_mode) == 0o600
+    page.goto(login.as_uri())
+    expect(page.locator("#jobs-rows")).to_contain_text("No jobs.")
+    assert page.url == dashboard.url
+    cookies = browser.cookies(dashboard.url)
+    assert [c["name"] for c in cookies] == [f"jobgroup_dashboard_{dashboard.port}"]
+    assert cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+    assert cookies[0]["value"] != dashboard.token
+
+
 def test_watch_a_group_run_then_cancel_another(dashboard, browser):
     errors: list[str] = []
     page = browser.new_page()
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
+    _sign_in(page, dashboard)
     job = _launch(dashboard, """
         name: watched
         execution: parallel
@@ -145,7 +175,7 @@ def test_watch_a_group_run_then_cancel_another(dashboard, browser):
 
 def test_jobs_page_updates_live(dashboard, browser):
     page = browser.new_page()
-    page.goto(dashboard.url)
+    _sign_in(page, dashboard)
     expect(page.locator("#jobs-rows")).to_contain_text("No jobs.")
     job = _launch(dashboard, "name: appears\nrun: sleep 1\n")
     row = page.locator(f'#jobs-rows tr[data-id="{job}"]')
