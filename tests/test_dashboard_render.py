@@ -14,6 +14,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 import pytest
+from conftest import wait_for
 
 from jobgroup.dashboard import pages, timeline, views
 from jobgroup.state.status import Phase
@@ -191,6 +192,29 @@ def test_dashboard_command_prints_the_url_with_its_token(jenv, host):
     finally:
         out, err = _stop(p)
     assert p.returncode == 0 and "Stopped." in out and "Warning" not in err
+
+
+def test_dashboard_command_open_keeps_the_token_off_the_command_line(jenv, tmp_path):
+    """`--open` starts the browser ($BROWSER here: a script that records its arguments) on a
+    0600 file that leads to the token URL: a command line is readable by every local user."""
+    seen = tmp_path / "browser-args"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {seen}\n')
+    browser.chmod(0o700)
+    jenv.env["BROWSER"] = str(browser)
+    p, lines = _start(jenv, "--open")
+    try:
+        token = (jenv.home / "dashboard.token").read_text().strip()
+        login = jenv.home / "dashboard-open.html"
+        # the browser runs after the URL is printed
+        args = wait_for(lambda: seen.exists() and seen.read_text().split())
+        assert args == [login.as_uri()] and token not in " ".join(args)
+        assert oct(login.stat().st_mode & 0o777) == "0o600"
+        url = re.search(r"http://\S+", lines[0]).group(0)
+        assert f'content="0; url={url}"' in login.read_text()
+    finally:
+        out, _ = _stop(p)
+    assert p.returncode == 0 and not login.exists()
 
 
 def test_dashboard_command_no_auth_warns_and_serves_loopback_only(jenv):
