@@ -43,8 +43,12 @@ def dashboard(host: str, port: int, open_browser: bool, no_auth: bool) -> None:
     except OSError as e:
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     if server.token is None:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no name for this uid (some containers)
+            user = "you"
         click.echo(f"Warning: --no-auth: this dashboard asks for no token. Any user of this "
-                   f"machine can see every job and launch commands as {getpass.getuser()} "
+                   f"machine can see every job and launch commands as {user} "
                    f"through {server.url}", err=True)
     click.echo(f"Dashboard of {home}: {server.login_url}")
     if server.token is not None:

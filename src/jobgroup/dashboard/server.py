@@ -69,7 +69,8 @@ class HTTPError(Exception):
 
 
 class IncompleteRequest(Exception):
-    """The request's body did not arrive whole (short, or not in time): never act on it."""
+    """The request did not arrive whole (its headers or body cut short, or not in time):
+    never act on it."""
 
 
 def _int(params: dict[str, list[str]], name: str, *, minimum: int = 0) -> int | None:
@@ -160,18 +161,17 @@ class _DeadlineReader(socket.SocketIO):
 
     def __init__(self, sock: socket.socket, handler: Handler) -> None:
         super().__init__(sock, "rb")
-        self._handler = handler
+        self._conn, self._handler = sock, handler
 
     def readinto(self, b: Any) -> int | None:
         left = self._handler.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the request did not arrive in time")
-        sock = self._sock  # type: ignore[attr-defined]  # SocketIO's socket
-        sock.settimeout(left)
+        self._conn.settimeout(left)
         try:
             n = super().readinto(b)
         finally:
-            sock.settimeout(self._handler.server.request_timeout)
+            self._conn.settimeout(self._handler.server.request_timeout)
         if n == 0:
             self._handler.eof = True
         return n
