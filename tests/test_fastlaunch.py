@@ -3,6 +3,7 @@ that both roads print the same thing."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -17,7 +18,8 @@ SPEC = "name: fast\nrun: echo hi\n"
 
 @pytest.mark.parametrize("args", [
     ["--help"], ["-h"], ["f.yaml", "--dryrun"], ["f.yaml", "-o", "yaml"], ["f.yaml", "--bogus"],
-    ["f.yaml", "--env", "1A=x"], ["f.yaml", "--env", "NOEQUALS"], ["f.yaml", "--grace", "soon"],
+    ["f.yaml", "--env", "1A=x"], ["f.yaml", "--env", "JOBGROUP_SURELY_UNSET_XYZ"],
+    ["f.yaml", "--grace", "soon"], ["f.yaml", "--inherit-env=yes"],
     ["f.yaml", "--gpus", "all"], ["a.yaml", "b.yaml"], [], ["f.yaml", "--name"],
     ["f.yaml", "-dh"], ["f.yaml", "--detach=yes"], ["--", "f.yaml"], ["f.yaml", "--infra"],
 ])
@@ -31,10 +33,11 @@ def test_declines_a_directory(tmp_path: Path) -> None:
 
 def test_parses_every_plain_option(tmp_path: Path) -> None:
     opts = parse(["x.yaml", "-d", "--name=n1", "--env", "A=1", "--env=B=2=3", "--env", "A=4",
-                  "--infra", "local", "--grace", "2.5", "--gpus", "any", "--cpu-only"])
-    assert opts == {"name": "n1", "env": {"A": "4", "B": "2=3"}, "infra": "local", "grace": 2.5,
-                    "gpus_any": True, "cpu_only": True, "detach": True,
-                    "path": str(Path("x.yaml").absolute())}
+                  "--infra", "local", "--grace", "2.5", "--gpus", "any", "--cpu-only",
+                  "--env", "HOME", "--inherit-env"])
+    assert opts == {"name": "n1", "env": {"A": "4", "B": "2=3", "HOME": os.environ["HOME"]},
+                    "infra": "local", "grace": 2.5, "gpus_any": True, "cpu_only": True,
+                    "detach": True, "inherit_env": True, "path": str(Path("x.yaml").absolute())}
     assert parse(["--detach", "y.yaml"])["path"] == str(Path("y.yaml").absolute())
 
 

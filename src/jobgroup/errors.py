@@ -23,3 +23,10 @@ class ControllerError(JobGroupError):
     """The controller could not be started or reached. Exit 1 (not the user's input)."""
 
     exit_code = 1
+
+
+class StateUnwritable(JobGroupError):
+    """The state directory cannot be written (disk full, read-only file system, an I/O error):
+    nothing was recorded. Exit 1 (not the user's input)."""
+
+    exit_code = 1

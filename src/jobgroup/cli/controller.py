@@ -26,28 +26,47 @@ def controller() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Pid, uptime and number of groups supervised."""
-    home = default_home()
+    from jobgroup.controller import rpc
+
+    home = default_home().absolute()
     info = wake.controller_pid(home) if wake.running(home) else None
     store = Store(home)
     try:
         active = len(store.jobs(active_only=True))
+        read_only = store.read_only
     finally:
         store.close()
+    # The controller's own word on what it cannot do (it cannot write it anywhere when the
+    # state directory is read-only or full); an older controller says nothing.
+    live = rpc.call(home, {"op": "status"}, timeout=5.0) if info else None
+    from jobgroup.home import state_problem
+
+    now = state_problem(home) or read_only
+    problem = (live or {}).get("unwritable") or (
+        f"cannot write state in {home}: {now}" if now else None)
     data = {
         "running": info is not None,
         "pid": info[0] if info else None,
         "uptime_s": round(time.time() - info[1], 1) if info else None,
         "active_groups": active,
         "state_dir": str(home),
+        "problem": problem,
+        "blocked_jobs": (live or {}).get("blocked_jobs", []),
     }
     if as_json:
         click.echo(json.dumps(data))
-    elif info:
+        return
+    if info:
         click.echo(f"Controller running: pid {data['pid']}, up {data['uptime_s']}s, "
                    f"supervising {active} group(s); state in {home}")
     else:
         click.echo(f"Controller not running ({active} active group(s) in {home}); "
                    "it starts with the next command that needs it.")
+    if problem:
+        jobs = data["blocked_jobs"]
+        held = f"; job(s) {', '.join(map(str, jobs))} wait for it" if jobs else ""
+        click.echo(f"Problem: {problem}: nothing can be recorded until it is fixed{held}.",
+                   err=True)
 
 
 @controller.command()

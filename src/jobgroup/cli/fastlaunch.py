@@ -30,13 +30,14 @@ _OPTIONS = {
     "-d": ("detach", False),
     "--detach": ("detach", False),
     "--cpu-only": ("cpu_only", False),
+    "--inherit-env": ("inherit_env", False),
 }
 
 
 def parse(args: list[str]) -> dict | None:
     """The launch request's options from `launch`'s arguments, or None to decline."""
     opts: dict = {"name": None, "env": {}, "infra": None, "grace": 10.0, "gpus_any": False,
-                  "cpu_only": False, "detach": False}
+                  "cpu_only": False, "detach": False, "inherit_env": False}
     files: list[str] = []
     i = 0
     while i < len(args):
@@ -60,8 +61,12 @@ def parse(args: list[str]) -> dict | None:
             i += 1
         if key == "env":
             k, sep, v = value.partition("=")
-            if not sep or not k or not k.replace("_", "a").isalnum() or k[0].isdigit():
+            if not k or not k.replace("_", "a").isalnum() or k[0].isdigit() or not k.isascii():
                 return None
+            if not sep:  # --env NAME: the caller's own value (unset: click says so)
+                if k not in os.environ:
+                    return None
+                v = os.environ[k]
             opts["env"][k] = v
         elif key == "grace":
             try:
@@ -117,10 +122,17 @@ def try_launch(args: list[str]) -> int | None:
     if opts is None:
         return None
     detach = opts.pop("detach")
-    request = {"op": "launch", "base_env": dict(os.environ), **opts}
+    from jobgroup.envvars import inherited
+    from jobgroup.home import private_problem
+
+    home = _home()
+    if private_problem(home):  # the click road fixes the mode or says why it cannot
+        return None
+    base_env = dict(os.environ) if opts.pop("inherit_env") else inherited(os.environ)
+    request = {"op": "launch", "base_env": base_env, **opts}
     from jobgroup.controller import rpc  # json + socket only
 
-    answer = rpc.call(_home(), request)
+    answer = rpc.call(home, request)
     if answer is None:
         return None
     for w in answer.get("warnings", []):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from jobgroup.cli.output import paint, table, use_colour
-from jobgroup.envvars import parse_env
+from jobgroup.envvars import inherited, parse_env
 from jobgroup.home import default_home
 from jobgroup.humanize import human_ago, human_duration
 from jobgroup.state.status import Status
@@ -35,8 +36,12 @@ def _exit_for(job: api.Job) -> int:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=False))
 @click.option("--name", help="Name of the group (overrides the header's name).")
-@click.option("--env", "envs", multiple=True, metavar="K=V",
-              help="Set an environment variable in every node (wins over the YAML's envs).")
+@click.option("--env", "envs", multiple=True, metavar="K=V|K",
+              help="Set an environment variable in every node (wins over the YAML's envs); "
+                   "K alone passes your own value of K.")
+@click.option("--inherit-env", is_flag=True,
+              help="Nodes inherit your whole environment (default: only PATH, HOME, locale, "
+                   "venv/conda, proxies, package-index and CUDA/library paths; see README).")
 @click.option("-d", "--detach", is_flag=True, help="Print the job ID and return at once.")
 @click.option("--infra", help="Run every task on this infra (e.g. 'local'), whatever the YAML says.")
 @click.option("--grace", type=float, default=10.0, show_default=True,
@@ -50,9 +55,9 @@ def _exit_for(job: api.Job) -> int:
                    "the Kubernetes objects).")
 @click.option("-o", "--output", type=click.Choice(["yaml"]), default="yaml", show_default=True,
               help="Format of --dryrun's output.")
-def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
-           infra: str | None, grace: float, gpus: str | None, cpu_only: bool, dryrun: bool,
-           output: str) -> None:
+def launch(file: str, name: str | None, envs: tuple[str, ...], inherit_env: bool,
+           detach: bool, infra: str | None, grace: float, gpus: str | None, cpu_only: bool,
+           dryrun: bool, output: str) -> None:
     """Launch the job group in FILE.
 
     Without -d, streams every task's logs until the group ends and exits 0 only if it
@@ -75,7 +80,7 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], detach: bool,
 
     job, level, note = _submit(
         file, name=name, env=env, infra=infra, grace=grace, gpus_any=gpus == "any",
-        cpu_only=cpu_only)
+        cpu_only=cpu_only, base_env=dict(os.environ) if inherit_env else inherited(os.environ))
     out, err = submitted_lines(job, level, note)
     click.echo(out)
     click.echo(err, err=True)
@@ -111,11 +116,12 @@ def _submit(file: str, **options: object) -> tuple[dict, str, str | None]:
     from jobgroup.controller import rpc, wake
     from jobgroup.errors import JobGroupError
 
-    home = default_home().absolute()
+    from jobgroup.home import ensure_private
+
+    home = ensure_private(default_home().absolute())
     if not wake.running(home):
         wake.ensure_running(home)
-    request = {"op": "launch", "path": os.path.abspath(file), "base_env": dict(os.environ),
-               **options}
+    request = {"op": "launch", "path": os.path.abspath(file), **options}
     answer = rpc.call(home, request)
     if answer is not None:
         for w in answer.get("warnings", []):

@@ -1,5 +1,6 @@
-"""Who may talk to the controller: its sockets are abstract (no file permissions), so every
-request's peer credentials are checked — only the controller's own user, or root."""
+"""Who may talk to the controller: its sockets are files in the private state directory, and
+every request's peer credentials are checked as well (defence in depth, e.g. a state directory
+someone loosened while a controller ran) — only the controller's own user, or root."""
 
 from __future__ import annotations
 

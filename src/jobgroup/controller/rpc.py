@@ -6,6 +6,11 @@ started drops from ~200 ms to ~100 ms (bench/RESULTS.md). The contract is the sa
 `jobgroup.api.launch` (which the controller calls): bad input is an error with exit code 2, a
 valid group is PENDING when the answer arrives.
 
+Who talks to whom: the socket is a file in the private state directory (`sockname`), and before
+sending anything the client checks that the process it reached runs as its own user
+(SO_PEERCRED), so neither the request (paths, `--env` values, the variables nodes inherit) nor
+the answer can come from or go to another local user.
+
 Wire format: one JSON object per line each way.
   request  {"op": "launch", "path": ABS_PATH, "name", "env", "infra", "grace", "gpus_any",
             "cpu_only", "base_env"}
@@ -19,7 +24,7 @@ import json
 import os
 import socket
 
-from jobgroup.controller.sockname import rpc_name
+from jobgroup.controller.sockname import RPC, address, peer_uid
 
 MAX_REQUEST = 4 << 20  # a request carries a path and an environment, never a spec
 
@@ -28,16 +33,24 @@ def call(home: str | os.PathLike[str], request: dict, timeout: float = 30.0) -> 
     """Send one request and return the answer. None only when no controller serves RPC here
     (nothing was sent: the caller may start one, or do the work itself). Once the request is
     sent, the controller may have acted on it, so a missing or broken answer is an error answer
-    (exit code 1), never None: falling back then could launch the same group twice.
+    (exit code 1), never None: falling back then could launch the same group twice. A server
+    that is not this user's gets nothing: an error answer (exit code 1).
 
     Light on purpose (json, socket, os): `jobgroup launch`'s short road imports it."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(rpc_name(home))
+        with address(home, RPC) as addr:
+            s.connect(addr)
     except OSError:
         s.close()
         return None
+    uid = peer_uid(s)
+    if uid != os.geteuid():
+        s.close()
+        return {"ok": False, "exit_code": 1,
+                "error": f"refusing to send the launch to the socket in {os.fspath(home)}: it is "
+                         f"served by uid {uid}, not by you (uid {os.geteuid()})"}
     try:
         s.sendall(json.dumps(request).encode() + b"\n")
         chunks = []

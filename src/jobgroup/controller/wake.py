@@ -1,8 +1,8 @@
 """How commands reach the controller: start it if needed, and wake it after writing intent.
 
-The wake-up is one datagram on an abstract unix socket whose name derives from the state
-directory (abstract: no 108-byte path limit, nothing to clean up). Losing a wake-up is harmless:
-the store holds the intent and the controller sweeps periodically.
+The wake-up is one datagram on the socket file `controller.wake` in the private state directory
+(`sockname`: only this user can reach or bind it). Losing a wake-up is harmless: the store
+holds the intent and the controller sweeps periodically.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ import time
 from pathlib import Path
 
 from jobgroup.controller import paths
-from jobgroup.controller.sockname import socket_name
+from jobgroup.controller.sockname import WAKE, address, is_ours
 from jobgroup.errors import ControllerError
 
 
 def running(home: Path) -> bool:
     """True if a controller holds this state directory's lock."""
     try:
-        fd = os.open(paths.lock_path(home), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
+        # Read-only is enough for flock, and works on a read-only state directory.
+        fd = os.open(paths.lock_path(home), os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -44,16 +45,20 @@ def controller_pid(home: Path) -> tuple[int, float] | None:
 
 
 def send(home: Path, message: str) -> bool:
-    """Send one datagram to the controller; False if none listens."""
+    """Send one datagram to the controller; False if none listens (or the socket file is not
+    this user's: then nothing is sent, and starting a controller replaces it)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
     try:
-        s.sendto(message.encode(), socket_name(home))
+        with address(home, WAKE) as addr:
+            if not is_ours(addr):
+                return False
+            s.sendto(message.encode(), addr)
         return True
     except BlockingIOError:
         # The controller's queue is full: it is alive and busy, and after each pass it scans
         # the store for intents it has not seen (new jobs, cancels), so nothing is lost.
         return True
-    except (ConnectionRefusedError, FileNotFoundError):
+    except (ConnectionRefusedError, FileNotFoundError, NotADirectoryError):
         return False
     finally:
         s.close()
@@ -63,7 +68,9 @@ def ensure_running(home: Path, timeout: float = 10.0) -> None:
     """Start the controller for `home` unless one runs; return once it listens."""
     if running(home) and _listening(home):
         return
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from jobgroup.home import ensure_private
+
+    ensure_private(home)
     import subprocess
 
     logf = open(paths.controller_log(home), "ab")

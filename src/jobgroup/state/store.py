@@ -12,14 +12,17 @@ Contract:
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import msgspec
 
+from jobgroup.errors import StateUnwritable
 from jobgroup.home import default_home  # noqa: F401  (re-exported)
 from jobgroup.state.status import Phase, Status
 
@@ -248,27 +251,98 @@ def _expected_columns() -> dict[str, list[tuple[str, str]]]:
 
 
 
+_UNWRITABLE = ("readonly", "read-only", "disk is full", "disk i/o error",
+               "unable to open database file")
+
+
+def unwritable_reason(home: Path, error: BaseException) -> str | None:
+    """In the user's words, why `error` (from SQLite or the OS) means the state directory
+    cannot be written — "disk full", "read-only file system", ... — or None when it is another
+    kind of error."""
+    import errno as E
+
+    # The OS error may be the cause of a clearer one (e.g. a NetworkError "cannot open the
+    # group network lock"): look down the chain.
+    cause: BaseException | None = error
+    while cause is not None and getattr(cause, "errno", None) is None:
+        cause = cause.__cause__ or cause.__context__
+    text = str(error).lower()
+    errno_ = getattr(cause, "errno", None)
+
+    if errno_ not in (E.ENOSPC, E.EDQUOT, E.EROFS, E.EIO) and not any(
+            k in text for k in _UNWRITABLE):
+        return None
+    from jobgroup.home import state_problem
+
+    problem = state_problem(home)
+    if problem is not None:
+        return problem
+    if errno_ == E.EROFS:
+        return "read-only file system"
+    if errno_ in (E.ENOSPC, E.EDQUOT) or "full" in text:
+        return "disk full"
+    if errno_ == E.EIO or "i/o" in text:
+        return "I/O error"
+    return str(error)
+
+
+def _tighten(db: Path) -> None:
+    """The store's files are 0600 (they hold specs and environments), whatever umask made them
+    (SQLite gives its -wal and -shm files the database file's mode)."""
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        try:
+            if os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 class Store:
     """A connection to the store of one state directory. Not shared between threads."""
 
     def __init__(self, home: Path | None = None) -> None:
+        from jobgroup.home import ensure_private
+
         self.home = (home or default_home()).absolute()
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private(self.home)
         self.path = self.home / "state.db"
+        # Why this store can only be read (a read-only or full file system), else None.
+        self.read_only: str | None = None
+        try:
+            self.conn = self._open()
+        except sqlite3.OperationalError as e:
+            why = unwritable_reason(self.home, e)
+            if why is None or not self.path.exists():
+                raise StateUnwritable(f"cannot open the store {self.path}: {why or e}") from None
+            # Reading a WAL database needs its -shm file, which a read-only file system may
+            # not let SQLite create: read the file as it is (nothing can change it meanwhile).
+            self.conn = sqlite3.connect(f"file:{quote(str(self.path))}?immutable=1", uri=True,
+                                        isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.read_only = why
+
+    def _open(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves for every write.
-        self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA busy_timeout=60000")
-        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            # Persistent once set; must run outside a transaction (busy_timeout covers races).
-            self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        tables = {r[0] for r in self.conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table'")}
-        if not set(_expected_columns()) <= tables:
-            # One script, one transaction: concurrent first users serialise on the lock.
-            self.conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
-        self._migrate()
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        try:
+            _tighten(self.path)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=60000")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                # Persistent once set; must run outside a transaction (busy_timeout covers races).
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            if not set(_expected_columns()) <= tables:
+                # One script, one transaction: concurrent first users serialise on the lock.
+                conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
+            self.conn = conn
+            self._migrate()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _migrate(self) -> None:
         """Add the columns a newer jobgroup expects to a state directory made by an older one
@@ -290,14 +364,30 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error). Raises
+        `StateUnwritable` (nothing written) when the state directory cannot take the write:
+        a full disk, a read-only file system, an I/O error."""
+        if self.read_only:
+            raise StateUnwritable(f"cannot write state in {self.home}: {self.read_only}")
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            why = unwritable_reason(self.home, e)
+            if why is None:
+                raise
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise StateUnwritable(f"cannot write state in {self.home}: {why}") from None
 
     # ---- jobs -------------------------------------------------------------------------------
 
