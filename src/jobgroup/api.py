@@ -428,13 +428,21 @@ def resolve_task(job: Job, task: str | int) -> int:
 
 
 def logs(job_id: int, task: str | int | None = None, *, rank: int | None = None,
-         follow: bool = False, home: Path | str | None = None) -> Iterator["LogLine"]:
-    """Log lines (`.task`, `.rank`, `.text`) of a job, or of one task (index or name) / node.
+         follow: bool = False, tail: int | None = None,
+         on_idle: Callable[[], None] | None = None,
+         home: Path | str | None = None) -> Iterator["LogLine"]:
+    """Log lines (`.task`, `.rank`, `.text`, `.attempt`, `.more`) of a job, or of one task
+    (index or name) / node, in bounded memory: a line longer than 1 MiB comes in pieces, all but
+    the last with `.more` (see `jobgroup.logfiles.follow`).
 
     With `follow=True`, keeps yielding while the selected tasks run and returns once they ended.
+    `tail=N`: start with the last N lines of each selected node (read from the end of its files).
+    `on_idle`: called whenever everything there is has been yielded and the reader waits.
     """
     from jobgroup.logfiles.follow import lines
 
+    if tail is not None and tail < 0:
+        raise UsageError(f"tail must be 0 or more lines, not {tail}")
     st = _store(home)
     try:
         job = get_job(job_id, store=st)
@@ -442,7 +450,8 @@ def logs(job_id: int, task: str | int | None = None, *, rank: int | None = None,
         if rank is not None and all(rank >= job.tasks[i].num_nodes for i in selected):
             top = max(job.tasks[i].num_nodes for i in selected) - 1
             raise NotFound(f"no node {rank}: the selected task(s) have ranks 0-{top}.")
-        yield from lines(st, job_id, task_indices=selected, rank=rank, follow=follow)
+        yield from lines(st, job_id, task_indices=selected, rank=rank, follow=follow, tail=tail,
+                         on_idle=on_idle)
     finally:
         st.close()
 

@@ -110,6 +110,8 @@ SPEC: dict[str, Any] = {
             "LogLine": {"type": "object", "properties": {
                 "task": {"type": "string"}, "rank": {"type": "integer"},
                 "attempt": {"type": "integer"}, "text": {"type": "string"},
+                "more": {"type": "boolean", "description": "a piece of a line longer than 1 MiB"
+                         " (cut between characters); the node's next piece goes on with it"},
                 "prefix": {"type": "string", "description": "`(task, rank=N)` as `jobgroup logs`"
                            " prints it (`(task, rank=N, attempt=K)` for later attempts)"},
             }},
@@ -211,8 +213,11 @@ SPEC: dict[str, Any] = {
             "get": {
                 "summary": "The log lines there are now (like `jobgroup logs JOB [TASK] --no-follow`)",
                 "parameters": [_JOB_ID, _TASK, _RANK,
-                               {"name": "tail", "in": "query", "schema": {"type": "integer"},
-                                "description": "only the last N lines (default 10000)"}],
+                               {"name": "tail", "in": "query",
+                                "schema": {"type": "integer", "minimum": 1},
+                                "description": "the last N lines of each node, read from the "
+                                               "end of its files (default 10000); at most 4 Mi "
+                                               "characters in all (the oldest go first)"}],
                 "responses": {"200": _json({"type": "object", "properties": {
                     "lines": {"type": "array", "items": {"$ref": "#/components/schemas/LogLine"}},
                     "truncated": {"type": "boolean"}}}, "lines"),
@@ -225,7 +230,11 @@ SPEC: dict[str, Any] = {
                 "description": "Events: `start` (data: {\"width\": N}, the prefix width), then one "
                                "unnamed event per line (data: a LogLine), then `end` once the "
                                "selected tasks have ended. Comments keep the connection alive.",
-                "parameters": [_JOB_ID, _TASK, _RANK],
+                "parameters": [_JOB_ID, _TASK, _RANK,
+                               {"name": "tail", "in": "query",
+                                "schema": {"type": "integer", "minimum": 0},
+                                "description": "start with the last N lines of each node "
+                                               "(default 10000; 0: only new lines)"}],
                 "responses": {"200": {"description": "the stream",
                                       "content": {"text/event-stream": {}}},
                               "400": _err("bad parameter"), **_COMMON_ERRORS,

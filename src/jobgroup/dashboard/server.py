@@ -48,7 +48,10 @@ MAX_BODY = 1 << 20  # a job group is a few KiB; 1 MiB is generous
 REQUEST_TIMEOUT_S = 30.0  # a whole request (even 1 MiB at a slow 35 KiB/s), or one write
 MAX_STREAMS = 64  # open log streams at once (each holds a thread and the node files)
 KEEPALIVE_S = 15.0
-LOG_TAIL_DEFAULT = 10_000
+LOG_TAIL_DEFAULT = 10_000  # lines of each node a log reply or stream starts with
+LOG_REPLY_MAX = 4 << 20  # characters of log text in one /logs reply (the oldest go first)
+LOG_BATCH = 256 << 10  # characters of log text a stream's reader hands its writer at once
+LOG_QUEUE = 8  # batches waiting for a stream's writer: a slow browser pauses the reader
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 SECURITY_HEADERS = {
@@ -496,27 +499,60 @@ class Handler(BaseHTTPRequestHandler):
         return jid, (None if task is None else selected[0]), rank, width
 
     def api_logs(self, job_id: str, *, params: dict[str, list[str]]) -> None:
+        """The last `tail` lines (LOG_TAIL_DEFAULT) of each selected node, read from the end of
+        its files, in at most LOG_REPLY_MAX characters (beyond, the oldest pieces of the node
+        holding the most go first); `truncated`: earlier lines are left out."""
         jid, task, rank, _ = self._log_selection(job_id, params)
         tail = _int(params, "tail", minimum=1) or LOG_TAIL_DEFAULT
         from collections import deque
 
-        buf: deque[dict] = deque(maxlen=tail)
+        kept: dict[tuple[str, int], deque[Any]] = {}
+        size: dict[tuple[str, int], int] = {}
+        ended: dict[tuple[str, int], int] = {}  # lines read of each node
+        dropped: set[tuple[str, int]] = set()
         total = 0
-        for line in api.logs(jid, task, rank=rank, follow=False, home=self.server.home):
-            total += 1
-            buf.append(_line(line))
-        self._json(200, {"lines": list(buf), "truncated": total > len(buf)}, etag=True)
+        # One line more than asked of each node tells whether there were earlier ones.
+        for line in api.logs(jid, task, rank=rank, follow=False, tail=tail + 1,
+                             home=self.server.home):
+            key = (line.task, line.rank)
+            if key not in kept:
+                kept[key], size[key], ended[key] = deque(), 0, 0
+            kept[key].append(line)
+            size[key] += len(line.text)
+            ended[key] += not line.more
+            total += len(line.text)
+            while total > LOG_REPLY_MAX:
+                big = max(size, key=size.__getitem__)
+                if len(kept[big]) <= 1:
+                    break
+                gone = kept[big].popleft()
+                size[big] -= len(gone.text)
+                total -= len(gone.text)
+                dropped.add(big)
+        for key, pieces in kept.items():
+            if ended[key] > tail and key not in dropped:  # drop the extra line
+                while pieces and pieces.popleft().more:
+                    pass
+        truncated = bool(dropped) or any(n > tail for n in ended.values())
+        self._json(200, {"lines": [_line(ln) for pieces in kept.values() for ln in pieces],
+                         "truncated": truncated}, etag=True)
 
     def api_logs_stream(self, job_id: str, *, params: dict[str, list[str]]) -> None:
         jid, task, rank, width = self._log_selection(job_id, params)
+        tail = _int(params, "tail")
         if not self.server.streams.acquire(blocking=False):
             raise HTTPError(503, f"too many log streams open (at most {MAX_STREAMS})")
         try:
-            self._stream(jid, task, rank, width)
+            self._stream(jid, task, rank, width, LOG_TAIL_DEFAULT if tail is None else tail)
         finally:
             self.server.streams.release()
 
-    def _stream(self, jid: int, task: int | None, rank: int | None, width: int) -> None:
+    def _stream(self, jid: int, task: int | None, rank: int | None, width: int,
+                tail: int) -> None:
+        """Server-Sent Events: the last `tail` lines of each node, then what follows. A reader
+        thread hands lines over in batches (at most LOG_BATCH characters, or whatever there is
+        when it waits for more) through a queue of LOG_QUEUE batches: memory stays bounded
+        whatever the size of the logs and the speed of the browser."""
         self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -530,26 +566,51 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(f"event: start\ndata: {json.dumps({'width': width})}\n\n".encode())
         self.wfile.flush()
-        q: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        q: queue.Queue[Any] = queue.Queue(maxsize=LOG_QUEUE)
         stop = threading.Event()
         end = object()
         home = self.server.home
+        batch: list[Any] = []
+        held = [0]  # characters in `batch`
+
+        class Stopped(Exception):
+            pass
+
+        def put(item: Any) -> None:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=1.0)
+                    return
+                except queue.Full:
+                    continue
+            raise Stopped  # the browser went away: stop reading (even an idle job's files)
+
+        def hand_over() -> None:
+            if batch:
+                put(batch.copy())
+                batch.clear()
+                held[0] = 0
+            elif stop.is_set():
+                raise Stopped
 
         def read() -> None:
             try:
-                for line in api.logs(jid, task, rank=rank, follow=True, home=home):
-                    while not stop.is_set():
-                        try:
-                            q.put(line, timeout=1.0)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
+                for line in api.logs(jid, task, rank=rank, follow=True, tail=tail,
+                                     on_idle=hand_over, home=home):
+                    batch.append(line)
+                    held[0] += len(line.text)
+                    if held[0] >= LOG_BATCH or len(batch) >= 500:
+                        hand_over()
+                hand_over()
+                put(end)
+            except Stopped:
+                pass
             except Exception as e:  # the job vanished, the state directory went away
                 log.warning("dashboard: log stream of job %s ended: %s", jid, e)
-            finally:
-                q.put(end)
+                try:
+                    put(end)
+                except Stopped:
+                    pass
 
         threading.Thread(target=read, name=f"logs-{jid}", daemon=True).start()
         try:
@@ -560,24 +621,12 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b": keepalive\n\n")
                     self.wfile.flush()
                     continue
-                chunk, finished = [], False
-                while True:
-                    if item is end:
-                        finished = True
-                        break
-                    chunk.append(f"data: {json.dumps(_line(item))}\n\n")
-                    if len(chunk) >= 500:
-                        break
-                    try:
-                        item = q.get_nowait()
-                    except queue.Empty:
-                        break
-                if chunk:
-                    self.wfile.write("".join(chunk).encode())
-                if finished:
+                if item is end:
                     self.wfile.write(b"event: end\ndata: {}\n\n")
                     self.wfile.flush()
                     return
+                self.wfile.write("".join(f"data: {json.dumps(_line(ln))}\n\n"
+                                         for ln in item).encode())
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # the browser went away
@@ -700,7 +749,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def _line(line: Any) -> dict:
     return {"task": line.task, "rank": line.rank, "attempt": line.attempt, "text": line.text,
-            "prefix": prefix_of(line.task, line.rank, line.attempt)}
+            "more": line.more, "prefix": prefix_of(line.task, line.rank, line.attempt)}
 
 
 def _problem(p: Any) -> dict:
