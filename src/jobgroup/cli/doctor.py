@@ -14,7 +14,8 @@ from jobgroup.state.store import Store, default_home
 @click.option("--fix", is_flag=True, help="Remove what is found.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def doctor(fix: bool, as_json: bool) -> None:
-    """Find what crashed runs left behind (namespaces, interfaces, processes, files).
+    """Find what crashed runs left behind (processes, namespaces, interfaces, mounts,
+    cgroups, files): of groups that ended, and of running groups what no live node uses.
 
     Exit 0 when nothing is left (or all of it was removed with --fix), 1 otherwise.
 
@@ -27,7 +28,7 @@ def doctor(fix: bool, as_json: bool) -> None:
     try:
         found = doc.find(store)
         if fix and not found.empty:
-            doc.fix(found)
+            doc.fix(found, store)
             after = doc.find(store)
         else:
             after = found
@@ -42,7 +43,8 @@ def doctor(fix: bool, as_json: bool) -> None:
     else:
         for what, items in (("network namespaces", found.netns), ("interfaces", found.links),
                             ("processes", [str(p) for p in found.processes]),
-                            ("files", found.files), ("cgroups", found.cgroups)):
+                            ("mounts", found.mounts), ("files", found.files),
+                            ("cgroups", found.cgroups)):
             if items:
                 click.echo(f"{what}: {' '.join(items)}")
         click.echo("Removed." if fix and after.empty else

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from jobgroup import discovery
+from jobgroup import discovery, faults
 from jobgroup.backends.base import Backend, Handle, PhaseLaunch, Unreachable
 from jobgroup.controller import creds, paths, probes
 from jobgroup.controller import placement as placements
@@ -385,6 +385,10 @@ class Controller:
             )
         except Exception:
             log.exception("could not fail job %d", job_id)
+        try:  # a terminal job is never reconciled again: tear its network down now
+            self._backend(job_id).cleanup(job_id)
+        except Exception:
+            log.exception("could not clean up after job %d", job_id)
 
     def reconcile(self, job_id: int) -> None:
         for _ in range(MAX_ROUNDS):
@@ -452,6 +456,7 @@ class Controller:
                 if node.pid:  # first: if the backend cannot be reached, nothing is recorded
                     self._backend(job_id).stop(Handle(node.pid, node.pid_start or 0),
                                                self._status(job_id, node))
+                faults.hit("stop.signalled")
                 self.store.update_node(job_id, task_idx, rank, stop_requested_at=now)
                 self.store.add_event(job_id, "stop", reason, task_idx, rank)
             case Abandon(task_idx, rank):
@@ -469,27 +474,36 @@ class Controller:
                 self.store.add_event(job_id, "outcome", f"{status.value}: {reason}")
             case SetJob(status, reason):
                 if status.terminal:
+                    faults.hit("teardown.begin")
                     self._backend(job_id).cleanup(job_id)
+                    faults.hit("teardown.cleaned")
                     self._freed = True
                 transitions.set_job_status(self.store, job_id, status, reason)
             case RestartTask(idx, reason, error):
-                self.store.count_restart(job_id, idx, error=error)
-                transitions.set_task_status(self.store, job_id, idx, Status.RECOVERING, reason)
+                # Counted with the status change (one transaction): never twice after a crash.
+                transitions.restart_task(self.store, job_id, idx, reason, error=error)
+                faults.hit("restart.counted")
             case ResetTask(idx):
                 nodes = [n for n in view.nodes if n.task_idx == idx]
+                # The attempt follows from the restarts counted (not +1 on what is stored), so
+                # resetting again after a crash before STARTING is recorded changes nothing.
+                task = next(t for t in view.tasks if t.idx == idx)
                 self.store.record(job_id, nodes=[
-                    (idx, n.rank, {"phase": Phase.READY, "attempt": n.attempt + 1, "pid": None,
+                    (idx, n.rank, {"phase": Phase.READY,
+                                   "attempt": max(task.restarts + 1, n.attempt), "pid": None,
                                    "pid_start": None, "exit_code": None, "signal": None,
                                    "stopped": 0, "stop_requested_at": None, "ended_at": None,
                                    "ended_phase": None, "ready_at": None, "probe_failed": None,
                                    "started_at": None})
                     for n in nodes
-                ], events=[(idx, n.rank, "restart", f"attempt {n.attempt + 1}") for n in nodes])
+                ], events=[(idx, n.rank, "restart",
+                            f"attempt {max(task.restarts + 1, n.attempt)}") for n in nodes])
+                faults.hit("restart.reset")
                 transitions.set_task_status(self.store, job_id, idx, Status.STARTING,
                                             "restarted")
             case RestartGroup(reason):
-                self.store.set_job_facts(job_id, group_restarts=view.job.group_restarts + 1)
-                transitions.set_job_status(self.store, job_id, Status.RECOVERING, reason)
+                transitions.restart_group(self.store, job_id, reason)  # counted with it
+                faults.hit("restart.group")
             case _:
                 raise TypeError(f"unknown action {action!r}")
 
@@ -524,6 +538,7 @@ class Controller:
                                   "started_at": now})
             for s in starts
         ])
+        faults.hit("start.intent")
         started: list[NodeRec] = []
         try:
             self._start_each(job_id, group, job, nodes, addrs, starts, started)
@@ -544,6 +559,7 @@ class Controller:
                 events=[(n.task_idx, n.rank, f"{n.phase.value}-started", f"pid {n.pid}")
                         for n in started],
             )
+            faults.hit("start.recorded")
             for n in started:
                 self._watch(job_id, n)
 
@@ -669,6 +685,12 @@ class Controller:
                 return
             if handle.pid == 0:
                 handle = None
+            else:  # found running: record it, or stopping it later would not reach it
+                self.store.record(
+                    job_id, nodes=[(n.task_idx, n.rank,
+                                    {"pid": handle.pid, "pid_start": handle.pid_start})],
+                    events=[(n.task_idx, n.rank, f"{n.phase.value}-started",
+                             f"pid {handle.pid} (found after a controller restart)")])
 
         def ended() -> None:
             self._watched.discard(key)
@@ -695,6 +717,7 @@ class Controller:
         if out is None:  # still running after all (spurious wake-up): keep watching
             self._watch(job_id, n)
             return
+        faults.hit("settle.read")
         cur = next((m for m in self.store.nodes(job_id)
                     if (m.task_idx, m.rank) == (n.task_idx, n.rank)), None)
         if cur is None or cur.phase != n.phase or cur.attempt != n.attempt:
@@ -759,6 +782,11 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m jobgroup.controller.daemon HOME`: serve HOME until stopped."""
     args = sys.argv[1:] if argv is None else argv
     home = Path(args[0]).absolute()
+    try:
+        faults.arm_from_env()  # crash-safety tests only (see jobgroup.faults)
+    except faults.FaultSpecError as e:
+        print(f"jobgroup controller: {e}", file=sys.stderr)
+        return 2
     lock = acquire_lock(home)
     if lock is None:
         return 0  # another controller serves this state directory

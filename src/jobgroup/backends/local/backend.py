@@ -22,6 +22,7 @@ from typing import Callable
 
 import msgspec
 
+from jobgroup import faults
 from jobgroup.backends.base import Backend, Handle, Outcome, PhaseLaunch
 from jobgroup.backends.local import isolation, mounts, network, shim
 from jobgroup.spec.models import JobGroup
@@ -106,15 +107,12 @@ class LocalBackend(Backend):
         job_dir = self._job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         net = None
+        faults.hit("prepare.begin")
         if self.level == isolation.NAMESPACES:
-            saved = job_dir / "network.json"
-            if saved.exists():  # a restarted controller: the network is there already
-                net = network.GroupNet.from_json(saved.read_text())
-            else:
-                net = network.create(self.home, job_id, len(index))
-                tmp = saved.with_suffix(".tmp")
-                tmp.write_text(net.to_json())
-                os.replace(tmp, saved)
+            # Idempotent: a restarted controller finds the network its predecessor recorded
+            # (and repairs it if parts are gone), or removes what an interrupted create left.
+            net = network.ensure(self.home, job_id, len(index))
+            faults.hit("prepare.saved")
             addresses = {key: net.addresses[n] for key, n in index.items()}
         else:
             addresses = {key: loopback_address(job_id, n) for key, n in index.items()}
@@ -198,6 +196,7 @@ class LocalBackend(Backend):
         finally:
             os.close(devnull)
         start = proc_start_time(pid)
+        faults.hit("start.spawned")
         return Handle(pid=pid, pid_start=start or 0)
 
     def _tracking_cgroup(self, launch: PhaseLaunch) -> str | None:
@@ -345,7 +344,9 @@ class LocalBackend(Backend):
             return Handle(pid=0, pid_start=0)  # ended: `outcome` reads the record
         info = shim.read_pid_file(status_path)
         if info is None:
-            return None
+            # Spawned just before the previous controller died, and the shim has not written
+            # its pid file yet (or cannot): adopt it rather than start the phase twice.
+            return self._unrecorded_shim(status_path)
         try:  # the shim is the parent of the child it wrote down
             with open(f"/proc/{info.child_pid}/stat", "rb") as f:
                 ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
@@ -354,6 +355,21 @@ class LocalBackend(Backend):
         if proc_start_time(ppid) != info.shim_start_time:
             return Handle(pid=0, pid_start=0)
         return Handle(pid=ppid, pid_start=info.shim_start_time)
+
+    def _unrecorded_shim(self, status_path: Path) -> Handle | None:
+        """A live shim of this phase found by its marker (its environment), or None."""
+        exe = os.path.realpath(self._shim)
+        for pid in marked_processes(status_path):
+            try:
+                if os.readlink(f"/proc/{pid}/exe") != exe:
+                    continue
+            except OSError:
+                continue
+            start = proc_start_time(pid)
+            handle = Handle(pid=pid, pid_start=start or 0)
+            if start is not None and self.alive(handle):
+                return handle
+        return None
 
     def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
         if not self.alive(handle):
@@ -381,15 +397,13 @@ class LocalBackend(Backend):
                 pass
 
     def cleanup(self, job_id: int) -> None:
+        """Remove the group's network (whatever part of it exists, even one whose creation was
+        interrupted before it was recorded) and its files. Idempotent; quiet when done twice."""
         self._made.pop(job_id, None)
-        plan = self._jobs.pop(job_id, None)
+        self._jobs.pop(job_id, None)
+        if self.level == isolation.NAMESPACES or network.record_path(self.home, job_id).exists():
+            network.teardown(self.home, job_id)  # (no network at the other levels)
+        faults.hit("network.destroyed")
         job_dir = self._job_dir(job_id)
-        saved = job_dir / "network.json"
-        net = plan.net if plan else None
-        if net is None and saved.exists():
-            net = network.GroupNet.from_json(saved.read_text())
-        if net is not None:
-            network.destroy(net.netid, len(net.addresses))
-        saved.unlink(missing_ok=True)
-        (job_dir / "hosts").unlink(missing_ok=True)
-        (job_dir / "resolv.conf").unlink(missing_ok=True)
+        for name in ("hosts", "hosts.tmp", "resolv.conf"):
+            (job_dir / name).unlink(missing_ok=True)
