@@ -2,8 +2,9 @@
 
 Contract:
 - At most one runs per state directory (an exclusive flock on `controller.lock`, held for life).
-- Commands never talk to it except to wake it (a datagram on an abstract unix socket named
-  after the state directory): they write intent to the store, then wake it. It reconciles each
+- Commands never talk to it except to wake it (a datagram on the socket file `controller.wake`
+  in the private state directory) or to hand it a launch (`controller.rpc`): they write intent
+  to the store, then wake it. It reconciles each
   job that changed: load the job's rows, `decide()` purely, apply the actions, repeat.
 - It learns of every phase's end from the kernel (pidfds via the backend) and settles it from
   the shim's durable status file, so a restarted controller (`adopt`) picks up exactly where
@@ -27,21 +28,22 @@ from pathlib import Path
 import msgspec
 
 from jobgroup import discovery, faults
-from jobgroup.backends.base import Backend, Handle, PhaseLaunch, Unreachable
-from jobgroup.controller import creds, paths, probes
+from jobgroup.backends.base import Backend, Handle, Outcome, PhaseLaunch, Unreachable
+from jobgroup.backends.local.shim import note_reaped
+from jobgroup.controller import creds, paths, probes, sockname
 from jobgroup.controller import placement as placements
 from jobgroup.controller.decide import (
     Abandon, JobView, MarkReady, Plan, ResetTask, RestartGroup, RestartTask, SetJob, SetOutcome,
     SetTask, StartPhase, StopNode, TaskInfo, decide, task_info,
 )
-from jobgroup.controller.wake import socket_name
-from jobgroup.errors import JobGroupError
+from jobgroup.envvars import inherited
+from jobgroup.errors import JobGroupError, StateUnwritable
 from jobgroup.spec import load
 from jobgroup.spec.durations import parse_duration
 from jobgroup.spec.models import JobGroup
 from jobgroup.state import transitions
 from jobgroup.state.status import Phase, Status
-from jobgroup.state.store import JobRec, NodeRec, Store
+from jobgroup.state.store import JobRec, NodeRec, Store, unwritable_reason
 
 log = logging.getLogger("jobgroup.controller")
 
@@ -74,23 +76,33 @@ class Controller:
         self._watched: set[tuple[int, int, int, str, int]] = set()
         self._unreachable: set[int] = set()  # jobs whose backend did not answer (said once)
         self._probing: dict[tuple[int, int, int, int], asyncio.Task[None]] = {}
+        # Why the state directory cannot be written ("disk full", ...) and since when, and the
+        # jobs waiting on it; None while writes succeed (`_cannot_write`, `_writable`).
+        self.unwritable: tuple[str, float] | None = None
+        self._blocked: set[int] = set()
         self.started_at = time.time()
 
     # ---- life -------------------------------------------------------------------------------
 
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT or `controller stop`. The lock must already be held."""
+        # We hold the lock: socket files left by a controller that was killed are stale.
+        for name in (sockname.WAKE, sockname.RPC):
+            (self.home / name).unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent each datagram
-        sock.bind(socket_name(self.home))
+        rpc = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with sockname.address(self.home, sockname.WAKE) as addr:
+            sock.bind(addr)
+        with sockname.address(self.home, sockname.RPC) as addr:
+            rpc.bind(addr)
+        rpc.listen(128)
         self.loop.add_reader(sock.fileno(), self._on_wake, sock)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.loop.stop)
         self.loop.add_signal_handler(signal.SIGCHLD, self._reap_children)
-        from jobgroup.controller.rpc import rpc_name
-
         self.loop.run_until_complete(asyncio.start_unix_server(
-            self._serve_rpc, path=rpc_name(self.home).decode(), limit=4 << 20))
+            self._serve_rpc, sock=rpc, limit=4 << 20))
         self.adopt()
         self.loop.call_later(SWEEP_SECONDS, self._sweep)
         log.info("controller %d serving %s", os.getpid(), self.home)
@@ -98,12 +110,16 @@ class Controller:
             self.loop.run_forever()
         finally:
             sock.close()
+            rpc.close()
+            for name in (sockname.WAKE, sockname.RPC):
+                (self.home / name).unlink(missing_ok=True)
             log.info("controller %d stopped; running groups are left running", os.getpid())
 
     async def _serve_rpc(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         """One request per connection (see `controller.rpc`). Only this controller's own user
-        (or root) may ask: the socket is abstract, so file permissions cannot guard it."""
+        (or root) may ask: the state directory's mode keeps others out, and the peer's
+        credentials are checked as well."""
         try:
             if not creds.peer_allowed(writer.get_extra_info("socket")):
                 # Read (and ignore) the request first: closing on a client that is still
@@ -133,6 +149,11 @@ class Controller:
     def _launch_for_client(self, req: dict) -> dict:
         from jobgroup import api
 
+        if req.get("op") == "status":
+            since = self.unwritable[1] if self.unwritable else None
+            return {"ok": True, "pid": os.getpid(), "started_at": self.started_at,
+                    "unwritable": self.unwritable[0] if self.unwritable else None,
+                    "unwritable_since": since, "blocked_jobs": sorted(self._blocked)}
         if req.get("op") != "launch":
             return {"ok": False, "error": f"unknown request {req.get('op')!r}", "exit_code": 2}
         notes: list[str] = []
@@ -141,7 +162,7 @@ class Controller:
                 req["path"], name=req.get("name"), env=req.get("env") or {},
                 infra=req.get("infra"), grace=float(req.get("grace", 10.0)), home=self.home,
                 on_warning=notes.append, gpus_any=bool(req.get("gpus_any")),
-                cpu_only=bool(req.get("cpu_only")), base_env=req.get("base_env") or {},
+                cpu_only=bool(req.get("cpu_only")), base_env=req.get("base_env"),
                 notify=False, store=self.store,
             )
         except JobGroupError as e:
@@ -172,11 +193,12 @@ class Controller:
         # rest). Nothing else is a child of the controller.
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            note_reaped(pid, status)  # a shim's exit code, in case it could not write its file
 
     def _on_wake(self, sock: socket.socket) -> None:
         while True:
@@ -218,6 +240,7 @@ class Controller:
             try:
                 self.reconcile(job_id)
                 self._unreachable.discard(job_id)
+                self._writable(job_id)
             except Unreachable as e:  # the cluster's API did not answer: keep state, retry
                 if job_id not in self._unreachable:  # said once per outage, not every retry
                     self._unreachable.add(job_id)
@@ -226,9 +249,18 @@ class Controller:
                                 RETRY_UNREACHABLE)
                     self.store.add_event(job_id, "unreachable", f"{what}; retrying")
                 self.loop.call_later(RETRY_UNREACHABLE, self._mark, job_id)
-            except Exception as e:  # one broken job must not stop the others
-                log.exception("reconcile of job %d failed", job_id)
-                self._fail_job(job_id, e)
+            except StateUnwritable as e:  # disk full / read-only: keep state, try again
+                self._cannot_write(job_id, e)
+                self.loop.call_later(RETRY_UNREACHABLE, self._mark, job_id)
+            except Exception as e:
+                why = unwritable_reason(self.home, e)
+                if why is None:  # one broken job must not stop the others
+                    log.exception("reconcile of job %d failed", job_id)
+                    self._fail_job(job_id, e)
+                else:  # e.g. a log directory on a file system turned read-only
+                    self._cannot_write(job_id, StateUnwritable(
+                        f"cannot write state in {self.home}: {why} ({e})"))
+                    self.loop.call_later(RETRY_UNREACHABLE, self._mark, job_id)
         self._scan_intents()
         if self._freed:  # a group ended: what it held may admit a waiting one
             self._freed = False
@@ -236,6 +268,22 @@ class Controller:
                 self._admit()
             except Exception:
                 log.exception("admission pass failed")
+
+    def _cannot_write(self, job_id: int, error: StateUnwritable) -> None:
+        """Job `job_id` could not record a change: said once per outage in controller.log and
+        by `jobgroup controller status`; the job keeps its state and is tried again."""
+        if self.unwritable is None:
+            log.error("%s; nothing is recorded until it can be (retrying every %gs)", error,
+                      RETRY_UNREACHABLE)
+            self.unwritable = (str(error), time.time())
+        self._blocked.add(job_id)
+
+    def _writable(self, job_id: int) -> None:
+        if job_id in self._blocked:
+            self._blocked.discard(job_id)
+            if not self._blocked and self.unwritable is not None:
+                log.info("the state directory can be written again")
+                self.unwritable = None
 
     def _backend(self, job_id: int) -> Backend:
         """The backend of a job (its launch-time infra), created on first use."""
@@ -379,10 +427,13 @@ class Controller:
                 if n.live and n.pid:
                     self._backend(job_id).stop(Handle(n.pid, n.pid_start or 0), self._status(job_id, n),
                                       kill=True)
-            transitions.set_job_status(
-                self.store, job_id, Status.FAILED_CONTROLLER,
-                f"the controller hit an error{why}; see controller.log",
-            )
+            reason = f"the controller hit an error{why}; see controller.log"
+            transitions.set_job_status(self.store, job_id, Status.FAILED_CONTROLLER, reason)
+            # Its tasks end with it: a task left STARTING would keep `logs` following forever.
+            for t in self.store.tasks(job_id):
+                if not t.status.terminal:
+                    transitions.set_task_status(self.store, job_id, t.idx,
+                                                Status.FAILED_CONTROLLER, reason)
         except Exception:
             log.exception("could not fail job %d", job_id)
         try:  # a terminal job is never reconciled again: tear its network down now
@@ -408,6 +459,11 @@ class Controller:
                            nodes=self.store.nodes(job_id), info=info,
                            max_group_restarts=group.max_group_restarts, placed=placed)
             for n in view.nodes:
+                if n.live and (job_id, n.task_idx, n.rank, n.phase.value,
+                               n.attempt) not in self._watched:
+                    # Recorded as running but watched by nobody (a start that failed halfway,
+                    # a watch lost to an error): find it, or put it back to be started.
+                    self._watch(job_id, n)
                 self._probe_if_needed(job, group, n)
             plan = decide(view, time.time())
             self._set_timer(job_id, plan)
@@ -542,26 +598,35 @@ class Controller:
         started: list[NodeRec] = []
         try:
             self._start_each(job_id, group, job, nodes, addrs, starts, started)
-        except Unreachable:
-            # Record what did start; put the rest back to be started on the retry.
+        except (Unreachable, StateUnwritable, OSError):
+            # Record what did start; put the rest back to be started on the retry (if even
+            # that cannot be written, `reconcile` finds them unwatched and does it later).
             done = {(n.task_idx, n.rank) for n in started}
-            self.store.record(job_id, nodes=[
-                (s.task_idx, s.rank, {"phase": Phase.WAITING if s.phase == Phase.SETUP
-                                      else Phase.READY, "started_at": None})
-                for s in starts if (s.task_idx, s.rank) not in done
-            ])
+            try:
+                self.store.record(job_id, nodes=[
+                    (s.task_idx, s.rank, {"phase": Phase.WAITING if s.phase == Phase.SETUP
+                                          else Phase.READY, "started_at": None})
+                    for s in starts if (s.task_idx, s.rank) not in done
+                ])
+            except StateUnwritable:
+                pass
             raise
         finally:
-            self.store.record(
-                job_id,
-                nodes=[(n.task_idx, n.rank, {"pid": n.pid, "pid_start": n.pid_start})
-                       for n in started],
-                events=[(n.task_idx, n.rank, f"{n.phase.value}-started", f"pid {n.pid}")
-                        for n in started],
-            )
-            faults.hit("start.recorded")
-            for n in started:
-                self._watch(job_id, n)
+            try:
+                self.store.record(
+                    job_id,
+                    nodes=[(n.task_idx, n.rank, {"pid": n.pid, "pid_start": n.pid_start})
+                           for n in started],
+                    events=[(n.task_idx, n.rank, f"{n.phase.value}-started", f"pid {n.pid}")
+                            for n in started],
+                )
+                faults.hit("start.recorded")
+            finally:
+                # Watched even when their pids could not be written (a full disk): their
+                # ends are then held in memory until they can be (`_record_end`); a restarted
+                # controller finds them by their pid files (`find`).
+                for n in started:
+                    self._watch(job_id, n)
 
     def _start_each(self, job_id: int, group: JobGroup, job: JobRec,
                     nodes: dict[tuple[int, int], NodeRec], addrs: dict[tuple[int, int], str],
@@ -593,7 +658,8 @@ class Controller:
              addrs: dict[tuple[int, int], str], *, setup: bool = False,
              attempt: int = 1) -> dict[str, str]:
         """A node's environment: the launcher's, minus our state dir, plus discovery."""
-        env = dict(job.options.get("base_env") or os.environ)
+        base = job.options.get("base_env")
+        env = dict(base) if base is not None else inherited(os.environ)
         env.pop("JOBGROUP_HOME", None)
         env.update(discovery.node_env(
             group, job.id, task_idx, rank, addrs,
@@ -686,11 +752,14 @@ class Controller:
             if handle.pid == 0:
                 handle = None
             else:  # found running: record it, or stopping it later would not reach it
-                self.store.record(
-                    job_id, nodes=[(n.task_idx, n.rank,
-                                    {"pid": handle.pid, "pid_start": handle.pid_start})],
-                    events=[(n.task_idx, n.rank, f"{n.phase.value}-started",
-                             f"pid {handle.pid} (found after a controller restart)")])
+                try:
+                    self.store.record(
+                        job_id, nodes=[(n.task_idx, n.rank,
+                                        {"pid": handle.pid, "pid_start": handle.pid_start})],
+                        events=[(n.task_idx, n.rank, f"{n.phase.value}-started",
+                                 f"pid {handle.pid} (found after a controller restart)")])
+                except StateUnwritable as e:
+                    self._cannot_write(job_id, e)
 
         def ended() -> None:
             self._watched.discard(key)
@@ -710,33 +779,50 @@ class Controller:
             self.loop.call_later(RETRY_UNREACHABLE, self._settle, job_id, n, handle)
             return
         except Exception as e:  # a callback: an escaping error would leave the node unwatched
-            log.exception("job %d: reading how %s-%d ended failed", job_id,
-                          n.task_idx, n.rank)
-            self._fail_job(job_id, e)
+            why = unwritable_reason(self.home, e)
+            if why is None:
+                log.exception("job %d: reading how %s-%d ended failed", job_id,
+                              n.task_idx, n.rank)
+                self._fail_job(job_id, e)
+                return
+            self._cannot_write(job_id, e if isinstance(e, StateUnwritable) else StateUnwritable(
+                f"cannot write state in {self.home}: {why} ({e})"))
+            self.loop.call_later(RETRY_UNREACHABLE, self._settle, job_id, n, handle)
             return
         if out is None:  # still running after all (spurious wake-up): keep watching
             self._watch(job_id, n)
             return
         faults.hit("settle.read")
+        self._record_end(job_id, n, out, time.time())
+
+    def _record_end(self, job_id: int, n: NodeRec, out: Outcome, now: float) -> None:
+        """Write how phase `n` ended, in one transaction (the event with the facts). While the
+        state directory cannot be written (full, read-only), the outcome is kept here and
+        written when it can be: it was read once (the shim's exit code cannot be read twice)
+        and is never replaced by a guess."""
         cur = next((m for m in self.store.nodes(job_id)
                     if (m.task_idx, m.rank) == (n.task_idx, n.rank)), None)
         if cur is None or cur.phase != n.phase or cur.attempt != n.attempt:
             return  # already settled
-        now = time.time()
         what = ("lost (its supervisor was killed)" if out.lost else
                 f"signal {out.signal}" if out.signal is not None else f"exit code {out.exit_code}")
-        self.store.add_event(job_id, f"{n.phase.value}-ended", what, n.task_idx, n.rank)
+        events: list[tuple[int | None, int | None, str, str]] = [
+            (n.task_idx, n.rank, f"{n.phase.value}-ended", what)]
         if n.phase == Phase.SETUP and out.exit_code == 0 and not out.stopped:
-            self.store.update_node(job_id, n.task_idx, n.rank, phase=Phase.READY, pid=None)
+            fields: dict[str, object] = {"phase": Phase.READY, "pid": None}
         else:
             stopped = out.stopped or cur.stop_requested_at is not None
-            self.store.update_node(
-                job_id, n.task_idx, n.rank, phase=Phase.ENDED, exit_code=out.exit_code,
-                signal=out.signal, stopped=int(stopped), ended_at=now, ended_phase=n.phase,
-                note=out.note,
-            )
+            fields = {"phase": Phase.ENDED, "exit_code": out.exit_code, "signal": out.signal,
+                      "stopped": int(stopped), "ended_at": now, "ended_phase": n.phase,
+                      "note": out.note}
             if out.note:
-                self.store.add_event(job_id, "note", out.note, n.task_idx, n.rank)
+                events.append((n.task_idx, n.rank, "note", out.note))
+        try:
+            self.store.record(job_id, nodes=[(n.task_idx, n.rank, fields)], events=events)
+        except StateUnwritable as e:
+            self._cannot_write(job_id, e)
+            self.loop.call_later(RETRY_UNREACHABLE, self._record_end, job_id, n, out, now)
+            return
         self._mark(job_id)
 
 
@@ -755,8 +841,11 @@ def _workdir(base_dir: str, workdir: object) -> str | None:
 
 
 def acquire_lock(home: Path) -> int | None:
-    """The controller lock's fd if we got it, None if another controller holds it."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """The controller lock's fd if we got it, None if another controller holds it. The state
+    directory is made private first (`ensure_private`; UsageError if it cannot be)."""
+    from jobgroup.home import ensure_private
+
+    ensure_private(home)
     fd = os.open(paths.lock_path(home), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -764,6 +853,22 @@ def acquire_lock(home: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _write_quietly(path: Path, text: str) -> None:
+    """Write a file that only informs commands (pid, isolation level, inventory) atomically;
+    on a full or read-only state directory say so in the log and go on: supervising the
+    groups that run matters more (the lock, not the pid file, says a controller runs)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.error("cannot write %s: %s", path, e.strerror or e)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _raise_fd_limit() -> None:
@@ -787,7 +892,11 @@ def main(argv: list[str] | None = None) -> int:
     except faults.FaultSpecError as e:
         print(f"jobgroup controller: {e}", file=sys.stderr)
         return 2
-    lock = acquire_lock(home)
+    try:
+        lock = acquire_lock(home)
+    except (JobGroupError, OSError) as e:  # not ours, not a directory, read-only, ...
+        print(f"jobgroup controller: {e}", file=sys.stderr)
+        return 1
     if lock is None:
         return 0  # another controller serves this state directory
     logging.basicConfig(
@@ -802,16 +911,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start the local backend: %s", e)
         return 1
     _raise_fd_limit()
-    (home / "isolation").write_text(backend.level + "\n")
+    # From here on every file the controller makes is its user's alone (the backend noted the
+    # umask nodes get: the one of whoever started the controller).
+    os.umask(0o077)
+    _write_quietly(home / "isolation", backend.level + "\n")
     try:
         controller = Controller(home, backend)
     except JobGroupError as e:  # e.g. a bad resources.yaml: say why, in the log
         log.error("cannot start: %s", e)
         return 1
-    (home / "inventory.json").write_bytes(msgspec.json.encode(controller.inventory))
-    tmp = paths.pid_path(home).with_suffix(".tmp")
-    tmp.write_text(f"{os.getpid()} {time.time()}\n")
-    os.replace(tmp, paths.pid_path(home))
+    _write_quietly(home / "inventory.json", msgspec.json.encode(controller.inventory).decode())
+    _write_quietly(paths.pid_path(home), f"{os.getpid()} {time.time()}\n")
     try:
         controller.serve()
     finally:

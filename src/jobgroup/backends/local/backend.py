@@ -92,6 +92,10 @@ class LocalBackend(Backend):
         self._jobs: dict[int, _JobPlan] = {}
         self._track_parent: str | None | bool = False  # tracking cgroups' parent; False: unknown
         self._made: dict[int, set[str]] = {}  # per job: directories known to exist (_mkdir)
+        # Nodes get the file-creation mask of whoever started the controller (the controller
+        # itself then runs with 077: its state files are its user's alone).
+        self.node_umask = os.umask(0o077)
+        os.umask(self.node_umask)
 
     def _job_dir(self, job_id: int) -> Path:
         return self.home / "jobs" / str(job_id)
@@ -176,7 +180,7 @@ class LocalBackend(Backend):
         track = self._tracking_cgroup(launch)
         if track:
             argv += ["-G", track]
-        argv += ["--", *inner]
+        argv += ["-m", f"{self.node_umask:o}", "--", *inner]
         # A marker every process of this phase inherits: if the shim itself is SIGKILLed, its
         # setsid'ed descendants are re-parented to init and only this finds them.
         env = {**self.launch_env(launch.env), PHASE_MARK: str(launch.status_path)}
@@ -296,11 +300,14 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _reap(pid: int) -> None:
-        """Collect the exit of a shim we spawned ourselves (others are reaped by init)."""
+        """Collect the exit of a shim we spawned ourselves (others are reaped by init), and
+        keep its status (`shim.note_reaped`)."""
         try:
-            os.waitpid(pid, os.WNOHANG)
+            got, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            pass
+            return
+        if got == pid:
+            shim.note_reaped(pid, status)
 
     def outcome(self, handle: Handle | None, status_path: Path) -> Outcome | None:
         st = shim.read_status(status_path)
@@ -315,6 +322,25 @@ class LocalBackend(Backend):
             return Outcome(exit_code=code, signal=sig, stopped=st.stopped, note=note)
         if handle is not None and self.alive(handle):
             return None
+        own = shim.reaped_status(handle.pid) if handle is not None else None
+        if own in (shim.EXIT_USAGE, shim.EXIT_STARTUP):
+            # The shim could not start the node (it cannot open the log or the status
+            # directory, or reserve the status file): nothing ran. A failure, not a kill.
+            from jobgroup.home import state_problem
+
+            state = state_problem(status_path.parent)
+            why = (f"its supervisor could not start it: the state directory: {state}"
+                   if state else
+                   f"its supervisor could not start it (exit {own}: cannot write its log or "
+                   "status file)")
+            self._release_cgroup(status_path)
+            return Outcome(exit_code=own, note=why)
+        if own is not None and own != 128 + signal.SIGKILL:
+            # The shim ended by itself but could not write its record (the state directory
+            # turned read-only or failed under it): its exit code is the node's.
+            note = self._release_cgroup(status_path)
+            why = "the shim could not write its status file; exit status from its own exit code"
+            return Outcome(exit_code=own, note=f"{note}; {why}" if note else why)
         # The shim is gone without a record (killed by SIGKILL or the OOM killer): its direct
         # child died with it (PDEATHSIG); kill what may be left of the node's session.
         self._kill_session(status_path)
@@ -334,7 +360,10 @@ class LocalBackend(Backend):
         cg = msgspec.json.decode(data, type=cgroups.NodeCgroup)
         kills = cgroups.oom_kills(cg)
         cgroups.remove(cg)
-        cg_file.unlink(missing_ok=True)
+        try:
+            cg_file.unlink(missing_ok=True)
+        except OSError:  # a read-only state directory: the record outlives its cgroup, harmless
+            pass
         if kills:
             return "out of memory: killed by the OOM killer at its memory limit"
         return ""
