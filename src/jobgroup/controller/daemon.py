@@ -346,65 +346,45 @@ class Controller:
     # ---- admission ----------------------------------------------------------------------------
 
     def _admit(self) -> None:
-        """One admission pass (FIFO + backfill, see `resources.admission`) over every job that
-        waits for resources: PENDING jobs, and pipelines about to start their next step."""
-        from jobgroup.resources import admission, requests
+        """One admission pass over every active job: a pure plan (`admitplan.plan_admission`:
+        FIFO + backfill on this machine, the cluster's word for self-scheduled backends),
+        then applied here."""
+        from jobgroup.controller.admitplan import JobInput, plan_admission
 
-        allocations: dict[int, admission.Placement] = {}
-        queue: list[admission.Pending] = []
-        steps: dict[int, int] = {}
-        for job in sorted(self.store.jobs(active_only=True), key=lambda j: j.id):
+        inputs = []
+        for job in self.store.jobs(active_only=True):
             group, _ = self._spec(job.id, job.spec)
-            placement = placements.placement_of(job)
-            backend = self._backend(job.id)
-            if backend.schedules_itself:
-                if job.status == Status.PENDING and not job.cancel_requested \
-                        and not job.options.get("admitted"):
-                    self._admit_self_scheduled(job, group, backend)
-                continue
-            if job.status == Status.PENDING:
-                if not job.cancel_requested:
-                    steps[job.id] = 0
-                    queue.append(admission.Pending(job.id, requests.job_request(
-                        group, job.options, 0 if group.execution == "serial" else None)))
-                continue
-            if placement is None:
-                continue
-            if group.execution == "serial" and len(group.tasks) > 1 and job.outcome is None:
-                step = next((t.idx for t in self.store.tasks(job.id)
-                             if t.status != Status.SUCCEEDED), None)
-                if step is not None and step != job.options.get("placement_step", 0):
-                    steps[job.id] = step
-                    queue.append(admission.Pending(job.id, requests.job_request(
-                        group, job.options, step)))
-                    continue
-            allocations[job.id] = placement
-        if not queue:
-            return
-        decision = admission.schedule(self.inventory, allocations, queue)
-        for p in decision.admitted:
-            self.store.update_options(p.job_id, placement=msgspec.to_builtins(p),
-                                      placement_step=steps[p.job_id])
+            serial = group.execution == "serial" and len(group.tasks) > 1
+            inputs.append(JobInput(
+                job=job, group=group, self_scheduled=self._backend(job.id).schedules_itself,
+                tasks=tuple(self.store.tasks(job.id)) if serial and job.status != Status.PENDING
+                else ()))
+        plan = plan_admission(inputs, self.inventory)
+        by_id = {i.job.id: i for i in inputs}
+        for job_id in plan.ask_backend:
+            inp = by_id[job_id]
+            self._admit_self_scheduled(inp.job, inp.group, self._backend(job_id))
+        for a in plan.admit:
+            p = a.placement
+            self.store.update_options(a.job_id, placement=msgspec.to_builtins(p),
+                                      placement_step=a.step)
             held = [n for n in p.nodes if not n.best_effort]
-            self.store.add_event(p.job_id, "admitted", placements.describe_placement(p) if held else
+            self.store.add_event(a.job_id, "admitted", placements.describe_placement(p) if held else
                                  "best-effort: reserves nothing")
-            self._mark(p.job_id)
-        for w in decision.waiting:
+            self._mark(a.job_id)
+        for w in plan.wait:
             transitions.set_pending_reason(self.store, w.job_id, w.reason)
-        for bad in decision.infeasible:
-            job = self.store.job(bad.job_id)
-            if job is None:
-                continue
-            if job.status == Status.PENDING:
-                for t in self.store.tasks(bad.job_id):
-                    transitions.set_task_status(self.store, bad.job_id, t.idx,
-                                                Status.FAILED_NO_RESOURCE, bad.reason)
-                transitions.set_job_status(self.store, bad.job_id, Status.FAILED_NO_RESOURCE,
-                                           bad.reason)
+        for f in plan.fail:
+            if f.pending:
+                for t in self.store.tasks(f.job_id):
+                    transitions.set_task_status(self.store, f.job_id, t.idx,
+                                                Status.FAILED_NO_RESOURCE, f.reason)
+                transitions.set_job_status(self.store, f.job_id, Status.FAILED_NO_RESOURCE,
+                                           f.reason)
             else:  # a later pipeline step can never fit: wind the job down with that reason
-                self.store.set_job_facts(bad.job_id, outcome=Status.FAILED_NO_RESOURCE,
-                                         outcome_reason=bad.reason)
-                self._mark(bad.job_id)
+                self.store.set_job_facts(f.job_id, outcome=Status.FAILED_NO_RESOURCE,
+                                         outcome_reason=f.reason)
+                self._mark(f.job_id)
 
     def _scan_intents(self) -> None:
         """Jobs whose intent no wake-up announced (a wake can be dropped while we are busy):
