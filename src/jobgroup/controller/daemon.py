@@ -389,12 +389,7 @@ class Controller:
     def _scan_intents(self) -> None:
         """Jobs whose intent no wake-up announced (a wake can be dropped while we are busy):
         new jobs never looked at, and cancels not acted on yet. One indexed query a pass."""
-        rows = self.store.conn.execute(
-            "SELECT id FROM jobs WHERE (status='PENDING' AND id > ?)"
-            " OR (cancel_requested=1 AND outcome IS NULL AND status NOT IN"
-            " ('SUCCEEDED','CANCELLED','FAILED','FAILED_SETUP','FAILED_PRECHECKS',"
-            "'FAILED_NO_RESOURCE','FAILED_CONTROLLER'))", (self._seen_up_to,)).fetchall()
-        for (job_id,) in rows:
+        for job_id in self.store.unseen_intents(self._seen_up_to):
             self._seen_up_to = max(self._seen_up_to, job_id)
             if job_id not in self._dirty:
                 self._mark(job_id)

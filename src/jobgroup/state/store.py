@@ -446,6 +446,17 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [_job(r) for r in self.conn.execute(sql)]
 
+    def unseen_intents(self, after_id: int) -> list[int]:
+        """Ids of jobs whose intent may not have been acted on: PENDING jobs newer than
+        `after_id` (never looked at), and jobs whose cancel was asked for but not yet decided
+        (no outcome, not terminal). One indexed query (the controller's safety net for lost
+        wake-ups)."""
+        terminal = ",".join(f"'{s.value}'" for s in Status if s.terminal)
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM jobs WHERE (status=? AND id > ?) OR (cancel_requested=1 AND outcome"
+            f" IS NULL AND status NOT IN ({terminal})) ORDER BY id",
+            (Status.PENDING.value, after_id))]
+
     def job_ids(self) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM jobs ORDER BY id")]
 
