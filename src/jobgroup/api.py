@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 SUPPORTED_INFRA = ("local", "slurm", "kubernetes")
 # Variables of the launching process that nodes do not inherit (they describe jobgroup's own
 # state directory, not the job).
-_NOT_INHERITED = ("JOBGROUP_HOME",)
+_NOT_INHERITED = ("JOBGROUP_HOME", "JOBGROUP_LOG_MAX")
 
 
 class TaskInfo(msgspec.Struct, kw_only=True):
@@ -293,12 +293,13 @@ def launch(
     # Nodes start from the environment of the launching process (as a local user expects: an
     # activated venv, PATH, locale), whichever shell happened to start the controller.
     source_env = os.environ if base_env is None else base_env
+    log_max = _log_cap(source_env)  # the launcher's JOBGROUP_LOG_MAX, kept with the job
     base_env = {k: v for k, v in source_env.items() if k not in _NOT_INHERITED}
     kinds = {infra_kind(t, infra) for t in group.tasks}
     if len(kinds) > 1:
         raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
                          "group runs on one (placement SAME_INFRA): give --infra")
-    options = {"env": dict(env or {}), "grace": grace, "infra": kinds.pop(),
+    options = {"env": dict(env or {}), "grace": grace, "infra": kinds.pop(), "log_max": log_max,
                "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only}
     own = store is None
     st = store if store is not None else _store(home)
@@ -318,6 +319,12 @@ def launch(
 
         wake(_home(home), job_id)
     return job
+
+
+def _log_cap(environ: dict[str, str] | os._Environ[str]) -> int:
+    from jobgroup.logfiles import cap
+
+    return cap.from_env(environ)
 
 
 def dryrun(spec: str | os.PathLike[str], *, name: str | None = None,

@@ -32,12 +32,15 @@ INHERITED = frozenset({
 # ... and by prefix: locale, package managers' settings, math libraries' threading and
 # CPU-kernel choices (on some processors OPENBLAS_CORETYPE is what makes numpy correct).
 INHERITED_PREFIXES = ("LC_", "CONDA_", "PIP_", "UV_", "OPENBLAS_", "OMP_", "MKL_")
+# jobgroup's own settings that a launch reads from the launching environment and records with
+# the job (`launch` takes them out: nodes do not get them).
+LAUNCH_SETTINGS = frozenset({"JOBGROUP_LOG_MAX"})
 
 
 def inherited(environ: Mapping[str, str]) -> dict[str, str]:
     """The part of `environ` a node starts from by default (see the module's docstring)."""
     return {k: v for k, v in environ.items()
-            if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
+            if k in INHERITED or k in LAUNCH_SETTINGS or k.startswith(INHERITED_PREFIXES)}
 
 
 def parse_env(pairs: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -65,6 +65,7 @@ class PhaseLaunch:
     grace: float
     cpus: float = 0.0  # limits of this node (0: none, best-effort)
     memory_gb: float = 0.0
+    log_max: int = 0  # cap of log_path in bytes, rotated to NAME.log.1 (JOBGROUP_LOG_MAX); 0: none
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ class Backend(ABC):
 
     @abstractmethod
     def start(self, launch: PhaseLaunch) -> Handle:
-        """Start one phase of one node; its output goes straight to `launch.log_path`."""
+        """Start one phase of one node; its output goes straight to `launch.log_path`
+        (capped at `launch.log_max` with rotation where the backend supports it: local)."""
 
     @abstractmethod
     def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:

@@ -624,6 +624,7 @@ class Controller:
                 status_path=paths.status_path(self.home, job_id, s.task_idx, s.rank,
                                               s.phase.value, node.attempt),
                 grace=float(opts.get("grace", 10.0)),
+                log_max=int(opts.get("log_max") or 0),
                 **placements.limits(job, s.task_idx, s.rank),
             ))
             started.append(NodeRec(**{**_fields(node), "phase": s.phase, "pid": handle.pid,

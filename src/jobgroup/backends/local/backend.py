@@ -173,6 +173,8 @@ class LocalBackend(Backend):
             stale.unlink(missing_ok=True)
         argv = [self._shim, "-s", str(launch.status_path), "-o", str(launch.log_path),
                 "-g", f"{launch.grace:g}"]
+        if launch.log_max:
+            argv += ["-L", str(launch.log_max)]  # the shim copies and rotates (see shim.c)
         if launch.workdir:
             self._mkdir(launch.job_id, launch.workdir)
             argv += ["-C", launch.workdir]

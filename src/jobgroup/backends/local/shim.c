@@ -2,7 +2,8 @@
  * jobgroup-shim: the tiny per-node supervisor of jobgroup's local backend.
  *
  * usage: jobgroup-shim -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS] [-C DIR]
- *                      [-G CGROUP_DIR] [-m UMASK] -- PROGRAM [ARGS...]
+ *                      [-G CGROUP_DIR] [-m UMASK] [-L MAX_BYTES]
+ *                      -- PROGRAM [ARGS...]
  *
  * One shim runs per node phase. It owns the node's process tree and records
  * how the node ended in a file, so the controller may be SIGKILLed and
@@ -75,6 +76,22 @@
  * -m UMASK (octal) is the file-creation mask PROGRAM runs with; the shim's
  * own files are created with the mask it inherited (the controller's 077).
  *
+ * -L MAX_BYTES (at least 65536) caps LOG_FILE. Without it PROGRAM writes
+ * LOG_FILE itself (no copy anywhere). With it, PROGRAM's stdout and stderr
+ * are one pipe, and a copier process (forked before PROGRAM, a child of the
+ * shim outside the node's session and cgroup, never signalled by a stop)
+ * appends what it reads (blocks of at most 64 KiB) to LOG_FILE. Once LOG_FILE
+ * is within min(64 KiB, MAX_BYTES / 2) of MAX_BYTES, it ends at the next line
+ * end that fits; LOG_FILE is then renamed LOG_FILE.1 (replacing it) and a new
+ * LOG_FILE continues. LOG_FILE never exceeds MAX_BYTES, LOG_FILE.1 holds the
+ * output just before it, and a line is split between them only when no line
+ * end comes in that last stretch (a line that long is cut at MAX_BYTES). The
+ * copier ends when every writer has closed the pipe (PROGRAM and all its
+ * descendants are gone), and the shim exits only after it, so the whole
+ * output is in the file(s) when the shim is seen to end. If the shim is
+ * SIGKILLed the copier still drains the pipe, then exits. A write error
+ * (full disk) drops that output rather than block the node.
+ *
  * A stale STATUS_FILE (and STATUS_FILE.pid) left by an earlier run is removed
  * at start-up, so a present STATUS_FILE always describes this run.
  *
@@ -118,6 +135,11 @@ static int log_fd = -1;   /* kept open to report late failures */
 static char *status_name, *status_rsv, *pid_name, *pid_tmp;
 static int rsv_fd = -1;   /* STATUS_FILE.rsv: the status file's reserved space */
 static int child_umask = -1; /* -m: PROGRAM's umask (-1: inherit ours) */
+static const char *log_file;  /* LOG_FILE */
+static char *log_rotated;     /* LOG_FILE.1 (-L) */
+static long long log_max;     /* -L: LOG_FILE's cap in bytes; 0: none */
+static int out_fd = -1;       /* PROGRAM's stdout/stderr: log_fd, or the copier's pipe */
+static pid_t copier_pid = -1; /* -L: the process copying out_fd into LOG_FILE */
 
 /* Room for the longest status line, reserved before the node starts. */
 #define STATUS_RESERVE 512
@@ -133,7 +155,8 @@ static void die_usage(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, "\nusage: %s -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS]"
-                    " [-C DIR] [-G CGROUP_DIR] [-m UMASK] -- PROGRAM [ARGS...]\n", prog);
+                    " [-C DIR] [-G CGROUP_DIR] [-m UMASK] [-L MAX_BYTES]"
+                    " -- PROGRAM [ARGS...]\n", prog);
     exit(EXIT_USAGE);
 }
 
@@ -175,6 +198,14 @@ static void log_note(const char *fmt, ...)
     va_end(ap);
     size_t len = strnlen(buf, sizeof buf - 2);
     buf[len++] = '\n';
+    if (log_max > 0) { /* the file log_fd names may have been rotated away */
+        int fd = open(log_file, O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)write_all(fd, buf, len);
+            close(fd);
+            return;
+        }
+    }
     if (log_fd >= 0)
         (void)write_all(log_fd, buf, len);
 }
@@ -447,8 +478,8 @@ static int signal_walk(int sig, pid_t child, int child_reaped)
     while (changed) {
         changed = 0;
         for (size_t i = 0; i < n; i++) {
-            if (ps[i].mine || ps[i].pid == shim_pid)
-                continue;
+            if (ps[i].mine || ps[i].pid == shim_pid || ps[i].pid == copier_pid)
+                continue; /* the copier must outlive the node: it drains its output */
             int parent_mine = ps[i].ppid == shim_pid;
             if (!parent_mine) {
                 struct proc key = {.pid = ps[i].ppid};
@@ -513,9 +544,9 @@ static void run_child(int null_fd, const char *workdir, char **argv)
         _exit(EXIT_EXEC);
     }
 
-    /* dup2 clears FD_CLOEXEC on the new descriptor; null_fd and log_fd are
+    /* dup2 clears FD_CLOEXEC on the new descriptor; null_fd and out_fd are
      * >= 3 (main() made sure 0-2 were open), so none of these is a no-op. */
-    if (dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) {
+    if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0) {
         dprintf(log_fd, "%s: dup2: %s\n", prog, strerror(errno));
         _exit(EXIT_EXEC);
     }
@@ -529,6 +560,98 @@ static void run_child(int null_fd, const char *workdir, char **argv)
     execvp(argv[0], argv);
     dprintf(2, "%s: cannot execute '%s': %s\n", prog, argv[0], strerror(errno));
     _exit(EXIT_EXEC);
+}
+
+/* ---- the log copier (-L) -------------------------------------------------- */
+
+/* LOG_FILE -> LOG_FILE.1 (replacing it), then a new LOG_FILE; returns its
+ * descriptor, or `fd` itself when no new file can be made (the file then
+ * grows past the cap rather than lose output). */
+static int rotate_log(int fd)
+{
+    if (rename(log_file, log_rotated) < 0 && errno != ENOENT)
+        return fd;
+    int nfd;
+    do
+        nfd = open(log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    while (nfd < 0 && errno == EINTR);
+    if (nfd < 0)
+        return fd;
+    close(fd);
+    return nfd;
+}
+
+/* The copier: `in` (the node's output) into LOG_FILE, rotated at log_max.
+ * Never returns. */
+static void copy_log(int in, int fd)
+{
+    static char buf[1 << 16]; /* <= the smallest cap: a block fits a new file */
+    /* Past `soft`, the file ends at the next line end the cap leaves room for. */
+    const long long soft = log_max - (log_max / 2 < (long long)sizeof buf
+                                      ? log_max / 2 : (long long)sizeof buf);
+    struct stat st;
+    long long size = fstat(fd, &st) == 0 ? (long long)st.st_size : 0;
+    int full = 0; /* rotate before the next write (never leave an empty file) */
+    for (;;) {
+        ssize_t r = read(in, buf, sizeof buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break; /* end of file: every writer is gone */
+        char *p = buf;
+        size_t left = (size_t)r;
+        while (left > 0) {
+            if (full) {
+                fd = rotate_log(fd);
+                size = 0;
+                full = 0;
+            }
+            if (size + (long long)left <= soft) {
+                (void)write_all(fd, p, left); /* a full disk drops it */
+                size += (long long)left;
+                break;
+            }
+            size_t room = size < log_max ? (size_t)(log_max - size) : 0;
+            char *nl = memrchr(p, '\n', left < room ? left : room);
+            size_t cut;
+            if (nl)
+                cut = (size_t)(nl - p) + 1; /* end the file with this line */
+            else if (left <= room) {        /* no line end yet, room for it */
+                (void)write_all(fd, p, left);
+                size += (long long)left;
+                break;
+            } else
+                cut = room; /* a line longer than the room left: split it */
+            if (cut)
+                (void)write_all(fd, p, cut);
+            p += cut;
+            left -= cut;
+            full = 1;
+        }
+    }
+    _exit(0);
+}
+
+/* Fork the copier; PROGRAM's output then goes to out_fd, the pipe to it. */
+static void start_copier(int cg_fd)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        die_startup("cannot create the log pipe: %s", strerror(errno));
+    fflush(NULL);
+    copier_pid = fork();
+    if (copier_pid < 0)
+        die_startup("fork: %s", strerror(errno));
+    if (copier_pid == 0) {
+        /* Signals stay blocked (a stop is not for the copier); no
+         * PDEATHSIG: if the shim is killed, the output is still drained. */
+        close(p[1]);
+        if (cg_fd >= 0)
+            close(cg_fd);
+        copy_log(p[0], log_fd);
+    }
+    close(p[0]);
+    out_fd = p[1];
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -599,7 +722,7 @@ int main(int argc, char **argv)
     close_inherited_fds();
 
     /* '+': stop at PROGRAM, so its own options are not parsed as ours. */
-    while ((opt = getopt(argc, argv, "+s:o:g:C:G:m:")) != -1) {
+    while ((opt = getopt(argc, argv, "+s:o:g:C:G:m:L:")) != -1) {
         switch (opt) {
         case 's': status_path = optarg; break;
         case 'o': log_path = optarg; break;
@@ -612,6 +735,14 @@ int main(int argc, char **argv)
             if (errno || end == optarg || *end != '\0' || m < 0 || m > 0777)
                 die_usage("bad umask '%s' (octal, 0 to 777)", optarg);
             child_umask = (int)m;
+            break;
+        }
+        case 'L': {
+            char *end;
+            errno = 0;
+            log_max = strtoll(optarg, &end, 10);
+            if (errno || end == optarg || *end != '\0' || log_max < 65536)
+                die_usage("bad log cap '%s' (bytes, at least 65536)", optarg);
             break;
         }
         case 'g': {
@@ -660,6 +791,10 @@ int main(int argc, char **argv)
     while (log_fd < 0 && errno == EINTR);
     if (log_fd < 0)
         die_startup("cannot open log file '%s': %s", log_path, strerror(errno));
+    log_file = log_path;
+    out_fd = log_fd;
+    if (log_max > 0)
+        log_rotated = concat(log_path, ".1");
     int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null_fd < 0)
         die_startup("cannot open /dev/null: %s", strerror(errno));
@@ -684,6 +819,8 @@ int main(int argc, char **argv)
                      cgroup, strerror(errno));
     }
 
+    if (log_max > 0)
+        start_copier(cg_fd);
     fflush(NULL);
     pid_t child = -1;
 #if defined(SYS_clone3) && defined(CLONE_INTO_CGROUP)
@@ -717,6 +854,8 @@ int main(int argc, char **argv)
         die_startup("fork: %s", strerror(errno));
     if (child == 0)
         run_child(null_fd, workdir, child_argv);
+    if (out_fd != log_fd)
+        close(out_fd); /* the copier sees the end once the node's tree is gone */
 
     char line[64];
     snprintf(line, sizeof line, "%d %llu\n", (int)child, start_time);

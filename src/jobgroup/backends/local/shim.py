@@ -202,10 +202,12 @@ def shim_command(
     workdir: str | os.PathLike[str] | None = None,
     cgroup: str | os.PathLike[str] | None = None,
     umask: int | None = None,
+    log_max: int = 0,
 ) -> list[str]:
     """The argument list that runs `argv` under a shim (compiles it if needed). `cgroup`: a
     cgroup v2 directory to keep the node's processes in (see shim.c, -G). `umask`: the
-    file-creation mask `argv` runs with (default: the caller's)."""
+    file-creation mask `argv` runs with (default: the caller's). `log_max`: cap the log file
+    at this many bytes (>= 65536), rotating it to LOG_FILE.1 (see shim.c, -L); 0: no cap."""
     cmd = [shim_path(), "-s", os.fspath(status_file), "-o", os.fspath(log_file)]
     if grace is not None:
         cmd += ["-g", repr(float(grace))]
@@ -215,6 +217,8 @@ def shim_command(
         cmd += ["-G", os.fspath(cgroup)]
     if umask is not None:
         cmd += ["-m", f"{umask:o}"]
+    if log_max:
+        cmd += ["-L", str(log_max)]
     return [*cmd, "--", *argv]
 
 
