@@ -69,6 +69,36 @@ def test_doctor_finds_and_fixes_leftovers_of_this_state_dir_only(jenv, tmp_path)
         network.destroy(other.netid)
 
 
+@root
+def test_doctor_finds_a_mount_in_the_state_dir_and_a_lock_of_an_interrupted_create(jenv, tmp_path):
+    """Leftovers of kinds `doctor` did not look for: a mount point inside the state directory
+    (nodes mount only in their own mount namespaces) and the group lock an interrupted network
+    create leaves in /run/jobgroup."""
+    jenv.jg("queue", check=True)  # creates the store
+    src = tmp_path / "src"
+    src.mkdir()
+    point = jenv.home / "jobs" / "4243" / "work" / "data"
+    point.mkdir(parents=True)
+    lock = network.group_lock_path(jenv.home, 4243)
+    subprocess.run(["mount", "--bind", str(src), str(point)], check=True)
+    try:
+        lock.parent.mkdir(mode=0o700, exist_ok=True)
+        lock.touch(mode=0o600)
+        p = jenv.jg("doctor", "--json")
+        assert p.returncode == 1
+        found = json.loads(p.stdout)["found"]
+        assert found["mounts"] == [str(point)]
+        assert found["files"] == [str(lock)]
+        assert f"mounts: {point}" in jenv.jg("doctor").stdout
+        fixed = jenv.jg("doctor", "--fix")
+        assert fixed.returncode == 0 and "Removed." in fixed.stdout, fixed.stdout
+        assert not os.path.ismount(point) and not lock.exists()
+    finally:
+        if os.path.ismount(point):
+            subprocess.run(["umount", "-l", str(point)])
+        lock.unlink(missing_ok=True)
+
+
 def test_store_of_an_older_version_gains_the_new_columns(tmp_path):
     import sqlite3
 
