@@ -302,6 +302,14 @@ def test_dashboard_log_endpoints_read_in_bounded_memory(jenv, dashboard_process)
                     last = ev
         conn.close()
         assert json.loads(last[len(b"data: "):])["text"] == numbered(n - 1, width)
+
+        # 64 MiB of NUL bytes (a sparse hole: \u0000 is 6 bytes of JSON each): still capped.
+        os.truncate(big, big.stat().st_size + 64 * MIB)
+        conn, r = _get(port, token, f"/api/jobs/{job}/logs?tail=1")
+        body = r.read()
+        conn.close()
+        assert r.status == 200 and json.loads(body)["truncated"]
+        assert len(body) < 7 * MIB  # its last piece: 1 MiB of NULs, 6 MiB as JSON
         assert proc_status(pid, "VmHWM") < RSS_LIMIT_KB
     finally:
         big.unlink()

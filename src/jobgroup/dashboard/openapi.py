@@ -216,8 +216,8 @@ SPEC: dict[str, Any] = {
                                {"name": "tail", "in": "query",
                                 "schema": {"type": "integer", "minimum": 1},
                                 "description": "the last N lines of each node, read from the "
-                                               "end of its files (default 10000); at most 4 Mi "
-                                               "characters in all (the oldest go first)"}],
+                                               "end of its files (default 10000); at most 4 MiB "
+                                               "of text in all (the oldest go first)"}],
                 "responses": {"200": _json({"type": "object", "properties": {
                     "lines": {"type": "array", "items": {"$ref": "#/components/schemas/LogLine"}},
                     "truncated": {"type": "boolean"}}}, "lines"),

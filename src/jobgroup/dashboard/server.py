@@ -49,7 +49,7 @@ REQUEST_TIMEOUT_S = 30.0  # a whole request (even 1 MiB at a slow 35 KiB/s), or 
 MAX_STREAMS = 64  # open log streams at once (each holds a thread and the node files)
 KEEPALIVE_S = 15.0
 LOG_TAIL_DEFAULT = 10_000  # lines of each node a log reply or stream starts with
-LOG_REPLY_MAX = 4 << 20  # characters of log text in one /logs reply (the oldest go first)
+LOG_REPLY_MAX = 4 << 20  # bytes of log text, as JSON, in one /logs reply (the oldest go first)
 LOG_BATCH = 256 << 10  # characters of log text a stream's reader hands its writer at once
 LOG_QUEUE = 8  # batches waiting for a stream's writer: a slow browser pauses the reader
 STATIC_DIR = Path(__file__).parent / "static"
@@ -500,8 +500,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def api_logs(self, job_id: str, *, params: dict[str, list[str]]) -> None:
         """The last `tail` lines (LOG_TAIL_DEFAULT) of each selected node, read from the end of
-        its files, in at most LOG_REPLY_MAX characters (beyond, the oldest pieces of the node
-        holding the most go first); `truncated`: earlier lines are left out."""
+        its files, in at most LOG_REPLY_MAX bytes of JSON text (beyond, the oldest pieces of the
+        node holding the most go first); `truncated`: earlier lines are left out."""
         jid, task, rank, _ = self._log_selection(job_id, params)
         tail = _int(params, "tail", minimum=1) or LOG_TAIL_DEFAULT
         from collections import deque
@@ -518,16 +518,17 @@ class Handler(BaseHTTPRequestHandler):
             if key not in kept:
                 kept[key], size[key], ended[key] = deque(), 0, 0
             kept[key].append(line)
-            size[key] += len(line.text)
+            cost = _json_size(line.text)
+            size[key] += cost
             ended[key] += not line.more
-            total += len(line.text)
+            total += cost
             while total > LOG_REPLY_MAX:
                 big = max(size, key=size.__getitem__)
                 if len(kept[big]) <= 1:
                     break
-                gone = kept[big].popleft()
-                size[big] -= len(gone.text)
-                total -= len(gone.text)
+                gone = _json_size(kept[big].popleft().text)
+                size[big] -= gone
+                total -= gone
                 dropped.add(big)
         for key, pieces in kept.items():
             if ended[key] > tail and key not in dropped:  # drop the extra line
@@ -745,6 +746,11 @@ class Handler(BaseHTTPRequestHandler):
                 raise HTTPError(400, 'expected {"ids": [positive integers]} or {"all": true}')
             results = api.cancel(ids, home=self.server.home)
         self._json(200, {"results": {str(k): v for k, v in results.items()}})
+
+
+def _json_size(text: str) -> int:
+    """Bytes `text` takes in a JSON reply (escapes: up to 12 bytes a character)."""
+    return len(text) if text.isascii() and text.isprintable() else len(json.dumps(text))
 
 
 def _line(line: Any) -> dict:
