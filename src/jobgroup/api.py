@@ -241,7 +241,8 @@ def launch(
     are not DNS labels, fields the backend does not honour) go to `on_warning`, else to
     Python's `warnings`. `gpus_any`: accept any GPU type for `accelerators`; `cpu_only`: run
     tasks that ask for GPUs without GPUs (smoke tests of cluster YAML on a laptop).
-    `base_env`: the environment nodes start from (default: this process's). `store`: an open
+    `base_env`: the environment nodes start from (default: the part of this process's that
+    `envvars.inherited` names; `dict(os.environ)` passes all of it). `store`: an open
     store of `home` to write to (the controller passes its own; default: open one).
     """
     # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
@@ -258,6 +259,13 @@ def launch(
         group = check(msgspec.structs.replace(group, name=name))
     if grace < 0:
         raise UsageError("--grace must be 0 or more seconds")
+    from jobgroup.home import state_problem
+
+    unwritable = state_problem(_home(home))
+    if unwritable is not None:  # nothing could be recorded, started or logged
+        from jobgroup.errors import StateUnwritable
+
+        raise StateUnwritable(f"cannot launch: the state directory {_home(home)}: {unwritable}")
     level = isolation_level(_home(home))
     problems = backend_problems(group, infra)
     on_this_machine = any(infra_kind(t, infra) != "kubernetes" for t in group.tasks)
@@ -290,9 +298,12 @@ def launch(
             wd = wd if wd.is_absolute() else loaded.base_dir / wd
             if not wd.is_dir():
                 raise UsageError(f"task '{t.name}': workdir {wd} does not exist")
-    # Nodes start from the environment of the launching process (as a local user expects: an
-    # activated venv, PATH, locale), whichever shell happened to start the controller.
-    source_env = os.environ if base_env is None else base_env
+    # Nodes start from (part of) the environment of the launching process (as a local user
+    # expects: an activated venv, PATH, locale), whichever shell happened to start the
+    # controller; never the controller's own.
+    from jobgroup.envvars import inherited
+
+    source_env = inherited(os.environ) if base_env is None else base_env
     log_max = _log_cap(source_env)  # the launcher's JOBGROUP_LOG_MAX, kept with the job
     base_env = {k: v for k, v in source_env.items() if k not in _NOT_INHERITED}
     kinds = {infra_kind(t, infra) for t in group.tasks}
