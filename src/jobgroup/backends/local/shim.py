@@ -87,6 +87,28 @@ class ShimStatus:
         return 128 + (self.signal or 0)
 
 
+# Wait statuses of shims this process spawned and reaped, by pid. When a shim could not write
+# its status file (the file system turned read-only under it), its own exit code — the node's
+# exit code, or 128 + the signal — is the only record left, and only its parent can read it.
+_reaped: dict[int, int] = {}
+_REAPED_MAX = 65536  # bound: entries are taken by `reaped_status`, normally at once
+
+
+def note_reaped(pid: int, wait_status: int) -> None:
+    """Remember how shim `pid` (our child) exited; called by whoever reaps it."""
+    if len(_reaped) >= _REAPED_MAX:
+        _reaped.pop(next(iter(_reaped)))
+    _reaped[pid] = wait_status
+
+
+def reaped_status(pid: int) -> int | None:
+    """The shim's own exit code (taken once), or None when we did not reap it ourselves."""
+    st = _reaped.pop(pid, None)
+    if st is None:
+        return None
+    return os.waitstatus_to_exitcode(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st)
+
+
 @dataclass(frozen=True)
 class ShimPid:
     """The contents of STATUS_FILE.pid: who to watch while the shim runs."""
