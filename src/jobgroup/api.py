@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from jobgroup.logfiles.follow import LogLine
     from jobgroup.spec.models import JobGroup, Task
 
-SUPPORTED_INFRA = ("local", "slurm", "kubernetes")
 # Variables of the launching process that nodes do not inherit (they describe jobgroup's own
 # state directory, not the job).
 _NOT_INHERITED = ("JOBGROUP_HOME", "JOBGROUP_LOG_MAX")
@@ -119,105 +118,10 @@ def isolation_level(home: Path) -> str:
 
 def infra_kind(task: Task, infra: str | None = None) -> str:
     """The backend a task runs on: the command line's `infra` override, else the task's own
-    `infra` (`kubernetes/ctx` -> `kubernetes`), else `local`."""
-    return (infra or task.resources.infra or "local").split("/")[0].lower()
+    `infra` (`kubernetes/ctx` -> `kubernetes`, `k8s` -> `kubernetes`), else `local`."""
+    from jobgroup.backends.registry import task_kind
 
-
-def backend_warnings(group: JobGroup, infra: str | None = None) -> list[str]:
-    """What the backend each task runs on accepts but does not honour fully (said once at
-    launch); `infra` is the command line's override of every task's."""
-    out: list[str] = []
-    kinds = {infra_kind(t, infra) for t in group.tasks}
-    if "kubernetes" in kinds:
-        import shutil
-
-        from jobgroup.backends.kubernetes.render import warnings as kubernetes_warnings
-
-        out.extend(kubernetes_warnings(group))
-        if shutil.which("kubectl") is None:
-            out.append("kubectl is not installed here: the nodes' output stays in the cluster "
-                       "(`kubectl logs` elsewhere) and command readiness probes cannot run")
-    for t in group.tasks:
-        kind = infra_kind(t, infra)
-        if t.resources.image_id and kind != "kubernetes":
-            out.append(f"task '{t.name}': image_id is ignored by the {kind} backend (no "
-                       "containers)")
-    return out
-
-
-def backend_problems(group: JobGroup, infra: str | None) -> list[str]:
-    """What the chosen backend cannot honour, in the user's terms (empty: fine)."""
-    problems: list[str] = []
-    kubernetes = False
-    for t in group.tasks:
-        want = infra or t.resources.infra or "local"
-        kind = infra_kind(t, infra)
-        if kind == "kubernetes":
-            kubernetes = True
-            continue
-        if kind == "slurm":
-            import shutil
-
-            if shutil.which("sbatch") is None:
-                problems.append(f"task '{t.name}' asks for infra 'slurm' but no Slurm client "
-                                "(sbatch) is installed here; try `jobgroup dev slurm up`")
-            continue
-        if kind not in SUPPORTED_INFRA:
-            problems.append(
-                f"task '{t.name}' asks for infra '{want}', which this installation cannot run"
-                " yet; add --infra local to run it on this machine"
-            )
-            continue
-        if t.workdir is not None and not isinstance(t.workdir, str):
-            problems.append(
-                f"task '{t.name}': a git workdir (mapping form) cannot be used locally;"
-                " give a directory"
-            )
-    if kubernetes:
-        problems.extend(kubernetes_problems(group))
-    return problems
-
-
-def kubernetes_problems(group: JobGroup) -> list[str]:
-    """Why this group cannot be launched on Kubernetes from here: no client library, no
-    kubeconfig (or the configured context is not in it), or what the backend cannot honour
-    (`backends.kubernetes.problems`: group/task names that are not DNS labels, ...)."""
-    import importlib.util
-
-    from jobgroup.backends.kubernetes import load_config, problems as render_problems
-
-    out: list[str] = []
-    try:
-        config = load_config()
-    except UsageError as e:
-        return [str(e)]
-    out.extend(render_problems(group, config))
-    if importlib.util.find_spec("kubernetes") is None:
-        out.append("the kubernetes backend needs the Kubernetes client library, which is not "
-                   "installed here: pip install 'jobgroup[kubernetes]'")
-        return out
-    from kubernetes import config as kc
-
-    from jobgroup.backends.kubernetes.client import kubeconfig_path
-
-    try:
-        contexts, current = kc.list_kube_config_contexts(kubeconfig_path())
-    except (kc.ConfigException, OSError, ValueError) as e:
-        if config.context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return out  # inside a cluster: the pod's service account is used
-        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
-        out.append(f"no usable kubeconfig ({where}): {e}; point KUBECONFIG at your cluster's "
-                   "kubeconfig (as for kubectl), or add --infra local to run the group on this "
-                   "machine")
-        return out
-    names = [c["name"] for c in contexts]
-    if config.context is not None and config.context not in names:
-        out.append(f"kubernetes.yaml names context {config.context!r}, which the kubeconfig "
-                   f"does not have (it has: {', '.join(names) or 'none'})")
-    elif config.context is None and not current:
-        out.append("the kubeconfig has no current context: run `kubectl config use-context "
-                   "NAME` or set `context:` in $JOBGROUP_HOME/kubernetes.yaml")
-    return out
+    return task_kind(task, infra)
 
 
 def launch(
@@ -267,16 +171,19 @@ def launch(
 
         raise StateUnwritable(f"cannot launch: the state directory {_home(home)}: {unwritable}")
     level = isolation_level(_home(home))
-    problems = backend_problems(group, infra)
-    on_this_machine = any(infra_kind(t, infra) != "kubernetes" for t in group.tasks)
+    from jobgroup.backends import registry
+
+    said = registry.preflight(group, infra)
+    problems = said.problems
+    on_this_machine = any(getattr(registry.entry(infra_kind(t, infra)), "on_this_machine", False)
+                          for t in group.tasks)
     if not problems and on_this_machine:  # pods mount their volumes themselves
         from jobgroup.backends.local.mounts import problems as mount_problems
 
         problems = mount_problems(group, loaded.base_dir, level)
     if problems:
         raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
-    notes = [str(w) for w in loaded.warnings] + [
-        f"warning: {w}" for w in backend_warnings(group, infra)]
+    notes = [str(w) for w in loaded.warnings] + [f"warning: {w}" for w in said.warnings]
     if any(t.resources.cpus is not None or t.resources.memory is not None for t in group.tasks):
         from jobgroup.resources.cgroups import availability
 

@@ -290,21 +290,15 @@ class Controller:
         infra = self._infra.get(job_id)
         if infra is None:
             job = self.store.job(job_id)
-            infra = str((job.options if job else {}).get("infra") or "local").split("/")[0]
+            infra = str((job.options if job else {}).get("infra") or "local")
             self._infra[job_id] = infra
         backend = self.backends.get(infra)
         if backend is None:
-            if infra == "slurm":
-                from jobgroup.backends.slurm.backend import SlurmBackend
+            from jobgroup.backends import registry
 
-                backend = SlurmBackend(self.home)
-            elif infra == "kubernetes":
-                from jobgroup.backends.kubernetes.backend import KubernetesBackend
-
-                backend = KubernetesBackend(self.home)
-            else:
-                backend = self.backends["local"]
-            self.backends[infra] = backend
+            kind = registry.kind(infra)
+            backend = self.backends.get(kind) or registry.create(kind, self.home)
+            self.backends[infra] = self.backends[kind] = backend
         return backend
 
     def _admit_self_scheduled(self, job: JobRec, group: JobGroup, backend: Backend) -> None:

@@ -134,20 +134,35 @@ def load_config(home: Path | None = None) -> KubernetesConfig:
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
+class KubeconfigError(Exception):
+    """The kubeconfig cannot be read (missing, not YAML, no contexts); the message says why."""
+
+
+def kubeconfig_contexts() -> tuple[list[dict], dict | None]:
+    """(contexts, current context) of the kubeconfig kubectl would use ($KUBECONFIG, else
+    ~/.kube/config), read with the client library (ImportError when it is missing). The one
+    reader of kubeconfig contexts: launch checks and the namespace default both use it."""
+    from kubernetes import config as kc
+
+    from jobgroup.backends.kubernetes.client import kubeconfig_path
+
+    try:
+        contexts, current = kc.list_kube_config_contexts(config_file=kubeconfig_path())
+    except (kc.ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as e:
+        raise KubeconfigError(str(e)) from None
+    return list(contexts or []), current
+
+
 def context_namespace(context: str | None) -> str | None:
     """The namespace kubectl would use: that of kubeconfig context `context` (else of the
     current context) in $KUBECONFIG or ~/.kube/config; without a kubeconfig, inside a pod,
     the pod's own namespace. None when none is named (or the client library is missing):
     the caller keeps "default"."""
     try:
-        from kubernetes import config as kc
+        contexts, current = kubeconfig_contexts()
     except ImportError:
         return None
-    from jobgroup.backends.kubernetes.client import kubeconfig_path
-
-    try:
-        contexts, current = kc.list_kube_config_contexts(config_file=kubeconfig_path())
-    except (kc.ConfigException, OSError, ValueError, TypeError, yaml.YAMLError):
+    except KubeconfigError:
         if context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             try:
                 return Path(SA_NAMESPACE).read_text().strip() or None

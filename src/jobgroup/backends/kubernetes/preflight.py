@@ -1,0 +1,59 @@
+"""What the Kubernetes backend cannot honour in a group, and whether it can be reached from
+here at all (see `backends.registry`). Light: the client library is only looked for."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from typing import TYPE_CHECKING
+
+from jobgroup.backends.registry import Preflight
+from jobgroup.errors import UsageError
+
+if TYPE_CHECKING:
+    from jobgroup.spec.models import JobGroup, Task
+
+
+def preflight(group: JobGroup, tasks: list[Task]) -> Preflight:
+    """Problems: no client library, no kubeconfig (or the configured context is not in it),
+    what rendering cannot honour (names that are not DNS labels, ...). Warnings: fields pods
+    ignore, and a missing kubectl (logs stay in the cluster)."""
+    from jobgroup.backends.kubernetes import load_config, problems as render_problems
+    from jobgroup.backends.kubernetes import warnings as render_warnings
+
+    out = Preflight(warnings=list(render_warnings(group)))
+    if shutil.which("kubectl") is None:
+        out.warnings.append("kubectl is not installed here: the nodes' output stays in the "
+                            "cluster (`kubectl logs` elsewhere) and command readiness probes "
+                            "cannot run")
+    try:
+        config = load_config()
+    except UsageError as e:
+        out.problems.append(str(e))
+        return out
+    out.problems.extend(render_problems(group, config))
+    if importlib.util.find_spec("kubernetes") is None:
+        out.problems.append("the kubernetes backend needs the Kubernetes client library, which "
+                            "is not installed here: pip install 'jobgroup[kubernetes]'")
+        return out
+    from jobgroup.backends.kubernetes.config import KubeconfigError, kubeconfig_contexts
+
+    try:
+        contexts, current = kubeconfig_contexts()
+    except KubeconfigError as e:
+        if config.context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return out  # inside a cluster: the pod's service account is used
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        out.problems.append(
+            f"no usable kubeconfig ({where}): {e}; point KUBECONFIG at your cluster's kubeconfig "
+            "(as for kubectl), or add --infra local to run the group on this machine")
+        return out
+    names = [c["name"] for c in contexts]
+    if config.context is not None and config.context not in names:
+        out.problems.append(f"kubernetes.yaml names context {config.context!r}, which the "
+                            f"kubeconfig does not have (it has: {', '.join(names) or 'none'})")
+    elif config.context is None and not current:
+        out.problems.append("the kubeconfig has no current context: run `kubectl config "
+                            "use-context NAME` or set `context:` in $JOBGROUP_HOME/kubernetes.yaml")
+    return out

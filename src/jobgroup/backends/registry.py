@@ -1,0 +1,108 @@
+"""Every backend by name: how to create it, and what it says about a group before launch.
+
+The core knows backends only through this table (DESIGN principle 10: backends are peers):
+`api.launch` asks `preflight` what the chosen backends cannot honour (problems refuse the
+launch, warnings are said once), and the controller asks `create` for a backend by the infra a
+job was launched on. Adding a backend is one entry here plus its package — nothing in the API or
+the controller. Backends are imported only when used: `jobgroup validate` and `queue` never pay
+for the Kubernetes client, and the fast launch road imports none of this.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobgroup.backends.base import Backend
+    from jobgroup.spec.models import JobGroup, Task
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """A backend's word on a group before launch, in the user's terms: `problems` refuse the
+    launch (exit 2); `warnings` are fields it accepts but does not honour fully."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One backend. `backend`: "module:Class" created as `Class(home)`; `preflight`: the module
+    whose `preflight(group, tasks) -> Preflight` checks the tasks that run on it (light: no
+    client libraries at import). `on_this_machine`: its nodes run here (volumes, workdirs and
+    file mounts must exist on this machine)."""
+
+    name: str
+    backend: str
+    preflight: str
+    on_this_machine: bool
+    aliases: tuple[str, ...] = ()
+
+
+BACKENDS: dict[str, Entry] = {e.name: e for e in (
+    Entry("local", "jobgroup.backends.local.backend:LocalBackend",
+          "jobgroup.backends.local.preflight", on_this_machine=True),
+    Entry("slurm", "jobgroup.backends.slurm.backend:SlurmBackend",
+          "jobgroup.backends.slurm.preflight", on_this_machine=True),
+    Entry("kubernetes", "jobgroup.backends.kubernetes.backend:KubernetesBackend",
+          "jobgroup.backends.kubernetes.preflight", on_this_machine=False, aliases=("k8s",)),
+)}
+_ALIASES = {a: e.name for e in BACKENDS.values() for a in e.aliases}
+
+
+def kind(infra: str | None) -> str:
+    """The backend name an `infra` value means: `kubernetes/ctx` -> `kubernetes`, `k8s` ->
+    `kubernetes`, none -> `local`. Unknown names are returned as given (lower case)."""
+    name = (infra or "local").split("/")[0].strip().lower()
+    return _ALIASES.get(name, name)
+
+
+def task_kind(task: Task, infra: str | None = None) -> str:
+    """The backend a task runs on: the command line's `infra` override, else the task's own
+    `resources.infra`, else `local`."""
+    return kind(infra or task.resources.infra)
+
+
+def entry(name: str) -> Entry | None:
+    return BACKENDS.get(kind(name))
+
+
+def create(name: str, home: Path) -> Backend:
+    """A new backend `name` for state directory `home` (KeyError for an unknown name)."""
+    e = BACKENDS[kind(name)]
+    module, _, cls = e.backend.partition(":")
+    return getattr(importlib.import_module(module), cls)(home)
+
+
+def preflight(group: JobGroup, infra: str | None = None) -> Preflight:
+    """Ask the backend of every task (`infra` overrides each task's) what it cannot honour.
+    A task whose infra no backend here runs is a problem naming the task and the fix."""
+    by_kind: dict[str, list[Task]] = {}
+    out = Preflight()
+    if infra is not None and kind(infra) not in BACKENDS:
+        import difflib
+
+        close = difflib.get_close_matches(kind(infra), [*BACKENDS, *_ALIASES], n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        out.problems.append(f"--infra {infra}: no such backend (backends: "
+                            f"{', '.join(BACKENDS)}){hint}")
+        return out
+    for t in group.tasks:
+        k = task_kind(t, infra)
+        if k not in BACKENDS:
+            known = ", ".join(BACKENDS)
+            out.problems.append(
+                f"task '{t.name}' asks for infra '{infra or t.resources.infra}', which this "
+                f"installation cannot run (backends: {known}); add --infra local to run it on "
+                "this machine")
+            continue
+        by_kind.setdefault(k, []).append(t)
+    for k, tasks in by_kind.items():
+        said = importlib.import_module(BACKENDS[k].preflight).preflight(group, tasks)
+        out.problems.extend(said.problems)
+        out.warnings.extend(said.warnings)
+    return out
