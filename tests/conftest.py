@@ -125,6 +125,19 @@ def wait_for(pred, timeout: float = 30, interval: float = 0.05):
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+def _all_ended(e: Env) -> bool:
+    import json
+
+    p = e.jg("queue", "--all", "--json", timeout=30)
+    if p.returncode != 0:
+        return True  # nothing readable to wait for (a test broke the state directory on purpose)
+    return all(j["status"] in _TERMINAL for j in json.loads(p.stdout))
+
+
+_TERMINAL = {"SUCCEEDED", "CANCELLED", "FAILED", "FAILED_SETUP", "FAILED_PRECHECKS",
+             "FAILED_NO_RESOURCE", "FAILED_CONTROLLER"}
+
+
 @pytest.fixture
 def jenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     home = tmp_path / "home"
@@ -139,6 +152,9 @@ def jenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         e.jg("cancel", "--all", timeout=30)
         try:
             wait_for(lambda: not processes_of(home), timeout=20)
+            # A group's terminal status is written after its teardown (network, cgroups): stop
+            # the controller only then, or it would leave the teardown undone.
+            wait_for(lambda: _all_ended(e), timeout=20)
         except AssertionError:
             pass
     e.stop_controller()
