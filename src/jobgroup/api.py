@@ -20,6 +20,7 @@ from jobgroup.state.status import Status
 from jobgroup.state.store import JobRec, Store, TaskRec, default_home
 
 if TYPE_CHECKING:
+    from jobgroup.launchreq import LaunchRequest
     from jobgroup.logfiles.follow import LogLine
     from jobgroup.spec.models import JobGroup, Task
 
@@ -127,28 +128,36 @@ def infra_kind(task: Task, infra: str | None = None) -> str:
 def launch(
     spec: JobGroup | str | os.PathLike[str],
     *,
-    name: str | None = None,
-    env: dict[str, str] | None = None,
-    infra: str | None = None,
-    grace: float = 10.0,
+    request: LaunchRequest | None = None,
     home: Path | str | None = None,
     on_warning: Callable[[str], None] | None = None,
-    gpus_any: bool = False,
-    cpu_only: bool = False,
-    base_env: dict[str, str] | None = None,
     notify: bool = True,
     store: Store | None = None,
+    gpus_any: bool = False,
+    **fields: object,
 ) -> Job:
     """Validate `spec` (a JobGroup, a path or YAML text), record it PENDING, wake the controller.
 
-    Returns at once with the new job; use `wait` to block until it ends. Warnings (names that
-    are not DNS labels, fields the backend does not honour) go to `on_warning`, else to
-    Python's `warnings`. `gpus_any`: accept any GPU type for `accelerators`; `cpu_only`: run
-    tasks that ask for GPUs without GPUs (smoke tests of cluster YAML on a laptop).
-    `base_env`: the environment nodes start from (default: the part of this process's that
-    `envvars.inherited` names; `dict(os.environ)` passes all of it). `store`: an open
-    store of `home` to write to (the controller passes its own; default: open one).
+    Returns at once with the new job; use `wait` to block until it ends. The launch's options
+    are a `launchreq.LaunchRequest` — `request`, or built from keyword `fields` named like its
+    fields: `name`, `env` (dict), `infra`, `grace` (seconds), `gpus` ("any": accept any GPU
+    type for `accelerators`; `gpus_any=True` says the same), `cpu_only` (run tasks that ask for
+    GPUs without GPUs: smoke tests of cluster YAML on a laptop), `base_env` (the environment
+    nodes start from; default: the part of this process's that `envvars.inherited` names,
+    `dict(os.environ)` passes all of it). An unknown field is a UsageError. Warnings (names
+    that are not DNS labels, fields the backend does not honour) go to `on_warning`, else to
+    Python's `warnings`. `store`: an open store of `home` to write to (the controller passes
+    its own; default: open one).
     """
+    from jobgroup import launchreq
+
+    if request is None:
+        request = launchreq.make(**fields, **({"gpus": "any"} if gpus_any else {}))
+    elif fields or gpus_any:
+        raise UsageError(f"give the launch's options in `request` or as keywords, not both "
+                         f"({', '.join(fields) or 'gpus_any'})")
+    name, env, infra, grace = request.name, request.env, request.infra, request.grace
+    base_env, cpu_only, gpus_any = request.base_env, request.cpu_only, request.gpus == "any"
     # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
     from jobgroup.spec import Loaded, check, dump, load_file
     from jobgroup.spec.models import JobGroup

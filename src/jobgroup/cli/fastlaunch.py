@@ -20,24 +20,13 @@ from __future__ import annotations
 import os
 import sys
 
-# option -> (key in the request, takes a value); everything else declines the fast path.
-_OPTIONS = {
-    "--name": ("name", True),
-    "--env": ("env", True),
-    "--infra": ("infra", True),
-    "--grace": ("grace", True),
-    "--gpus": ("gpus", True),
-    "-d": ("detach", False),
-    "--detach": ("detach", False),
-    "--cpu-only": ("cpu_only", False),
-    "--inherit-env": ("inherit_env", False),
-}
-
-
 def parse(args: list[str]) -> dict | None:
-    """The launch request's options from `launch`'s arguments, or None to decline."""
-    opts: dict = {"name": None, "env": {}, "infra": None, "grace": 10.0, "gpus_any": False,
-                  "cpu_only": False, "detach": False, "inherit_env": False}
+    """The launch's options from `launch`'s arguments — every flag of `launchflags.FAST` by
+    its field, plus `path` — or None to decline."""
+    from jobgroup.launchflags import FAST, FLAGS, valid_env_name
+
+    opts: dict = {f.field: (dict(f.default) if isinstance(f.default, dict) else f.default)
+                  for f in FLAGS if f.fast}
     files: list[str] = []
     i = 0
     while i < len(args):
@@ -47,38 +36,37 @@ def parse(args: list[str]) -> dict | None:
             files.append(arg)
             continue
         name, eq, value = arg.partition("=")
-        spec = _OPTIONS.get(name)
-        if spec is None or (eq and not spec[1]):
+        flag = FAST.get(name)
+        if flag is None or (eq and flag.kind == "switch"):
             return None  # --help, --dryrun, -o, -dX, '--', unknown: click says what is wrong
-        key, takes_value = spec
-        if not takes_value:
-            opts[key] = True
+        if flag.kind == "switch":
+            opts[flag.field] = True
             continue
         if not eq:
             if i >= len(args):
                 return None
             value = args[i]
             i += 1
-        if key == "env":
+        if flag.kind == "env":
             k, sep, v = value.partition("=")
-            if not k or not k.replace("_", "a").isalnum() or k[0].isdigit() or not k.isascii():
+            if not valid_env_name(k):
                 return None
             if not sep:  # --env NAME: the caller's own value (unset: click says so)
                 if k not in os.environ:
                     return None
                 v = os.environ[k]
-            opts["env"][k] = v
-        elif key == "grace":
+            opts[flag.field][k] = v
+        elif flag.kind == "number":
             try:
-                opts["grace"] = float(value)
+                opts[flag.field] = float(value)
             except ValueError:
                 return None
-        elif key == "gpus":
-            if value != "any":
+        elif flag.kind == "choice":
+            if value not in flag.choices:
                 return None
-            opts["gpus_any"] = True
+            opts[flag.field] = value
         else:
-            opts[key] = value
+            opts[flag.field] = value
     if len(files) != 1 or os.path.isdir(files[0]):
         return None
     opts["path"] = os.path.abspath(files[0])
@@ -121,15 +109,18 @@ def try_launch(args: list[str]) -> int | None:
     opts = parse(args)
     if opts is None:
         return None
-    detach = opts.pop("detach")
     from jobgroup.envvars import inherited
     from jobgroup.home import private_problem
+    from jobgroup.launchflags import SENT
 
     home = _home()
     if private_problem(home):  # the click road fixes the mode or says why it cannot
         return None
-    base_env = dict(os.environ) if opts.pop("inherit_env") else inherited(os.environ)
-    request = {"op": "launch", "base_env": base_env, **opts}
+    detach = opts["detach"]
+    base_env = dict(os.environ) if opts["inherit_env"] else inherited(os.environ)
+    # The LaunchRequest's fields (launchreq), as plain JSON: the controller checks their types.
+    request = {"op": "launch", "path": opts["path"], "base_env": base_env,
+               **{f.field: opts[f.field] for f in SENT}}
     from jobgroup.controller import rpc  # json + socket only
 
     answer = rpc.call(home, request)

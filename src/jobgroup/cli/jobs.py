@@ -33,31 +33,29 @@ def _exit_for(job: api.Job) -> int:
     return 0 if job.status == Status.SUCCEEDED else 1
 
 
+def _launch_options(fn):  # type: ignore[no-untyped-def]
+    """The click options of every `launchflags.FLAGS` entry (declared once, there)."""
+    from jobgroup.launchflags import FLAGS
+
+    for f in reversed(FLAGS):
+        kw: dict = {"help": f.help}
+        if f.kind == "switch":
+            kw["is_flag"] = True
+        elif f.kind == "number":
+            kw.update(type=float, default=f.default, show_default=True)
+        elif f.kind == "choice":
+            kw.update(type=click.Choice(list(f.choices)), default=f.default,
+                      show_default=f.default is not None)
+        elif f.kind == "env":
+            kw.update(multiple=True, metavar=f.metavar)
+        fn = click.option(*f.names, f.field, **kw)(fn)
+    return fn
+
+
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=False))
-@click.option("--name", help="Name of the group (overrides the header's name).")
-@click.option("--env", "envs", multiple=True, metavar="K=V|K",
-              help="Set an environment variable in every node (wins over the YAML's envs); "
-                   "K alone passes your own value of K.")
-@click.option("--inherit-env", is_flag=True,
-              help="Nodes inherit your whole environment (default: only PATH, HOME, locale, "
-                   "venv/conda, proxies, package-index and CUDA/library paths; see README).")
-@click.option("-d", "--detach", is_flag=True, help="Print the job ID and return at once.")
-@click.option("--infra", help="Run every task on this infra (e.g. 'local'), whatever the YAML says.")
-@click.option("--grace", type=float, default=10.0, show_default=True,
-              help="Seconds between SIGTERM and SIGKILL when stopping a node.")
-@click.option("--gpus", "gpus", type=click.Choice(["any"]), default=None,
-              help="'any': accept any GPU type for the YAML's accelerators.")
-@click.option("--cpu-only", is_flag=True,
-              help="Run tasks that ask for GPUs without GPUs (smoke tests of cluster YAML).")
-@click.option("--dryrun", is_flag=True,
-              help="Launch nothing: print what would be created (with --infra kubernetes: "
-                   "the Kubernetes objects).")
-@click.option("-o", "--output", type=click.Choice(["yaml"]), default="yaml", show_default=True,
-              help="Format of --dryrun's output.")
-def launch(file: str, name: str | None, envs: tuple[str, ...], inherit_env: bool,
-           detach: bool, infra: str | None, grace: float, gpus: str | None, cpu_only: bool,
-           dryrun: bool, output: str) -> None:
+@_launch_options
+def launch(file: str, **opts: object) -> None:
     """Launch the job group in FILE.
 
     Without -d, streams every task's logs until the group ends and exits 0 only if it
@@ -70,21 +68,24 @@ def launch(file: str, name: str | None, envs: tuple[str, ...], inherit_env: bool
       jobgroup launch cluster.yaml --cpu-only     # GPU tasks without GPUs
       jobgroup launch rl.yaml --infra kubernetes --dryrun -o yaml | kubectl apply -f -
     """
-    env = parse_env(envs)
-    if dryrun:
+    from jobgroup.launchflags import SENT
+
+    opts["env"] = parse_env(opts["env"])  # type: ignore[arg-type]
+    if opts["dryrun"]:
         from jobgroup import api
 
-        click.echo(api.dryrun(file, name=name, env=env, infra=infra), nl=False)
+        click.echo(api.dryrun(file, name=opts["name"], env=opts["env"],  # type: ignore[arg-type]
+                              infra=opts["infra"]), nl=False)  # type: ignore[arg-type]
         return
     from jobgroup.cli.fastlaunch import detach_hint, submitted_lines
 
-    job, level, note = _submit(
-        file, name=name, env=env, infra=infra, grace=grace, gpus_any=gpus == "any",
-        cpu_only=cpu_only, base_env=dict(os.environ) if inherit_env else inherited(os.environ))
+    request = {f.field: opts[f.field] for f in SENT}
+    request["base_env"] = dict(os.environ) if opts["inherit_env"] else inherited(os.environ)
+    job, level, note = _submit(file, request)
     out, err = submitted_lines(job, level, note)
     click.echo(out)
     click.echo(err, err=True)
-    if detach:
+    if opts["detach"]:
         click.echo(detach_hint(job["id"]))
         return
     sys.exit(follow_until_end(job["id"]))
@@ -107,22 +108,22 @@ def follow_until_end(job_id: int) -> int:
     return _exit_for(final)
 
 
-def _submit(file: str, **options: object) -> tuple[dict, str, str | None]:
+def _submit(file: str, fields: dict[str, object]) -> tuple[dict, str, str | None]:
     """Submit through the running controller (started if needed: it validates and starts in
     one turn); in-process when no controller serves requests. (job as a dict with id, name and
     tasks' num_nodes; isolation level; its note)."""
-    import os
+    import msgspec
 
+    from jobgroup import launchreq
     from jobgroup.controller import rpc, wake
     from jobgroup.errors import JobGroupError
-
     from jobgroup.home import ensure_private
 
     home = ensure_private(default_home().absolute())
     if not wake.running(home):
         wake.ensure_running(home)
-    request = {"op": "launch", "path": os.path.abspath(file), **options}
-    answer = rpc.call(home, request)
+    request = launchreq.make(path=os.path.abspath(file), **fields)  # typed: checked here first
+    answer = rpc.call(home, {"op": "launch", **msgspec.to_builtins(request)})
     if answer is not None:
         for w in answer.get("warnings", []):
             click.echo(w, err=True)
@@ -131,12 +132,10 @@ def _submit(file: str, **options: object) -> tuple[dict, str, str | None]:
             err.exit_code = int(answer.get("exit_code", 1))
             raise err
         return answer["job"], str(answer.get("isolation", "?")), answer.get("isolation_note")
-    import msgspec
-
     from jobgroup import api
     from jobgroup.backends.local.isolation import LEVEL_NOTES
 
-    job = api.launch(file, on_warning=lambda w: click.echo(w, err=True), **options)  # type: ignore[arg-type]
+    job = api.launch(file, request=request, on_warning=lambda w: click.echo(w, err=True))
     level = api.job_backend_level(job.id, home)
     return msgspec.to_builtins(job), level, LEVEL_NOTES.get(level)
 

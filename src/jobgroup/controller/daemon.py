@@ -156,15 +156,13 @@ class Controller:
                     "unwritable_since": since, "blocked_jobs": sorted(self._blocked)}
         if req.get("op") != "launch":
             return {"ok": False, "error": f"unknown request {req.get('op')!r}", "exit_code": 2}
+        from jobgroup import launchreq
+
         notes: list[str] = []
         try:
-            job = api.launch(
-                req["path"], name=req.get("name"), env=req.get("env") or {},
-                infra=req.get("infra"), grace=float(req.get("grace", 10.0)), home=self.home,
-                on_warning=notes.append, gpus_any=bool(req.get("gpus_any")),
-                cpu_only=bool(req.get("cpu_only")), base_env=req.get("base_env"),
-                notify=False, store=self.store,
-            )
+            request = launchreq.from_wire(req)
+            job = api.launch(request.path, request=request, home=self.home,
+                             on_warning=notes.append, notify=False, store=self.store)
         except JobGroupError as e:
             return {"ok": False, "error": str(e), "exit_code": e.exit_code, "warnings": notes}
         self._mark(job.id)  # starts in this very turn of the loop

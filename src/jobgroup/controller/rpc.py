@@ -12,8 +12,9 @@ sending anything the client checks that the process it reached runs as its own u
 the answer can come from or go to another local user.
 
 Wire format: one JSON object per line each way.
-  request  {"op": "launch", "path": ABS_PATH, "name", "env", "infra", "grace", "gpus_any",
-            "cpu_only", "base_env"}
+  request  {"op": "launch", **LaunchRequest}  (`launchreq`: path, base_env and one field per
+           flag of `launchflags.SENT`; checked by the controller, unknown fields refused)
+           {"op": "status"}  (the controller's pid, and what it cannot write, if anything)
   answer   {"ok": true, "job": {...Job...}, "warnings": [...], "isolation": "namespaces"}
            {"ok": false, "error": "...", "exit_code": 2}
 """

@@ -1,0 +1,69 @@
+"""The options of `jobgroup launch`, declared once.
+
+Each `Flag` here becomes, with no other edit:
+- an option of the click command (`cli.jobs.launch`, via `click_options`),
+- an option the short road parses (`cli.fastlaunch.parse`, via `FAST`),
+- a field of the typed request the controller receives and the API takes
+  (`launchreq.LaunchRequest`, built from `SENT`),
+so a new flag is one entry here, then read as `request.<field>` where it acts. Stdlib only: the
+short road imports this and must stay free of click, msgspec and YAML.
+
+Kinds: "text" (a string or None), "number" (a float), "switch" (a bool flag), "env" (repeated
+K=V or K, a dict; K alone takes the caller's value), "choice" (one of `choices`, or None).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Flag:
+    field: str  # the request's field (and the click parameter's name)
+    names: tuple[str, ...]  # "-n", "--name"
+    kind: str
+    help: str
+    default: object = None
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    sent: bool = True  # part of the request; False: the CLI's own (detach, dry run, ...)
+    fast: bool = True  # the short road may take it (False: only the click command does)
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag("name", ("-n", "--name"), "text", "Name of the group (overrides the header's name)."),
+    Flag("env", ("--env",), "env", "Set an environment variable in every node (wins over the "
+         "YAML's envs); K alone passes your own value of K.", default={}, metavar="K=V|K"),
+    Flag("inherit_env", ("--inherit-env",), "switch", "Nodes inherit your whole environment "
+         "(default: only PATH, HOME, locale, venv/conda, proxies, package-index and CUDA/library "
+         "paths; see README).", default=False, sent=False),
+    Flag("detach", ("-d", "--detach"), "switch", "Print the job ID and return at once.",
+         default=False, sent=False),
+    Flag("infra", ("--infra",), "text", "Run every task on this infra (local, slurm, "
+         "kubernetes/k8s), whatever the YAML says."),
+    Flag("grace", ("--grace",), "number", "Seconds between SIGTERM and SIGKILL when stopping a "
+         "node.", default=10.0),
+    Flag("gpus", ("--gpus",), "choice", "'any': accept any GPU type for the YAML's "
+         "accelerators.", choices=("any",)),
+    Flag("cpu_only", ("--cpu-only",), "switch", "Run tasks that ask for GPUs without GPUs "
+         "(smoke tests of cluster YAML).", default=False),
+    Flag("dryrun", ("--dryrun",), "switch", "Launch nothing: print what would be created (with "
+         "--infra kubernetes: the Kubernetes objects).", default=False, sent=False, fast=False),
+    Flag("output", ("-o", "--output"), "choice", "Format of --dryrun's output.", default="yaml",
+         choices=("yaml",), sent=False, fast=False),
+)
+
+SENT = tuple(f for f in FLAGS if f.sent)
+# option name -> flag, for the short road
+FAST = {n: f for f in FLAGS if f.fast for n in f.names}
+
+
+def defaults() -> dict[str, object]:
+    """Every flag's field at its default (fresh containers)."""
+    return {f.field: (dict(f.default) if isinstance(f.default, dict) else f.default)
+            for f in FLAGS}
+
+
+def valid_env_name(key: str) -> bool:
+    return bool(key) and key.isascii() and key.replace("_", "a").isalnum() \
+        and not key[0].isdigit()

@@ -1,0 +1,68 @@
+"""One declaration per launch flag (`launchflags.FLAGS`) feeds the click command, the short
+road's parser and the typed request (`launchreq.LaunchRequest`) the controller and the API take;
+a request that does not match the type is refused whole."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import msgspec
+import pytest
+
+from jobgroup import launchreq
+from jobgroup.cli.jobs import launch as click_launch
+from jobgroup.errors import UsageError
+from jobgroup.launchflags import FAST, FLAGS, SENT
+
+
+def test_every_flag_reaches_click_the_short_road_and_the_request():
+    params = {p.name: p for p in click_launch.params}
+    fields = set(launchreq.LaunchRequest.__struct_fields__)
+    for f in FLAGS:
+        assert f.field in params, f.field
+        assert set(params[f.field].opts) == set(f.names), f.field
+        assert (f.field in fields) == f.sent, f.field
+        assert all((n in FAST) == f.fast for n in f.names), f.field
+    assert fields == {"path", "base_env", *(f.field for f in SENT)}
+
+
+def test_request_types_are_checked():
+    r = launchreq.make(path="/x.yaml", name="g", env={"A": "1"}, grace=3, gpus="any")
+    assert (r.name, r.env, r.grace, r.gpus, r.cpu_only, r.base_env) == \
+        ("g", {"A": "1"}, 3.0, "any", False, None)
+    with pytest.raises(UsageError, match="bogus"):
+        launchreq.make(path="/x.yaml", bogus=1)
+    with pytest.raises(UsageError, match="grace"):
+        launchreq.from_wire({"op": "launch", "path": "/x", "grace": "soon"})
+    with pytest.raises(UsageError, match="env"):
+        launchreq.make(env={"A": 1})
+    wire = msgspec.to_builtins(r)
+    assert launchreq.from_wire({"op": "launch", **wire}) == r
+
+
+def test_controller_refuses_a_malformed_request_whole(jenv):
+    spec = jenv.spec("name: g\nrun: echo hi\n")
+    jenv.jg("controller", "start", check=True)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(jenv.home / "controller.sock"))
+    s.sendall(json.dumps({"op": "launch", "path": str(spec), "grace": "soon",
+                          "extra": 1}).encode() + b"\n")
+    answer = json.loads(s.makefile().readline())
+    s.close()
+    assert not answer["ok"] and answer["exit_code"] == 2
+    assert "malformed launch request" in answer["error"]
+    assert json.loads(jenv.jg("queue", "--all", "--json", check=True).stdout) == []
+
+
+def test_api_takes_fields_or_a_request(jenv):
+    from jobgroup import api
+
+    spec = jenv.spec("name: g\nrun: echo hi\n")
+    with pytest.raises(UsageError, match="not both"):
+        api.launch(str(spec), request=launchreq.make(), name="x", home=jenv.home)
+    with pytest.raises(UsageError, match="nodes_count"):
+        api.launch(str(spec), nodes_count=3, home=jenv.home)
+    job = api.launch(str(spec), name="via-api", gpus_any=True, home=jenv.home)
+    assert job.name == "via-api"
+    assert jenv.wait(job.id)["status"] == "SUCCEEDED"
