@@ -77,6 +77,11 @@ def test_large_file_under_the_limit_takes_bounded_time(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
     path.write_text("name: big\nrun: |\n" + "  echo line\n" * 500_000)  # ~6 MB
     start = time.perf_counter()
+    with pytest.raises(SpecError, match="the kernel takes up to 124.0 KiB"):  # a 6 MB script
+        load(path)
+    assert time.perf_counter() - start < 10
+    path.write_text("name: big\nrun: echo\n" + "# a comment line\n" * 400_000)  # ~7 MB
+    start = time.perf_counter()
     assert load(path).name == "big"
     assert time.perf_counter() - start < 10
 

@@ -8,13 +8,23 @@ import math
 import re
 from typing import Any, Callable
 
-from jobgroup.spec import durations, names, resources
+from jobgroup.spec import compat, durations, limits, names, resources
 from jobgroup.spec.convert import Finding, Path
 from jobgroup.spec.models import Header, JobRecovery, ReadinessProbe, Resources, Task
 
 PLACEMENTS = ("SAME_INFRA",)
 EXECUTIONS = ("parallel", "serial")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SUB_PATH = re.compile(r"[a-zA-Z0-9._-][a-zA-Z0-9./_-]*")  # SkyPilot's SUB_PATH_PATTERN
+PRIORITIES = (-1000, 1000)  # SkyPilot's MIN_PRIORITY, MAX_PRIORITY
+
+
+def did_you_mean(name: str, allowed: tuple[str, ...] | list[str]) -> str:
+    """"; did you mean 'x'?" for the allowed word closest to `name`, or ""."""
+    import difflib  # only on this (rare) path
+
+    close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _parsed(path: Path, parse: Callable[[Any], Any], value: Any) -> list[Finding]:
@@ -35,10 +45,17 @@ def check_resources(res: Resources, path: Path, *, nested: bool = False) -> list
     if res.max_hourly_cost is not None and not (
             math.isfinite(res.max_hourly_cost) and res.max_hourly_cost > 0):
         out.append(Finding((*path, "max_hourly_cost"), "must be a positive number of dollars"))
+    if res.priority is not None and not PRIORITIES[0] <= res.priority <= PRIORITIES[1]:
+        out.append(Finding((*path, "priority"), f"must be between {PRIORITIES[0]} and "
+                           f"{PRIORITIES[1]} (got {res.priority})"))
     if isinstance(res.job_recovery, JobRecovery):
         jr, jp = res.job_recovery, (*path, "job_recovery")
         if jr.max_restarts_on_errors < 0:
             out.append(Finding((*jp, "max_restarts_on_errors"), "must be 0 or more"))
+        elif jr.max_restarts_on_errors > limits.MAX_RESTARTS:
+            out.append(Finding((*jp, "max_restarts_on_errors"),
+                               f"{jr.max_restarts_on_errors} restarts is more than any run needs "
+                               f"(at most {limits.MAX_RESTARTS})"))
         codes = jr.recover_on_exit_codes
         for i, code in enumerate([codes] if isinstance(codes, int) else codes or []):
             if not 0 <= code <= 255:
@@ -61,10 +78,137 @@ def check_resources(res: Resources, path: Path, *, nested: bool = False) -> list
     return out
 
 
-def _env_keys(mapping: dict[str, str], field: str) -> list[Finding]:
+def _env_keys(names_: list[str] | dict[str, str], field: str) -> list[Finding]:
     return [Finding((field, k), f"invalid environment variable name '{k}': use letters, digits "
                                 "and '_', not starting with a digit", on_key=True)
-            for k in mapping if not _ENV_NAME.fullmatch(k)]
+            for k in names_ if not _ENV_NAME.fullmatch(k)]
+
+
+def _env_sizes(task: Task) -> list[Finding]:
+    """Each variable and script within what the kernel takes; all of them within the task's
+    share of ARG_MAX (see `limits`)."""
+    out: list[Finding] = []
+    total = 0
+    for field in ("envs", "secrets"):
+        for k, v in getattr(task, field).items():
+            if "\x00" in v:
+                out.append(Finding((field, k), "contains a NUL character, which no environment "
+                                   "variable can hold"))
+            n = limits.size(k) + 1 + limits.size(v)
+            total += n + 1
+            if n > limits.MAX_ENV_ENTRY:
+                shown = "the value" if field == "secrets" else f"'{k}=...'"
+                out.append(Finding((field, k), f"{shown} is {limits.kib(n)}; the kernel takes "
+                                   f"at most {limits.kib(limits.MAX_ENV_ENTRY)} per variable: "
+                                   "put it in a file (file_mounts) and pass its path"))
+    for field in ("run", "setup"):
+        script = getattr(task, field)
+        if script is None:
+            continue
+        if "\x00" in script:
+            out.append(Finding((field,), "contains a NUL character"))
+        n = limits.size(script)
+        total += n + 1
+        if n > limits.MAX_SCRIPT:
+            out.append(Finding((field,), f"the script is {limits.kib(n)}; a node's script is "
+                               f"a command-line argument, which the kernel takes up to "
+                               f"{limits.kib(limits.MAX_SCRIPT)}: put it in a file in the "
+                               f"workdir and run that"))
+    if total > limits.TASK_ENV_TOTAL and not out:
+        out.append(Finding((), f"envs, secrets, run and setup add up to {limits.kib(total)}; a "
+                           f"node's command line and environment hold at most "
+                           f"{limits.kib(limits.TASK_ENV_TOTAL)} of them: move large values "
+                           "into files"))
+    return out
+
+
+def _check_storage(dst: str, spec: dict[str, Any]) -> list[Finding]:
+    """A `file_mounts` value given as a mapping (SkyPilot's storage: a bucket or a volume)."""
+    path: Path = ("file_mounts", dst)
+    out: list[Finding] = []
+    for key in spec:
+        if key not in compat.STORAGE_KEYS:
+            out.append(Finding((*path, key), f"unknown storage field '{key}'"
+                               f"{did_you_mean(key, compat.STORAGE_KEYS)} (allowed: "
+                               f"{', '.join(k for k in compat.STORAGE_KEYS if k[0] != '_')})",
+                               on_key=True))
+    for key, allowed in (("store", compat.STORES), ("mode", compat.STORAGE_MODES)):
+        value = spec.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or value.upper() not in allowed:
+            out.append(Finding((*path, key), f"invalid {key} {value!r}: one of "
+                               f"{', '.join(a.lower() if key == 'store' else a for a in allowed)}"))
+    for key in ("name", "_bucket_sub_path"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            out.append(Finding((*path, key), "expected a string"))
+    if "name" in spec and spec["name"] is None and not spec.get("source"):
+        out.append(Finding((*path, "name"), "no bucket name yet: fill it in before launching "
+                           "(on the local backend, the name of a local volume)",
+                           severity="warning"))
+    source = spec.get("source")
+    if source is not None and not (isinstance(source, str) or (
+            isinstance(source, list) and source and all(isinstance(s, str) for s in source))):
+        out.append(Finding((*path, "source"), "expected a path or URL, or a list of them"))
+    if "persistent" in spec and not isinstance(spec["persistent"], bool):
+        out.append(Finding((*path, "persistent"), "expected true or false"))
+    if "name" not in spec and "source" not in spec:
+        out.append(Finding(path, "a storage mount needs a 'name' (a bucket or volume) or a "
+                           "'source' (a local path or a bucket URL)"))
+    return out
+
+
+def _check_volume(dst: str, spec: str | dict[str, Any]) -> list[Finding]:
+    """A `volumes` value: a volume name, ``{name: NAME, sub_path: DIR}`` (an existing volume,
+    or a folder of it) or ``{size: 10Gi, type: ..., labels: ..., config: ...}`` (a volume made
+    for this job), as SkyPilot's `resolve_and_validate_volumes` takes them."""
+    path: Path = ("volumes", dst)
+    if isinstance(spec, str):
+        return [] if spec.strip() else [Finding(path, "the volume name is empty")]
+    out: list[Finding] = []
+    if "size" in spec:
+        keys = compat.VOLUME_NEW_KEYS
+        try:
+            q = resources.parse_memory(spec["size"])
+        except ValueError:
+            q = None
+        if q is None or q.at_least:
+            out.append(Finding((*path, "size"), f"invalid size {spec['size']!r}: a size such as "
+                               "10Gi, 100GB or 1TB"))
+        elif q.value < 1:
+            out.append(Finding((*path, "size"), "a volume is at least 1Gi"))
+        vtype = spec.get("type")
+        if vtype is not None and (not isinstance(vtype, str)
+                                  or vtype.lower() not in compat.EPHEMERAL_VOLUME_TYPES):
+            out.append(Finding((*path, "type"), f"unsupported type {vtype!r} for a volume made "
+                               f"for the job: {', '.join(compat.EPHEMERAL_VOLUME_TYPES)}"))
+        labels = spec.get("labels")
+        if labels is not None and not (isinstance(labels, dict) and all(
+                isinstance(v, str) for v in labels.values())):
+            out.append(Finding((*path, "labels"), "expected a mapping of key: string value"))
+        if spec.get("config") is not None and not isinstance(spec["config"], dict):
+            out.append(Finding((*path, "config"), "expected a mapping"))
+    elif "name" in spec:
+        keys = compat.VOLUME_REF_KEYS
+        if not isinstance(spec["name"], str) or not spec["name"].strip():
+            out.append(Finding((*path, "name"), "expected a volume name"))
+        sub = spec.get("sub_path")
+        if sub is not None:
+            if not isinstance(sub, str) or not _SUB_PATH.fullmatch(sub):
+                out.append(Finding((*path, "sub_path"), f"invalid sub_path {sub!r}: a relative "
+                                   "path of letters, digits, '.', '/', '_' and '-'"))
+            elif ".." in sub.split("/"):
+                out.append(Finding((*path, "sub_path"), "sub_path must stay inside the volume "
+                                   "(no '..')"))
+    else:
+        return [Finding(path, "a volume mapping needs 'name' (an existing volume, optionally "
+                        "with 'sub_path') or 'size' (a volume made for this job)")]
+    for key in spec:
+        if key not in keys:
+            out.append(Finding((*path, key), f"'{key}' is not a field of this volume form and is "
+                               f"ignored (as SkyPilot does){did_you_mean(key, keys)}",
+                               on_key=True, severity="warning"))
+    return out
 
 
 def check_task(task: Task) -> list[Finding]:
@@ -72,19 +216,28 @@ def check_task(task: Task) -> list[Finding]:
     out: list[Finding] = []
     if task.num_nodes < 1:
         out.append(Finding(("num_nodes",), f"must be at least 1 (got {task.num_nodes})"))
+    elif task.num_nodes > limits.MAX_GROUP_NODES:
+        out.append(Finding(("num_nodes",), f"{task.num_nodes} nodes is more than any backend "
+                           f"runs in one group (at most {limits.MAX_GROUP_NODES})"))
     out += check_resources(task.resources, ("resources",))
     out += _env_keys(task.envs, "envs") + _env_keys(task.secrets, "secrets")
-    for key in sorted(set(task.envs) & set(task.secrets)):
+    out += _env_keys(task.unfilled_envs, "envs") + _env_keys(task.unfilled_secrets, "secrets")
+    both = (set(task.envs) | set(task.unfilled_envs)) & \
+        (set(task.secrets) | set(task.unfilled_secrets))
+    for key in sorted(both):
         out.append(Finding(("secrets", key), f"'{key}' is in both envs and secrets; keep one",
                            on_key=True))
-    for field in ("file_mounts", "volumes"):
-        for dest in getattr(task, field):
-            if not dest.startswith(("/", "~")):
-                out.append(Finding((field, dest), f"mount path '{dest}' must be absolute "
-                                   "(start with '/' or '~')", on_key=True))
-    for field in ("run", "setup"):
-        if getattr(task, field) is not None and "\x00" in getattr(task, field):
-            out.append(Finding((field,), "contains a NUL character"))
+    out += _env_sizes(task)
+    for dest, spec in task.volumes.items():
+        if not dest.startswith(("/", "~")):
+            out.append(Finding(("volumes", dest), f"mount path '{dest}' must be absolute "
+                               "(start with '/' or '~')", on_key=True))
+        out += _check_volume(dest, spec)
+    for dest, spec in task.file_mounts.items():
+        if not dest.strip():
+            out.append(Finding(("file_mounts", dest), "the mount path is empty", on_key=True))
+        if isinstance(spec, dict):
+            out += _check_storage(dest, spec)
     if task.readiness_probe is not None:
         out += _check_probe(task.readiness_probe)
     return out
@@ -195,9 +348,12 @@ def check_header(header: Header, task_names: list[str], parallel: bool) -> list[
     out: list[Finding] = []
     if header.max_group_restarts is not None and header.max_group_restarts < 0:
         out.append(Finding(("max_group_restarts",), "must be 0 or more"))
+    elif header.max_group_restarts is not None and header.max_group_restarts > limits.MAX_RESTARTS:
+        out.append(Finding(("max_group_restarts",), f"at most {limits.MAX_RESTARTS}"))
     if header.placement is not None and header.placement not in PLACEMENTS:
-        out.append(Finding(("placement",), f"placement '{header.placement}' is not supported; "
-                           f"the only placement is {PLACEMENTS[0]} (the default)"))
+        out.append(Finding(("placement",), f"placement '{header.placement}' is ignored (SkyPilot "
+                           f"ignores the field too): a group's tasks always run on one infra "
+                           f"({PLACEMENTS[0]})", severity="warning"))
     if not parallel:
         for key in ("primary_tasks", "termination_delay"):
             if getattr(header, key) is not None:

@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 import msgspec
 
 from jobgroup.spec import durations, resources
-from jobgroup.spec.models import HEADER_KEYS, TASK_KEYS, Header, JobRecovery, Resources, Task
+from jobgroup.spec.models import (
+    HEADER_KEYS, INTERNAL_TASK_KEYS, TASK_KEYS, Header, JobRecovery, Resources, Task,
+)
 
 T = TypeVar("T")
 Path = tuple[str | int, ...]
@@ -124,8 +126,8 @@ def unknown_field_message(name: str, model: type | None) -> str:
     if model is Task and name in HEADER_KEYS - TASK_KEYS:
         return f"'{name}' is a header field; put it in the first document (the header)"
     allowed = sorted(getattr(model, "__struct_fields__", ()))
-    if model is Task and "service" in allowed:
-        allowed.remove("service")
+    if model is Task:
+        allowed = [a for a in allowed if a not in INTERNAL_TASK_KEYS]
     import difflib  # only on this error path
 
     close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
@@ -142,6 +144,8 @@ def _type_message(detail: str, path: Path, work: Any) -> str:
         shown = f" ({_describe(_get(work, path))})"
     except (KeyError, IndexError, TypeError):
         shown = ""
+    if path[:1] == ("secrets",):
+        shown = ""  # a secret's value is never shown
     if m:
         got = _WORDS.get(m.group(2), m.group(2))
         message = f"expected {_expected(m.group(1))}, got {got}{shown}"

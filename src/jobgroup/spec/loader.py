@@ -12,48 +12,58 @@ Trailing empty documents (a final ``---``) are ignored; any other empty document
 Normalization: every task has a name (pipelines and single tasks get ``task-0``, ``task-1``, ...,
 skipping names already taken; tasks of a job group must be named); the group name is, in order,
 the `name` argument, the header's `name`, the single task's name, the file's stem made a DNS label,
-the first task's name. `envs`/`secrets` values become strings: numbers as Python writes them
-(``2`` -> "2", ``0.5`` -> "0.5"), booleans as YAML writes them ("true"/"false"); a null value is
-an error. `resources.gpus` (SkyPilot's alias) becomes `resources.accelerators`.
+the first task's name. Each task document is read as SkyPilot reads it (`spec.prepare`): envs
+and secrets as strings, entries without a value to be given at launch (`Loaded.unfilled`),
+launch-time `env`/`secrets` applied, `$VAR` filled in paths, SkyPilot's fields that jobgroup
+ignores accepted with a warning. Unknown fields of a job group's header are ignored with a
+warning (as SkyPilot does); elsewhere an unknown field is an error with "did you mean".
 """
 
 from __future__ import annotations
 
-import copy
-import datetime
 import os
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from jobgroup.spec import checks, names, sources, yamlnodes
-from jobgroup.spec.convert import Finding, convert
+from jobgroup.spec import checks, limits, names, sources, yamlnodes
+from jobgroup.spec.convert import Finding, convert, unknown_field_message
 from jobgroup.spec.errors import Problem, SpecError
 from jobgroup.spec.models import HEADER_KEYS, TASK_KEYS, Header, JobGroup, Task
+from jobgroup.spec.prepare import Overrides, TaskPrep, Unfilled
+from jobgroup.spec.report import MAX_PROBLEMS, Report, path_str
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 HEADER_ONLY = HEADER_KEYS - TASK_KEYS
-MAX_PROBLEMS = 100  # more would only scroll the first ones away
+__all__ = ["Loaded", "Overrides", "Unfilled", "load", "load_file", "load_path", "parse",
+           "path_str", "MAX_PROBLEMS"]
 
 
 class Loaded:
     """A loaded spec: the group, the warnings, the file (None for text) and the folder against
     which relative `workdir`/`file_mounts` paths are resolved (the file's, or the cwd for text).
 
+    `unfilled` lists the `envs`/`secrets` entries the file leaves without a value (and the
+    launch-time values did not fill), with where they are: `launch` must refuse to start while
+    any is left (load with ``complete=True`` to get that refusal as a SpecError).
+
     `path` and `base_dir` are `pathlib.Path`s (given as str or PathLike, converted when read, so
     that `jobgroup validate` does not pay for importing pathlib).
     """
 
-    __slots__ = ("group", "warnings", "_path", "_base_dir")
+    __slots__ = ("group", "warnings", "_path", "_base_dir", "unfilled")
 
     def __init__(self, group: JobGroup, warnings: list[Problem],
-                 path: str | os.PathLike[str] | None, base_dir: str | os.PathLike[str]):
+                 path: str | os.PathLike[str] | None, base_dir: str | os.PathLike[str],
+                 unfilled: list[Unfilled] | None = None):
         self.group = group
         self.warnings = warnings
         self._path = path
         self._base_dir = base_dir
+        self.unfilled = list(unfilled) if unfilled is not None else [
+            Unfilled(task, field, name) for task, field, name in group.unfilled()]
 
     @property
     def path(self) -> Path | None:
@@ -80,46 +90,6 @@ class Loaded:
                 f"base_dir={self.base_dir!r})")
 
 
-def path_str(path: tuple[str | int, ...]) -> str:
-    """``("resources", "any_of", 1, "cpus")`` -> ``"resources.any_of[1].cpus"``."""
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
-class _Report:
-    def __init__(self, label: str):
-        self.label = label
-        self.problems: list[Problem] = []
-
-    def at(self, doc: yamlnodes.Document | None, where: str, f: Finding) -> None:
-        line, col = doc.pos(f.path, key=f.on_key) if doc is not None else (None, None)
-        self.problems.append(Problem(self.label, line, col, where, path_str(f.path), f.message,
-                                     "warning" if f.severity == "warning" else "error"))
-
-    def issue(self, where: str, issue: yamlnodes.Issue) -> None:
-        line, col = issue.pos or (None, None)
-        self.problems.append(Problem(self.label, line, col, where, path_str(issue.path),
-                                     issue.message))
-
-    def error(self, doc: yamlnodes.Document | None, where: str, message: str,
-              path: tuple[str | int, ...] = (), on_key: bool = False) -> None:
-        self.at(doc, where, Finding(path, message, on_key=on_key))
-
-    def raise_if_errors(self) -> list[Problem]:
-        ordered = sorted(self.problems, key=lambda p: (p.line or 0, p.col or 0))
-        if len(ordered) > MAX_PROBLEMS:
-            more = len(ordered) - MAX_PROBLEMS
-            ordered = ordered[:MAX_PROBLEMS] + [Problem(
-                self.label, None, None, "", "", f"... and {more} more problems not shown",
-                "error" if any(p.severity == "error" for p in ordered[MAX_PROBLEMS:])
-                else "warning")]
-        if any(p.severity == "error" for p in ordered):
-            raise SpecError(ordered)
-        return ordered
-
-
 def _kind(value: Any) -> str:
     return {list: "a list", str: "a string", bool: "a boolean", int: "a number",
             float: "a number"}.get(type(value), type(value).__name__)
@@ -130,61 +100,6 @@ def _is_header(doc: yamlnodes.Document, count: int) -> bool:
         return False
     keys = set(doc.data)
     return bool(keys & HEADER_ONLY) or (count > 1 and keys <= {"name"})
-
-
-def _env_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return value.isoformat()
-    return value
-
-
-def _copy_marks(doc: yamlnodes.Document, old: tuple, new: tuple) -> None:
-    for table in (doc.keys, doc.values):
-        for path in [p for p in table if p[:len(old)] == old]:
-            table[new + path[len(old):]] = table[path]
-
-
-def _prepare_resources(res: Any, path: tuple, doc: yamlnodes.Document, report: _Report,
-                       where: str) -> None:
-    if not isinstance(res, dict):
-        return
-    if "gpus" in res:
-        if "accelerators" in res:
-            report.error(doc, where, "give either gpus or accelerators (gpus is SkyPilot's other "
-                         "name for accelerators), not both", (*path, "gpus"), on_key=True)
-            del res["gpus"]
-        else:
-            res["accelerators"] = res.pop("gpus")
-            _copy_marks(doc, (*path, "gpus"), (*path, "accelerators"))
-    for key in ("any_of", "ordered"):
-        if isinstance(res.get(key), list):
-            for i, alt in enumerate(res[key]):
-                _prepare_resources(alt, (*path, key, i), doc, report, where)
-
-
-def _prepare_task(doc: yamlnodes.Document, where: str, report: _Report) -> dict[str, Any]:
-    raw = copy.deepcopy(doc.data)
-    if "service" in raw:
-        report.error(doc, where, "SkyServe services are not supported by jobgroup; run the "
-                     "server as a task of a job group instead", ("service",), on_key=True)
-        del raw["service"]
-    _prepare_resources(raw.get("resources"), ("resources",), doc, report, where)
-    for field in ("envs", "secrets"):
-        mapping = raw.get(field)
-        if not isinstance(mapping, dict):
-            continue
-        for key in list(mapping):
-            if mapping[key] is None:
-                report.error(doc, where, f"'{key}' has no value; write '' for an empty one",
-                             (field, key))
-                del mapping[key]
-            else:
-                mapping[key] = _env_value(mapping[key])
-    return raw
 
 
 def _overlaps(path: tuple, findings: list[Finding]) -> bool:
@@ -200,7 +115,7 @@ def _where(raw: Any, number: int) -> str:
     return f"task #{number}"
 
 
-def _header(doc: yamlnodes.Document, report: _Report) -> Header:
+def _header(doc: yamlnodes.Document, report: Report) -> Header:
     raw = dict(doc.data)
     if not raw:
         report.error(doc, "header", "the header is empty: a job group's header needs "
@@ -215,6 +130,17 @@ def _header(doc: yamlnodes.Document, report: _Report) -> Header:
             hint = f"; did you mean '{close[0]}'?" if close else ""
         report.error(doc, "header", f"execution must be 'parallel' (a job group: tasks run "
                      f"together) or 'serial' (a pipeline), not {value!r}{hint}", ("execution",))
+    if raw.get("execution") == "parallel":  # SkyPilot warns about other fields and ignores them
+        for key in [k for k in raw if k not in HEADER_KEYS]:
+            if key in TASK_KEYS:
+                why = (f"'{key}' is a task field, so it is ignored in the header (as SkyPilot "
+                       "ignores it): put it in a task document (after a '---' line)")
+            else:
+                why = unknown_field_message(key, Header).replace(
+                    f"unknown field '{key}'", f"unknown header field '{key}' is ignored (as "
+                    "SkyPilot ignores it)", 1)
+            report.warning(doc, "header", why, (key,), on_key=True)
+            del raw[key]
     header, findings = convert(raw, Header)
     for f in findings:
         report.at(doc, "header", f)
@@ -236,10 +162,18 @@ def _default_names(tasks: list[Task]) -> list[Task]:
 
 
 def parse(text: str, *, label: str = sources.TEXT_NAME, stem: str | None = None,
-          name: str | None = None) -> tuple[JobGroup, list[Problem]]:
-    """Parse spec `text` (named `label` in messages; `stem` names the group by default).
-    Returns the group and its warnings; raises SpecError with every error (and warning)."""
-    report = _Report(label)
+          name: str | None = None,
+          overrides: Overrides | None = None) -> tuple[JobGroup, list[Problem]]:
+    """Parse spec `text` (named `label` in messages; `stem` names the group by default;
+    `overrides`: launch-time values, see `prepare.Overrides`). Returns the group and its
+    warnings; raises SpecError with every error (and warning)."""
+    group, warnings, _ = _parse(text, label, stem, name, overrides or Overrides())
+    return group, warnings
+
+
+def _parse(text: str, label: str, stem: str | None, name: str | None,
+           overrides: Overrides) -> tuple[JobGroup, list[Problem], list[Unfilled]]:
+    report = Report(label)
     try:
         docs = yamlnodes.documents(text)
     except yamlnodes.YAMLSyntaxError as e:
@@ -265,8 +199,14 @@ def parse(text: str, *, label: str = sources.TEXT_NAME, stem: str | None = None,
         report.error(header_doc, "header", "the file has a header but no task: add one document "
                      "per task after it, each starting with a '---' line")
 
-    tasks = _tasks(task_docs, report, group_job)
+    tasks, unfilled = _tasks(task_docs, report, group_job, overrides)
     task_names = [t.name for t in tasks if t.name]
+    total = sum(t.num_nodes for t in tasks)
+    if total > limits.MAX_GROUP_NODES and all(t.num_nodes <= limits.MAX_GROUP_NODES
+                                              for t in tasks):
+        report.error(header_doc or task_docs[0], "header" if header_doc else "",
+                     f"the tasks have {total} nodes together; a group has at most "
+                     f"{limits.MAX_GROUP_NODES}")
     docs_of = {id(t): d for t, d in zip(tasks, [d for d in task_docs if isinstance(d.data, dict)])}
     for t, f in checks.check_dependencies(tasks, group_job):
         report.at(docs_of.get(id(t)), _where({"name": t.name}, 0), f)
@@ -276,22 +216,27 @@ def parse(text: str, *, label: str = sources.TEXT_NAME, stem: str | None = None,
     group_name = _group_name(header, header_doc, name, report, group_job, tasks, stem)
     warnings = report.raise_if_errors()
     tasks = _default_names(tasks)
+    unfilled = [msgspec.structs.replace(u, task=tasks[int(u.task)].name or "")
+                for u in unfilled]  # (task indexes until the names are known)
     group = JobGroup(
         name=group_name or tasks[0].name or "jobgroup",
         tasks=tasks,
         execution="parallel" if parallel else "serial",
-        placement=header.placement or "SAME_INFRA",
+        placement=header.placement if header.placement in checks.PLACEMENTS else "SAME_INFRA",
         primary_tasks=list(header.primary_tasks or []),
         termination_delay=header.termination_delay,
         inter_connection=True if header.inter_connection is None else header.inter_connection,
         max_group_restarts=header.max_group_restarts or 0,
     )
-    return group, warnings
+    return group, warnings, unfilled
 
 
-def _tasks(task_docs: list[yamlnodes.Document], report: _Report, group_job: bool) -> list[Task]:
-    """The task documents converted and checked (documents that fail entirely are left out)."""
+def _tasks(task_docs: list[yamlnodes.Document], report: Report, group_job: bool,
+           overrides: Overrides) -> tuple[list[Task], list[Unfilled]]:
+    """The task documents converted and checked (documents that fail entirely are left out),
+    and their entries still without a value (`Unfilled.task` holds the task's index)."""
     tasks: list[Task] = []
+    unfilled: list[Unfilled] = []
     first_seen: dict[str, int] = {}
     for number, doc in enumerate(task_docs, 1):
         where = _where(doc.data, number)
@@ -302,12 +247,16 @@ def _tasks(task_docs: list[yamlnodes.Document], report: _Report, group_job: bool
             report.error(doc, where, f"a task document must be a mapping of fields (like "
                          f"'name: trainer'), not {_kind(doc.data)}")
             continue
-        raw = _prepare_task(doc, where, report)
+        prep = TaskPrep(doc, where, report, overrides)
+        raw = prep.run()
         task, findings = convert(raw, Task)
         for f in findings:
             report.at(doc, where, f)
         if task is None:
             continue
+        for field, var, path in prep.unfilled:
+            line, col = doc.pos(path)
+            unfilled.append(Unfilled(str(len(tasks)), field, var, line, col))
         for f in checks.check_task(task):
             if not _overlaps(f.path, findings):  # e.g. accelerators emptied by a removed entry
                 report.at(doc, where, f)
@@ -317,6 +266,14 @@ def _tasks(task_docs: list[yamlnodes.Document], report: _Report, group_job: bool
                              "other by name): add 'name: ...'")
         else:
             problems = checks.check_name(task.name, ("name",), "task name")
+            host = f"{task.name}-{max(task.num_nodes, 1) - 1}"
+            if limits.size(host) > limits.MAX_LABEL and not any(
+                    f.severity == "error" for f in problems):
+                problems = [Finding(("name",), f"task name '{task.name[:20]}...' is too long: "
+                                    f"its node's hostname '{task.name[:20]}...-"
+                                    f"{max(task.num_nodes, 1) - 1}' would have "
+                                    f"{limits.size(host)} bytes, and a hostname has at most "
+                                    f"{limits.MAX_LABEL}")]
             for f in problems:
                 report.at(doc, where, f)
             if not any(f.severity == "error" for f in problems):
@@ -327,11 +284,11 @@ def _tasks(task_docs: list[yamlnodes.Document], report: _Report, group_job: bool
                 else:
                     first_seen[task.name] = doc.pos(("name",))[0]
         tasks.append(task)
-    return tasks
+    return tasks, unfilled
 
 
 def _group_name(header: Header, header_doc: yamlnodes.Document | None, name: str | None,
-                report: _Report, group_job: bool, tasks: list[Task],
+                report: Report, group_job: bool, tasks: list[Task],
                 stem: str | None) -> str | None:
     if name is not None:
         for f in checks.check_name(name, (), "group name"):
@@ -354,29 +311,40 @@ def _group_name(header: Header, header_doc: yamlnodes.Document | None, name: str
     return None
 
 
-def load_file(source: str | os.PathLike[str], *, name: str | None = None) -> Loaded:
+def load_file(source: str | os.PathLike[str], *, name: str | None = None,
+              env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
+              complete: bool = False) -> Loaded:
     """Load and validate a spec from a path or YAML text (see `sources.read` for which is which).
 
-    `name` replaces the group's name (validated the same way). Raises SpecError listing every
-    problem; warnings of a valid spec are in `Loaded.warnings`.
+    `name` replaces the group's name (validated the same way). `env` and `secrets` are the
+    launch-time values (`--env K=V`, `--secret K=V`; SkyPilot's env/secrets overrides): they
+    apply to every task, fill entries the file leaves without a value and are substituted in
+    paths. `complete`: an entry still without a value is an error (what `launch` needs), not a
+    warning (what `validate` says). Raises SpecError listing every problem; warnings of a valid
+    spec are in `Loaded.warnings`, entries still to be filled in `Loaded.unfilled`.
     """
-    return _load(sources.read(source), name)
+    return _load(sources.read(source), name, Overrides(dict(env or {}), dict(secrets or {}),
+                                                       complete))
 
 
-def load_path(path: str | os.PathLike[str], *, name: str | None = None) -> Loaded:
+def load_path(path: str | os.PathLike[str], *, name: str | None = None,
+              env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
+              complete: bool = False) -> Loaded:
     """`load_file` of a path, never YAML text (``"-"`` is stdin): what a CLI argument names."""
-    return _load(sources.read(path, path=True), name)
+    return _load(sources.read(path, path=True), name,
+                 Overrides(dict(env or {}), dict(secrets or {}), complete))
 
 
-def _load(src: sources.Source, name: str | None) -> Loaded:
+def _load(src: sources.Source, name: str | None, overrides: Overrides) -> Loaded:
     stem = None
     if src.path is not None:
         stem = os.path.splitext(os.path.basename(src.path))[0]
-    group, warnings = parse(src.text, label=src.label, stem=stem, name=name)
+    group, warnings, unfilled = _parse(src.text, src.label, stem, name, overrides)
     base_dir = os.path.dirname(os.path.abspath(src.path)) if src.path is not None else os.getcwd()
-    return Loaded(group, warnings, src.path, base_dir)
+    return Loaded(group, warnings, src.path, base_dir, unfilled)
 
 
-def load(source: str | os.PathLike[str], *, name: str | None = None) -> JobGroup:
+def load(source: str | os.PathLike[str], *, name: str | None = None,
+         env: dict[str, str] | None = None, secrets: dict[str, str] | None = None) -> JobGroup:
     """The normalized `JobGroup` of a spec file or YAML text; raises SpecError. See `load_file`."""
-    return load_file(source, name=name).group
+    return load_file(source, name=name, env=env, secrets=secrets).group

@@ -11,6 +11,13 @@ Contract:
   so a spec round-trips to YAML unchanged; the parsed forms come from `spec.resources`
   (`parse_cpus`, `parse_memory`, `parse_accelerators`) and `spec.durations`.
 - `envs`/`secrets` values are strings after loading (numbers/bools are stringified by the loader).
+  An entry the file leaves without a value (``HF_TOKEN:``, SkyPilot's "give it at launch") is not
+  in `envs`/`secrets` but named in `unfilled_envs`/`unfilled_secrets` (`dump` writes it back as
+  a null entry), so consumers of `envs`/`secrets` only ever see strings.
+- Fields of SkyPilot's task schema that jobgroup does not act on (`service`, `pool`, `inputs`,
+  `outputs`, `api_server_access`, `volume_mounts`, `config`, `event_callback`, and a few
+  `resources` fields) are accepted and kept; the loader warns once about each
+  (`jobgroup.spec.compat`).
 - A `JobGroup` built in code is validated by `jobgroup.spec.check(group)`, which runs the very same
   checks as loading a file (it round-trips through YAML), so there is one validator.
 """
@@ -61,6 +68,12 @@ class Resources(_Strict):
     job_recovery: JobRecovery | str | None = None
     autostop: bool | int | str | dict[str, Any] | None = None
     max_hourly_cost: Number | None = None
+    # SkyPilot fields jobgroup accepts and ignores (with a warning):
+    priority: int | None = None
+    priority_class: str | None = None
+    local_disk: str | None = None
+    ephemeral_storage: str | int | None = None
+    volumes: list[dict[str, Any]] | None = None
 
 
 class HttpProbe(_Strict):
@@ -112,6 +125,16 @@ class Task(_Strict):
     config: dict[str, Any] | None = None
     event_callback: str | None = None
     service: dict[str, Any] | None = None
+    # More of SkyPilot's task schema, accepted and ignored (with a warning):
+    pool: dict[str, Any] | None = None
+    inputs: dict[str, Number] | None = None
+    outputs: dict[str, Number] | None = None
+    api_server_access: bool | None = None
+    volume_mounts: list[dict[str, Any]] | None = None
+    # Names of `envs`/`secrets` entries given without a value in the file, to be given at launch
+    # (`--env NAME=...`, `--secret NAME=...`); not YAML keys (see the module doc).
+    unfilled_envs: list[str] = msgspec.field(default_factory=list)
+    unfilled_secrets: list[str] = msgspec.field(default_factory=list)
     # jobgroup extensions (plain SkyPilot YAML stays valid without them):
     readiness_probe: ReadinessProbe | None = None
     depends_on: list[str] | dict[str, DependsOn] | None = None
@@ -153,6 +176,12 @@ class JobGroup(_Strict):
                 return t
         raise KeyError(name)
 
+    def unfilled(self) -> list[tuple[str, str, str]]:
+        """Every `(task, "envs" | "secrets", NAME)` still to be given a value at launch."""
+        return [(t.name or "", field, n) for t in self.tasks
+                for field, names in (("envs", t.unfilled_envs), ("secrets", t.unfilled_secrets))
+                for n in names]
+
     @property
     def primaries(self) -> list[str]:
         """Names of primary tasks: `primary_tasks`, or every task when that is empty."""
@@ -171,5 +200,7 @@ class Header(_Strict):
     max_group_restarts: int | None = None
 
 
+# Task fields that are not YAML keys (the loader refuses them in a file).
+INTERNAL_TASK_KEYS = frozenset({"unfilled_envs", "unfilled_secrets"})
 HEADER_KEYS = frozenset(Header.__struct_fields__)
-TASK_KEYS = frozenset(Task.__struct_fields__)
+TASK_KEYS = frozenset(Task.__struct_fields__) - INTERNAL_TASK_KEYS

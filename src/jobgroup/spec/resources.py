@@ -14,13 +14,15 @@ import msgspec
 
 # Bytes per unit, SkyPilot's table (binary multiples; a bare number is GB).
 MEMORY_UNITS = {
-    "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30,
-    "t": 2**40, "tb": 2**40, "p": 2**50, "pb": 2**50,
+    "b": 1, "k": 2**10, "kb": 2**10, "ki": 2**10, "m": 2**20, "mb": 2**20, "mi": 2**20,
+    "g": 2**30, "gb": 2**30, "gi": 2**30, "t": 2**40, "tb": 2**40, "ti": 2**40, "p": 2**50,
+    "pb": 2**50, "pi": 2**50,
 }
 _QUANTITY = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*(\+?)\s*")
 _ACCEL = re.compile(r"\s*([^\s:,]+)\s*(?::\s*(\S+)\s*)?")
 CPUS_FORMAT = "a positive number, optionally with '+' for 'at least' (e.g. 4, 4+, 0.5)"
-MEMORY_FORMAT = ("a positive size in GB, optionally with a unit (KB, MB, GB, TB, PB) and '+' "
+MEMORY_FORMAT = ("a positive size in GB, optionally with a unit (KB, MB, GB, TB, PB, or Ki, Mi, "
+                 "Gi, Ti, Pi) and '+' "
                  "for 'at least' (e.g. 32, 32+, 32GB, 512MB+)")
 ACCEL_FORMAT = "NAME or NAME:COUNT (e.g. A100, A100:2, {A100: 2}, or a list of alternatives)"
 PORTS_FORMAT = "a port or a range, 1-65535 (e.g. 8080, '8000-8010', or a list of them)"
