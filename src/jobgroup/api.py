@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from jobgroup.logfiles.follow import LogLine
     from jobgroup.spec.models import JobGroup, Task
 
-# Variables of the launching process that nodes do not inherit (they describe jobgroup's own
-# state directory, not the job).
-_NOT_INHERITED = ("JOBGROUP_HOME", "JOBGROUP_LOG_MAX")
 
 
 class TaskInfo(msgspec.Struct, kw_only=True):
@@ -106,15 +103,9 @@ def job_backend_level(job_id: int, home: Path | str | None = None) -> str:
 def isolation_level(home: Path) -> str:
     """The isolation the local backend gives nodes here (the controller records what it
     detected; before it ever ran, detect it the same way)."""
-    try:
-        level = (home / "isolation").read_text().strip()
-        if level:
-            return level
-    except OSError:
-        pass
-    from jobgroup.backends.local.isolation import detect_level
+    from jobgroup.backends.local.isolation import recorded_level
 
-    return detect_level()
+    return recorded_level(home)
 
 
 def infra_kind(task: Task, infra: str | None = None) -> str:
@@ -156,87 +147,12 @@ def launch(
     elif fields or gpus_any:
         raise UsageError(f"give the launch's options in `request` or as keywords, not both "
                          f"({', '.join(fields) or 'gpus_any'})")
-    name, env, infra, grace = request.name, request.env, request.infra, request.grace
-    base_env, cpu_only, gpus_any = request.base_env, request.cpu_only, request.gpus == "any"
-    # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
-    from jobgroup.spec import Loaded, check, dump, load_file
-    from jobgroup.spec.models import JobGroup
+    from jobgroup import submit
 
-    if isinstance(spec, JobGroup):
-        group = check(spec)
-        loaded = Loaded(group=group, warnings=[], path=None, base_dir=Path.cwd())
-    else:
-        loaded = load_file(spec, name=name)
-        group = loaded.group
-    if name and isinstance(spec, JobGroup):
-        group = check(msgspec.structs.replace(group, name=name))
-    if grace < 0:
-        raise UsageError("--grace must be 0 or more seconds")
-    from jobgroup.home import state_problem
-
-    unwritable = state_problem(_home(home))
-    if unwritable is not None:  # nothing could be recorded, started or logged
-        from jobgroup.errors import StateUnwritable
-
-        raise StateUnwritable(f"cannot launch: the state directory {_home(home)}: {unwritable}")
-    level = isolation_level(_home(home))
-    from jobgroup.backends import registry
-
-    said = registry.preflight(group, infra)
-    problems = said.problems
-    on_this_machine = any(getattr(registry.entry(infra_kind(t, infra)), "on_this_machine", False)
-                          for t in group.tasks)
-    if not problems and on_this_machine:  # pods mount their volumes themselves
-        from jobgroup.backends.local.mounts import problems as mount_problems
-
-        problems = mount_problems(group, loaded.base_dir, level)
-    if problems:
-        raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
-    notes = [str(w) for w in loaded.warnings] + [f"warning: {w}" for w in said.warnings]
-    if any(t.resources.cpus is not None or t.resources.memory is not None for t in group.tasks):
-        from jobgroup.resources.cgroups import availability
-
-        why = availability().reason
-        if why:
-            notes.append(f"note: {why}")
-    for note in notes:
-        if on_warning is not None:
-            on_warning(note)
-        else:
-            import warnings
-
-            warnings.warn(note, stacklevel=2)
-    if loaded.base_dir and not loaded.base_dir.is_dir():
-        raise UsageError(f"{loaded.base_dir}: not a directory")
-    for t in group.tasks:
-        if isinstance(t.workdir, str):
-            wd = Path(os.path.expanduser(t.workdir))
-            wd = wd if wd.is_absolute() else loaded.base_dir / wd
-            if not wd.is_dir():
-                raise UsageError(f"task '{t.name}': workdir {wd} does not exist")
-    # Nodes start from (part of) the environment of the launching process (as a local user
-    # expects: an activated venv, PATH, locale), whichever shell happened to start the
-    # controller; never the controller's own.
-    from jobgroup.envvars import inherited
-
-    source_env = inherited(os.environ) if base_env is None else base_env
-    log_max = _log_cap(source_env)  # the launcher's JOBGROUP_LOG_MAX, kept with the job
-    base_env = {k: v for k, v in source_env.items() if k not in _NOT_INHERITED}
-    kinds = {infra_kind(t, infra) for t in group.tasks}
-    if len(kinds) > 1:
-        raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
-                         "group runs on one (placement SAME_INFRA): give --infra")
-    options = {"env": dict(env or {}), "grace": grace, "infra": kinds.pop(), "log_max": log_max,
-               "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only}
     own = store is None
     st = store if store is not None else _store(home)
     try:
-        primaries = set(group.primaries)
-        job_id = st.create_job(
-            name=group.name, execution=group.execution, spec=dump(group),
-            base_dir=str(loaded.base_dir), options=options,
-            tasks=[(t.name or "", t.num_nodes, (t.name in primaries)) for t in group.tasks],
-        )
+        job_id = submit.record(spec, request, home=_home(home), store=st, on_warning=on_warning)
         job = get_job(job_id, store=st)
     finally:
         if own:
@@ -246,12 +162,6 @@ def launch(
 
         wake(_home(home), job_id)
     return job
-
-
-def _log_cap(environ: dict[str, str] | os._Environ[str]) -> int:
-    from jobgroup.logfiles import cap
-
-    return cap.from_env(environ)
 
 
 def dryrun(spec: str | os.PathLike[str], *, name: str | None = None,

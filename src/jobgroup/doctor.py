@@ -147,7 +147,7 @@ def find(store: Store) -> Leftovers:
     active = {j.id: j for j in store.jobs(active_only=True)}
     live_status: set[str] = set()  # status files of live phases
     live_nodes: set[str] = set()  # node cgroup names of live nodes
-    from jobgroup.controller import paths
+    from jobgroup.state import layout as paths
 
     for job_id in active:
         tasks = {t.idx: t.name for t in store.tasks(job_id)}

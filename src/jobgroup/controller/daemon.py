@@ -30,7 +30,7 @@ import msgspec
 from jobgroup import discovery, faults
 from jobgroup.backends.base import Backend, Handle, Outcome, PhaseLaunch, Unreachable
 from jobgroup.backends.local.shim import note_reaped
-from jobgroup.controller import creds, paths, probes, sockname
+from jobgroup.controller import creds, probes, sockname
 from jobgroup.controller import placement as placements
 from jobgroup.controller.decide import (
     Abandon, JobView, MarkReady, Plan, ResetTask, RestartGroup, RestartTask, SetJob, SetOutcome,
@@ -41,6 +41,7 @@ from jobgroup.errors import JobGroupError, StateUnwritable
 from jobgroup.spec import load
 from jobgroup.spec.durations import parse_duration
 from jobgroup.spec.models import JobGroup
+from jobgroup.state import layout as paths
 from jobgroup.state import transitions
 from jobgroup.state.status import Phase, Status
 from jobgroup.state.store import JobRec, NodeRec, Store, unwritable_reason
@@ -147,8 +148,8 @@ class Controller:
             writer.close()
 
     def _launch_for_client(self, req: dict) -> dict:
-        from jobgroup import api
-
+        """Answer one RPC request: `status`, or `launch` (validated and recorded as
+        `api.launch` does, through `submit.record`, and started in this turn of the loop)."""
         if req.get("op") == "status":
             since = self.unwritable[1] if self.unwritable else None
             return {"ok": True, "pid": os.getpid(), "started_at": self.started_at,
@@ -156,22 +157,26 @@ class Controller:
                     "unwritable_since": since, "blocked_jobs": sorted(self._blocked)}
         if req.get("op") != "launch":
             return {"ok": False, "error": f"unknown request {req.get('op')!r}", "exit_code": 2}
-        from jobgroup import launchreq
+        from jobgroup import launchreq, submit
 
         notes: list[str] = []
         try:
             request = launchreq.from_wire(req)
-            job = api.launch(request.path, request=request, home=self.home,
-                             on_warning=notes.append, notify=False, store=self.store)
+            job_id = submit.record(request.path, request, home=self.home, store=self.store,
+                                   on_warning=notes.append)
         except JobGroupError as e:
             return {"ok": False, "error": str(e), "exit_code": e.exit_code, "warnings": notes}
-        self._mark(job.id)  # starts in this very turn of the loop
-        infra = self._backend(job.id).name
+        self._mark(job_id)  # starts in this very turn of the loop
+        infra = self._backend(job_id).name
         level = self.backends["local"].level if infra == "local" else infra
         from jobgroup.backends.local.isolation import LEVEL_NOTES
 
-        return {"ok": True, "job": msgspec.to_builtins(job), "warnings": notes,
-                "isolation": level, "isolation_note": LEVEL_NOTES.get(level)}
+        rec = self.store.job(job_id)
+        job = {"id": job_id, "name": rec.name if rec else "", "status": "PENDING",
+               "tasks": [{"index": t.idx, "name": t.name, "num_nodes": t.num_nodes}
+                         for t in self.store.tasks(job_id)]}
+        return {"ok": True, "job": job, "warnings": notes, "isolation": level,
+                "isolation_note": LEVEL_NOTES.get(level)}
 
     def adopt(self) -> None:
         """Watch every phase that still runs; settle every one that ended while we were away."""

@@ -3,8 +3,8 @@ options over a unix stream socket; the controller — warm, with the spec code a
 validates, records the job and starts it in the same turn of its loop, and answers with the job
 or the problems. The CLI then imports neither YAML nor msgspec nor SQLite: launch -> every node
 started drops from ~200 ms to ~100 ms (bench/RESULTS.md). The contract is the same as
-`jobgroup.api.launch` (which the controller calls): bad input is an error with exit code 2, a
-valid group is PENDING when the answer arrives.
+`jobgroup.api.launch` (the controller runs its first half, `submit.record`): bad input is an
+error with exit code 2, a valid group is PENDING when the answer arrives.
 
 Who talks to whom: the socket is a file in the private state directory (`sockname`), and before
 sending anything the client checks that the process it reached runs as its own user
@@ -15,7 +15,8 @@ Wire format: one JSON object per line each way.
   request  {"op": "launch", **LaunchRequest}  (`launchreq`: path, base_env and one field per
            flag of `launchflags.SENT`; checked by the controller, unknown fields refused)
            {"op": "status"}  (the controller's pid, and what it cannot write, if anything)
-  answer   {"ok": true, "job": {...Job...}, "warnings": [...], "isolation": "namespaces"}
+  answer   {"ok": true, "job": {"id", "name", "status", "tasks": [{"index", "name",
+           "num_nodes"}]}, "warnings": [...], "isolation": "namespaces", "isolation_note"}
            {"ok": false, "error": "...", "exit_code": 2}
 """
 

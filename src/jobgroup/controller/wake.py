@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobgroup.controller import paths
+from jobgroup.state import layout as paths
 from jobgroup.controller.sockname import WAKE, address, is_ours
 from jobgroup.errors import ControllerError
 

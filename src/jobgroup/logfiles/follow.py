@@ -39,7 +39,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Callable, Iterator
 
-from jobgroup.controller import paths
+from jobgroup.state import layout as paths
 from jobgroup.state.store import Store
 
 CHUNK = 1 << 16

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 NAMESPACES, USER, NONE = "namespaces", "user", "none"
@@ -40,6 +41,18 @@ LEVEL_NOTES = {
 }
 
 _level_cache: str | None = None
+
+
+def recorded_level(home: Path) -> str:
+    """The isolation the local backend gives nodes here: what the controller recorded when it
+    started (`HOME/isolation`), else detected the same way now."""
+    try:
+        level = (home / "isolation").read_text().strip()
+        if level:
+            return level
+    except OSError:
+        pass
+    return detect_level()
 
 
 def detect_level() -> str:

@@ -1,0 +1,116 @@
+"""Validate a launch and record it: the half of `api.launch` that the controller also runs
+when a client hands it a launch over its socket (so the controller does not import the public
+API, and the API does not reach into the controller). Pure of side effects but the store row.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import msgspec
+
+from jobgroup.backends import registry
+from jobgroup.backends.local.isolation import recorded_level
+from jobgroup.backends.registry import task_kind
+from jobgroup.errors import StateUnwritable, UsageError
+from jobgroup.state.store import Store
+
+if TYPE_CHECKING:
+    from jobgroup.launchreq import LaunchRequest
+    from jobgroup.spec.models import JobGroup
+
+# Variables of the launching process that nodes do not inherit (they are jobgroup's own
+# settings, read here, not the job's).
+_NOT_INHERITED = ("JOBGROUP_HOME", "JOBGROUP_LOG_MAX")
+
+
+def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, home: Path,
+           store: Store, on_warning: Callable[[str], None] | None = None) -> int:
+    """Check `spec` with `request` as `jobgroup launch` does — the spec, the state directory,
+    each backend's preflight, mounts, workdirs — say the warnings (to `on_warning`, else
+    Python's `warnings`), and record the job PENDING in `store`; its id. Raises UsageError
+    (exit 2) for what the user must fix, StateUnwritable (exit 1) when nothing can be recorded.
+    Wakes nobody: the caller does (or is the controller)."""
+    name, env, infra, grace = request.name, request.env, request.infra, request.grace
+    base_env, cpu_only, gpus_any = request.base_env, request.cpu_only, request.gpus == "any"
+    # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
+    from jobgroup.spec import Loaded, check, dump, load_file
+    from jobgroup.spec.models import JobGroup
+
+    if isinstance(spec, JobGroup):
+        group = check(spec)
+        loaded = Loaded(group=group, warnings=[], path=None, base_dir=Path.cwd())
+    else:
+        loaded = load_file(spec, name=name)
+        group = loaded.group
+    if name and isinstance(spec, JobGroup):
+        group = check(msgspec.structs.replace(group, name=name))
+    if grace < 0:
+        raise UsageError("--grace must be 0 or more seconds")
+    from jobgroup.home import state_problem
+
+    unwritable = state_problem(home)
+    if unwritable is not None:  # nothing could be recorded, started or logged
+        raise StateUnwritable(f"cannot launch: the state directory {home}: {unwritable}")
+    level = recorded_level(home)
+
+    said = registry.preflight(group, infra)
+    problems = said.problems
+    on_this_machine = any(getattr(registry.entry(task_kind(t, infra)), "on_this_machine", False)
+                          for t in group.tasks)
+    if not problems and on_this_machine:  # pods mount their volumes themselves
+        from jobgroup.backends.local.mounts import problems as mount_problems
+
+        problems = mount_problems(group, loaded.base_dir, level)
+    if problems:
+        raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
+    notes = [str(w) for w in loaded.warnings] + [f"warning: {w}" for w in said.warnings]
+    if any(t.resources.cpus is not None or t.resources.memory is not None for t in group.tasks):
+        from jobgroup.resources.cgroups import availability
+
+        why = availability().reason
+        if why:
+            notes.append(f"note: {why}")
+    for note in notes:
+        if on_warning is not None:
+            on_warning(note)
+        else:
+            import warnings
+
+            warnings.warn(note, stacklevel=2)
+    if loaded.base_dir and not loaded.base_dir.is_dir():
+        raise UsageError(f"{loaded.base_dir}: not a directory")
+    for t in group.tasks:
+        if isinstance(t.workdir, str):
+            wd = Path(os.path.expanduser(t.workdir))
+            wd = wd if wd.is_absolute() else loaded.base_dir / wd
+            if not wd.is_dir():
+                raise UsageError(f"task '{t.name}': workdir {wd} does not exist")
+    # Nodes start from (part of) the environment of the launching process (as a local user
+    # expects: an activated venv, PATH, locale), whichever shell happened to start the
+    # controller; never the controller's own.
+    from jobgroup.envvars import inherited
+
+    source_env = inherited(os.environ) if base_env is None else base_env
+    log_max = _log_cap(source_env)  # the launcher's JOBGROUP_LOG_MAX, kept with the job
+    base_env = {k: v for k, v in source_env.items() if k not in _NOT_INHERITED}
+    kinds = {task_kind(t, infra) for t in group.tasks}
+    if len(kinds) > 1:
+        raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
+                         "group runs on one (placement SAME_INFRA): give --infra")
+    options = {"env": dict(env or {}), "grace": grace, "infra": kinds.pop(), "log_max": log_max,
+               "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only}
+    primaries = set(group.primaries)
+    return store.create_job(
+        name=group.name, execution=group.execution, spec=dump(group),
+        base_dir=str(loaded.base_dir), options=options,
+        tasks=[(t.name or "", t.num_nodes, (t.name in primaries)) for t in group.tasks],
+    )
+
+
+def _log_cap(environ: dict[str, str] | os._Environ[str]) -> int:
+    from jobgroup.logfiles import cap
+
+    return cap.from_env(environ)
