@@ -31,6 +31,7 @@ _EXPORTS = {
     "wait": "jobgroup.api",
     "get_job": "jobgroup.api",
     "Job": "jobgroup.api",
+    "JobTask": "jobgroup.api",
 }
 
 __all__ = sorted(_EXPORTS)

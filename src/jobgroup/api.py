@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from jobgroup.spec.models import JobGroup, Task
 
 
+class JobTask(msgspec.Struct, kw_only=True):
+    """One task of a `Job` as a user sees it (called TaskInfo before; not the controller's
+    `decide.TaskInfo`, which is a task's policy)."""
 
-class TaskInfo(msgspec.Struct, kw_only=True):
     index: int
     name: str
     status: Status
@@ -49,7 +51,7 @@ class Job(msgspec.Struct, kw_only=True):
     submitted_at: float
     started_at: float | None
     ended_at: float | None
-    tasks: list[TaskInfo]
+    tasks: list[JobTask]
     has_auxiliaries: bool
     isolation: str = ""  # what the backend gave the nodes (see `jobgroup launch`'s note)
 
@@ -71,7 +73,7 @@ def _job(rec: JobRec, tasks: list[TaskRec]) -> Job:
         execution=rec.execution, submitted_at=rec.submitted_at, started_at=rec.started_at,
         ended_at=rec.ended_at,
         tasks=[
-            TaskInfo(index=t.idx, name=t.name, status=t.status, reason=t.reason,
+            JobTask(index=t.idx, name=t.name, status=t.status, reason=t.reason,
                      num_nodes=t.num_nodes, primary=t.is_primary, restarts=t.restarts,
                      started_at=t.started_at, ended_at=t.ended_at)
             for t in tasks
