@@ -2,7 +2,9 @@
 beyond reading the spec file).
 
     load(path_or_text, *, name=None) -> JobGroup     parse + validate; raises SpecError
-    load_file(path_or_text, *, name=None) -> Loaded  the same, with warnings, path and base_dir
+    load_file(path_or_text, *, name=None, env=None, secrets=None, complete=False) -> Loaded
+                                                     the same, with warnings, path, base_dir and
+                                                     the entries still to be given at launch
     check(group) -> JobGroup                         validate a JobGroup built in code
     dump(group) -> str                               YAML that `load` reads back to an equal group
 
@@ -17,12 +19,13 @@ from jobgroup.spec.dump import dump
 from jobgroup.spec.errors import Problem, SpecError
 from jobgroup.spec.loader import Loaded, load, load_file, parse
 from jobgroup.spec.models import JobGroup, JobRecovery, Resources, Task
+from jobgroup.spec.prepare import Overrides, Unfilled
 
 CODE_LABEL = "<JobGroup>"
 
 __all__ = [
-    "JobGroup", "JobRecovery", "Loaded", "Problem", "Resources", "SpecError", "Task",
-    "check", "dump", "load", "load_file",
+    "JobGroup", "JobRecovery", "Loaded", "Overrides", "Problem", "Resources", "SpecError", "Task",
+    "Unfilled", "check", "dump", "load", "load_file",
 ]
 
 

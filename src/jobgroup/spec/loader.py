@@ -255,7 +255,7 @@ def _tasks(task_docs: list[yamlnodes.Document], report: Report, group_job: bool,
         if task is None:
             continue
         for field, var, path in prep.unfilled:
-            line, col = doc.pos(path)
+            line, col = doc.pos(path, key=True)
             unfilled.append(Unfilled(str(len(tasks)), field, var, line, col))
         for f in checks.check_task(task):
             if not _overlaps(f.path, findings):  # e.g. accelerators emptied by a removed entry

@@ -2,9 +2,10 @@
 applies it to every document of a multi-document file: each one is a header or a task).
 
 Derived from the models, then adjusted to what the loader accepts beyond the models' types:
-env values may be numbers or booleans, `resources.gpus` is an alias of `accelerators`,
-`service` is absent (not supported); names, durations, cpus/memory carry patterns and
-`num_nodes` a minimum. The schema helps an editor; `jobgroup validate` remains the authority.
+env values may be numbers, booleans or null (given at launch), `secrets` may be SkyPilot's list
+of managed references, `managed_secrets` is accepted, `resources.gpus` is an alias of
+`accelerators`; fields jobgroup ignores say so; names, durations, cpus/memory carry patterns
+and `num_nodes` a minimum. The schema helps an editor; `jobgroup validate` remains the authority.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import Any
 
 import msgspec
 
-from jobgroup.spec.models import Header, Task
+from jobgroup.spec import compat
+from jobgroup.spec.models import INTERNAL_TASK_KEYS, Header, Task
 
 _NAME = {"type": "string", "pattern": r"^[\w-]+$", "minLength": 1}
 _DURATION = {"type": "string", "pattern": r"^\s*(\d+(\.\d*)?|\.\d+)\s*[smhdwSMHDW]?\s*$"}
 _QUANTITY = r"^\s*(\d+(\.\d*)?|\.\d+)\s*%s\s*\+?\s*$"
-_SCALAR = [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]
+_SCALAR = [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]
 
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "Header": {
@@ -39,8 +41,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "workdir": "Local folder synced to each node and used as the working directory.",
         "num_nodes": "Number of identical nodes (default 1).",
         "resources": "What ONE node needs.",
-        "envs": "Environment variables (numbers and booleans become strings).",
-        "secrets": "Environment variables whose values are hidden in logs and output.",
+        "envs": "Environment variables (numbers and booleans become strings; no value: give it "
+                "at launch with --env NAME=VALUE).",
+        "secrets": "Environment variables whose values are hidden in output (no value: give it "
+                   "at launch with --secret NAME=VALUE).",
         "file_mounts": "Remote path -> local path or storage spec.",
         "volumes": "Mount path -> volume name or spec (e.g. shared checkpoints).",
         "setup": "Shell commands run once on each node before run.",
@@ -67,6 +71,11 @@ def _describe(defs: dict[str, Any]) -> None:
         for field, text in fields.items():
             if field in props:
                 props[field]["description"] = text
+    for model, ignored in (("Task", compat.IGNORED_TASK), ("Resources", compat.IGNORED_RESOURCES)):
+        props = defs[model]["properties"]
+        for field, why in ignored.items():
+            if field in props:
+                props[field]["description"] = f"SkyPilot's; ignored by jobgroup: {why}."
 
 
 def json_schema() -> dict[str, Any]:
@@ -81,16 +90,24 @@ def json_schema() -> dict[str, Any]:
     delay = [_DURATION, {"type": "number", "minimum": 0}]
     header["termination_delay"] = {"anyOf": [
         *delay, {"type": "object", "additionalProperties": {"anyOf": delay}}, {"type": "null"}]}
-    task.pop("service", None)
+    for key in INTERNAL_TASK_KEYS:
+        task.pop(key, None)
     task["name"] = {"anyOf": [_NAME, {"type": "null"}]}
     task["num_nodes"] = {"type": "integer", "minimum": 1, "default": 1}
     for field in ("envs", "secrets"):
         task[field] = {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
                        "additionalProperties": {"anyOf": _SCALAR}}
+    task["secrets"]["propertyNames"] = {"pattern": r"^(secrets:)?[A-Za-z_][A-Za-z0-9_.]*$"}
+    task["secrets"] = {"anyOf": [task["secrets"], {"type": "array", "items": {
+        "type": "string", "pattern": "^secrets:"}}]}
+    task[compat.MANAGED_SECRETS] = {
+        "type": "array", "description": "SkyPilot's managed secrets: given at launch here "
+                                        "(--secret NAME=VALUE).",
+        "items": {"anyOf": [{"type": "string"}, {"type": "object", "maxProperties": 1}]}}
     res["cpus"] = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
                              {"type": "string", "pattern": _QUANTITY % ""}, {"type": "null"}]}
     res["memory"] = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                               {"type": "string", "pattern": _QUANTITY % "([kKmMgGtTpP][bB]?|[bB])?"},
+                               {"type": "string", "pattern": _QUANTITY % "([kKmMgGtTpP][bBiI]?|[bB])?"},
                                {"type": "null"}]}
     res["gpus"] = copy.deepcopy(res["accelerators"])
     _describe(defs)
