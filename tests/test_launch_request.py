@@ -66,3 +66,31 @@ def test_api_takes_fields_or_a_request(jenv):
     job = api.launch(str(spec), name="via-api", gpus_any=True, home=jenv.home)
     assert job.name == "via-api"
     assert jenv.wait(job.id)["status"] == "SUCCEEDED"
+
+
+NULLS = """\
+name: nulls
+envs:
+  HF_TOKEN:
+secrets:
+  WANDB_API_KEY:
+run: |
+  echo "hf=$HF_TOKEN"
+  test "$WANDB_API_KEY" = w-s3cr3t && echo secret-ok
+"""
+
+
+def test_null_envs_and_secrets_are_filled_at_launch_or_refused(jenv):
+    spec = jenv.spec(NULLS)
+    p = jenv.jg("launch", str(spec), "-d")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "--env HF_TOKEN" in p.stderr and "--secret" in p.stderr
+    jenv.env["WANDB_API_KEY"] = "w-s3cr3t"
+    job = jenv.launch_d(NULLS, "--env", "HF_TOKEN=hf-1", "--secret", "WANDB_API_KEY")
+    assert jenv.wait(job)["status"] == "SUCCEEDED"
+    log = jenv.log(job, "nulls")
+    assert "hf=hf-1" in log and "secret-ok" in log
+    job = jenv.launch_d(NULLS, "--env", "HF_TOKEN=hf-2", "--secret", "WANDB_API_KEY=w-s3cr3t")
+    assert jenv.wait(job)["status"] == "SUCCEEDED"
+    p = jenv.jg("launch", str(spec), "--env", "HF_TOKEN=x", "--secret", "1BAD=x", "-d")
+    assert p.returncode == 2 and "--secret '1BAD=x'" in p.stderr

@@ -34,6 +34,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("name", ("-n", "--name"), "text", "Name of the group (overrides the header's name)."),
     Flag("env", ("--env",), "env", "Set an environment variable in every node (wins over the "
          "YAML's envs); K alone passes your own value of K.", default={}, metavar="K=V|K"),
+    Flag("secret", ("--secret",), "env", "Set a secret in every node (as SkyPilot's --secret: "
+         "never printed); K alone passes your own value of K. Fills the YAML's `secrets:` "
+         "entries left without a value.", default={}, metavar="K=V|K"),
     Flag("inherit_env", ("--inherit-env",), "switch", "Nodes inherit your whole environment "
          "(default: only PATH, HOME, locale, venv/conda, proxies, package-index and CUDA/library "
          "paths; see README).", default=False, sent=False),

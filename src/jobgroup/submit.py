@@ -34,6 +34,7 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
     (exit 2) for what the user must fix, StateUnwritable (exit 1) when nothing can be recorded.
     Wakes nobody: the caller does (or is the controller)."""
     name, env, infra, grace = request.name, request.env, request.infra, request.grace
+    secrets = request.secret
     base_env, cpu_only, gpus_any = request.base_env, request.cpu_only, request.gpus == "any"
     # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
     from jobgroup.spec import Loaded, check, dump, load_file
@@ -43,7 +44,9 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
         group = check(spec)
         loaded = Loaded(group=group, warnings=[], path=None, base_dir=Path.cwd())
     else:
-        loaded = load_file(spec, name=name)
+        # --env/--secret fill the file's entries left without a value, and are substituted in
+        # paths; one still unfilled is an error naming the flag to give (complete=True).
+        loaded = load_file(spec, name=name, env=env, secrets=secrets, complete=True)
         group = loaded.group
     if name and isinstance(spec, JobGroup):
         group = check(msgspec.structs.replace(group, name=name))
