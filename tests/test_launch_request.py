@@ -24,7 +24,7 @@ def test_every_flag_reaches_click_the_short_road_and_the_request():
         assert set(params[f.field].opts) == set(f.names), f.field
         assert (f.field in fields) == f.sent, f.field
         assert all((n in FAST) == f.fast for n in f.names), f.field
-    assert fields == {"path", "base_env", *(f.field for f in SENT)}
+    assert fields == {"path", "base_env", "cwd", *(f.field for f in SENT)}
 
 
 def test_request_types_are_checked():

@@ -50,6 +50,13 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
         group = loaded.group
     if name and isinstance(spec, JobGroup):
         group = check(msgspec.structs.replace(group, name=name))
+    # Relative paths against the launcher's current directory, as SkyPilot does (`relpaths`).
+    from jobgroup import relpaths
+
+    cwd = request.cwd or os.getcwd()
+    group, path_notes = relpaths.resolve(
+        group, cwd, str(loaded.base_dir) if loaded.path is not None else None)
+    base_dir = Path(cwd)
     if grace < 0:
         raise UsageError("--grace must be 0 or more seconds")
     from jobgroup.home import state_problem
@@ -66,10 +73,11 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
     if not problems and on_this_machine:  # pods mount their volumes themselves
         from jobgroup.backends.local.mounts import problems as mount_problems
 
-        problems = mount_problems(group, loaded.base_dir, level)
+        problems = mount_problems(group, base_dir, level)
     if problems:
         raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
-    notes = [str(w) for w in loaded.warnings] + [f"warning: {w}" for w in said.warnings]
+    notes = [str(w) for w in loaded.warnings] + path_notes + [
+        f"warning: {w}" for w in said.warnings]
     if any(t.resources.cpus is not None or t.resources.memory is not None for t in group.tasks):
         from jobgroup.resources.cgroups import availability
 
@@ -83,12 +91,12 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
             import warnings
 
             warnings.warn(note, stacklevel=2)
-    if loaded.base_dir and not loaded.base_dir.is_dir():
-        raise UsageError(f"{loaded.base_dir}: not a directory")
+    if not base_dir.is_dir():
+        raise UsageError(f"{base_dir}: not a directory")
     for t in group.tasks:
         if isinstance(t.workdir, str):
             wd = Path(os.path.expanduser(t.workdir))
-            wd = wd if wd.is_absolute() else loaded.base_dir / wd
+            wd = wd if wd.is_absolute() else base_dir / wd
             if not wd.is_dir():
                 raise UsageError(f"task '{t.name}': workdir {wd} does not exist")
     # Nodes start from (part of) the environment of the launching process (as a local user
@@ -108,7 +116,7 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
     primaries = set(group.primaries)
     return store.create_job(
         name=group.name, execution=group.execution, spec=dump(group),
-        base_dir=str(loaded.base_dir), options=options,
+        base_dir=str(base_dir), options=options,
         tasks=[(t.name or "", t.num_nodes, (t.name in primaries)) for t in group.tasks],
     )
 

@@ -83,6 +83,7 @@ def launch(file: str, **opts: object) -> None:
 
     request = {f.field: opts[f.field] for f in SENT}
     request["base_env"] = dict(os.environ) if opts["inherit_env"] else inherited(os.environ)
+    request["cwd"] = os.getcwd()
     job, level, note = _submit(file, request)
     out, err = submitted_lines(job, level, note)
     click.echo(out)
