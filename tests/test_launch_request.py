@@ -94,3 +94,32 @@ def test_null_envs_and_secrets_are_filled_at_launch_or_refused(jenv):
     assert jenv.wait(job)["status"] == "SUCCEEDED"
     p = jenv.jg("launch", str(spec), "--env", "HF_TOKEN=x", "--secret", "1BAD=x", "-d")
     assert p.returncode == 2 and "--secret '1BAD=x'" in p.stderr
+
+
+CLUSTER_SIZED = """\
+name: cluster-sized
+execution: parallel
+---
+name: ppo_trainer
+num_nodes: 2
+resources: {cpus: 64+, memory: 512+}
+run: echo "trainer $SKYPILOT_NODE_RANK on $(cat /proc/sys/kernel/hostname)"
+---
+name: reward
+resources: {cpus: 8, memory: 32}
+run: getent hosts ppo_trainer-1.cluster-sized && echo resolved
+"""
+
+
+def test_best_effort_runs_a_cluster_sized_file_here(jenv):
+    job = jenv.launch_d(CLUSTER_SIZED)
+    final = jenv.wait(job)
+    assert final["status"] == "FAILED_NO_RESOURCE"
+    p = jenv.jg("launch", str(jenv.spec(CLUSTER_SIZED)), "--best-effort", "-d", check=True)
+    assert "--best-effort: the group asks for 136 CPU(s) and 1056 GB" in p.stderr
+    assert "without CPU/memory reservations or limits" in p.stderr
+    job = int(p.stdout.split()[1])
+    assert jenv.wait(job)["status"] == "SUCCEEDED"
+    # a task name with `_` (valid in SkyPilot): the node's hostname, and its name resolves
+    assert "trainer 1 on ppo_trainer-1" in jenv.log(job, "ppo_trainer", 1)
+    assert "resolved" in jenv.log(job, "reward")

@@ -50,6 +50,9 @@ FLAGS: tuple[Flag, ...] = (
          "accelerators.", choices=("any",)),
     Flag("cpu_only", ("--cpu-only",), "switch", "Run tasks that ask for GPUs without GPUs "
          "(smoke tests of cluster YAML).", default=False),
+    Flag("best_effort", ("--best-effort",), "switch", "A group sized for a cluster (more CPUs "
+         "or memory than this machine has) runs here with no CPU/memory reservation and no "
+         "limits, instead of failing FAILED_NO_RESOURCE.", default=False),
     Flag("dryrun", ("--dryrun",), "switch", "Launch nothing: print what would be created (with "
          "--infra kubernetes: the Kubernetes objects).", default=False, sent=False, fast=False),
     Flag("output", ("-o", "--output"), "choice", "Format of --dryrun's output.", default="yaml",

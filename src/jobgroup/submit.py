@@ -111,14 +111,44 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
     if len(kinds) > 1:
         raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
                          "group runs on one (placement SAME_INFRA): give --infra")
-    options = {"env": dict(env or {}), "grace": grace, "infra": kinds.pop(), "log_max": log_max,
-               "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only}
+    kind = kinds.pop()
+    options = {"env": dict(env or {}), "grace": grace, "infra": kind, "log_max": log_max,
+               "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only,
+               "best_effort": request.best_effort}
+    if request.best_effort and kind == "local":
+        _say_best_effort(group, options, home, on_warning)
     primaries = set(group.primaries)
     return store.create_job(
         name=group.name, execution=group.execution, spec=dump(group),
         base_dir=str(base_dir), options=options,
         tasks=[(t.name or "", t.num_nodes, (t.name in primaries)) for t in group.tasks],
     )
+
+
+def _say_best_effort(group: JobGroup, options: dict, home: Path,
+                     on_warning: Callable[[str], None] | None) -> None:
+    """The one line `--best-effort` owes the user: whether the group runs unreserved here."""
+    from jobgroup.resources import inventory as inv
+    from jobgroup.resources import requests
+
+    machine = inv.recorded(home)
+    steps = [None] if group.execution == "parallel" or len(group.tasks) == 1 \
+        else list(range(len(group.tasks)))
+    over = [requests.need(requests.job_request(group, options, s)) for s in steps
+            if requests.fit_to_machine(requests.job_request(group, options, s), machine.cpus,
+                                       machine.memory_gb)[1]]
+    if not over:
+        return
+    cpus, mem = max(over)
+    note = (f"note: --best-effort: the group asks for {cpus:g} CPU(s) and {mem:g} GB; this "
+            f"machine offers {machine.cpus:g} CPU(s) and {machine.memory_gb:.1f} GB: it runs "
+            "without CPU/memory reservations or limits")
+    if on_warning is not None:
+        on_warning(note)
+    else:
+        import warnings
+
+        warnings.warn(note, stacklevel=3)
 
 
 def _log_cap(environ: dict[str, str] | os._Environ[str]) -> int:
