@@ -645,8 +645,9 @@ class Controller:
         if alloc is not None:
             env.update(alloc.env())  # CUDA_VISIBLE_DEVICES, SKYPILOT_NUM_GPUS_PER_NODE
         if setup:
-            # As SkyPilot runs setup (`unset CUDA_VISIBLE_DEVICES;`): absent, not empty, so a
-            # setup that builds or probes CUDA sees every GPU of the node.
+            # As SkyPilot runs setup (`unset CUDA_VISIBLE_DEVICES;`): absent, not empty. Setup
+            # scripts test for exactly that; locally it shows every GPU of the machine, which
+            # setup (installs, builds) is not meant to use.
             env.pop("CUDA_VISIBLE_DEVICES", None)
         return env
 
