@@ -16,9 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from conftest import Env, REPO, _zombie, processes_of, wait_for

@@ -3,7 +3,6 @@ once: all succeed with unique ids."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
