@@ -636,9 +636,12 @@ def test_relaunch_right_after_cancel_waits_for_the_old_pods(k8s: K8s) -> None:
     takes 3 s to stop) under the very name the new job needs. The new job waits for it to go
     (never adopts it) and then runs its own pod."""
     old = k8s.launch_d(SLOW_STOP)
-    wait_for(lambda: _running(k8s, old), timeout=30)
+    # its trap is set once it has printed (RUNNING alone: the pod may still wait at its gate,
+    # and then ends at once on SIGTERM)
+    wait_for(lambda: _running(k8s, old) and "attempt of job" in k8s.jenv.log(old, "a"),
+             timeout=30)
     assert k8s.jenv.jg("cancel", str(old)).returncode == 0
-    wait_for(lambda: (k8s.cluster.store.get("pods", "default", "dev-a-0") or {})
+    wait_for(lambda: (k8s.cluster.store.find("pods", "default", "dev-a-0") or {})
              .get("metadata", {}).get("deletionTimestamp"), timeout=20)
     new = k8s.launch_d(SLOW_STOP)
     reasons = set()
