@@ -24,7 +24,7 @@ import msgspec
 
 from jobgroup import faults
 from jobgroup.backends.base import Backend, Handle, Outcome, PhaseLaunch
-from jobgroup.backends.local import isolation, mounts, network, shim
+from jobgroup.backends.local import egress, isolation, mounts, network, rootfs, shim
 from jobgroup.spec.models import JobGroup
 
 
@@ -115,7 +115,7 @@ class LocalBackend(Backend):
         if self.level == isolation.NAMESPACES:
             # Idempotent: a restarted controller finds the network its predecessor recorded
             # (and repairs it if parts are gone), or removes what an interrupted create left.
-            net = network.ensure(self.home, job_id, len(index))
+            net, resolv = egress.group_network(self.home, job_id, len(index))  # + NAT, DNS
             faults.hit("prepare.saved")
             addresses = {key: net.addresses[n] for key, n in index.items()}
         else:
@@ -131,29 +131,40 @@ class LocalBackend(Backend):
             machine_hosts = ""
         tmp = hosts_file.with_suffix(".tmp")
         tmp.write_text(isolation.hosts_text(entries, machine_hosts))
+        os.chmod(tmp, 0o644)  # read by every user of the node (nothing secret in it)
         os.replace(tmp, hosts_file)
         if net is not None:
-            (job_dir / "resolv.conf").write_text(isolation.NO_DNS)
+            egress.write_resolv(job_dir / "resolv.conf", resolv)
         self._jobs[job_id] = _JobPlan(group, base_dir, index, addresses, hosts_file, net)
         return addresses
 
     def _view(self, job_id: int, task_idx: int, rank: int, workdir: str | None,
-              user_home: str) -> isolation.NodeView | None:
+              user_home: str, launch: PhaseLaunch | None = None) -> isolation.NodeView | None:
         plan = self._jobs.get(job_id)
         if plan is None or self.level == isolation.NONE:
             return None
         task = plan.group.tasks[task_idx]
         node = plan.index[(task_idx, rank)]
+        binds = mounts.node_binds(task, plan.base_dir, self.home, user_home)
         return isolation.NodeView(
             hostname=f"{task.name}-{rank}",
             hosts_file=str(plan.hosts_file),
-            binds=mounts.node_binds(task, plan.base_dir, self.home, user_home),
+            binds=binds,
             netns=plan.net.netns(node) if plan.net else None,
             chdir=workdir,
             resolv_file=str(plan.hosts_file.with_name("resolv.conf")) if plan.net else None,
+            **rootfs.view_fields(  # its own root, /tmp, /dev/shm (issue 15)
+                self.home, job_id, task.name or "", rank, self.level,
+                env=launch.env if launch else None,
+                memory_gb=launch.memory_gb if launch else 0.0,
+                shared=[b.src for b in binds if not b.readonly] + ([workdir] if workdir else [])),
         )
 
     def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
+        pid = rootfs.running_pid(self.home, job_id, task_idx, rank) \
+            if self.level == isolation.NAMESPACES else None
+        if pid is not None:  # the node's own files, not a view made afresh
+            return isolation.join_argv(pid, argv)
         return isolation.wrap(argv, self._view(job_id, task_idx, rank, None,
                                                os.path.expanduser("~")))
 
@@ -242,7 +253,7 @@ class LocalBackend(Backend):
     def inner_argv(self, launch: PhaseLaunch) -> list[str]:
         """What the shim runs: the phase's script inside the node's view (and cgroup)."""
         view = self._view(launch.job_id, launch.task_idx, launch.rank, launch.workdir,
-                          launch.env.get("HOME", os.path.expanduser("~")))
+                          launch.env.get("HOME", os.path.expanduser("~")), launch)
         inner = isolation.wrap(["/bin/bash", "-c", launch.script], view)
         marker = Path(f"{launch.status_path}.bwrap")
         if isolation.uses_bwrap(inner):
@@ -427,14 +438,19 @@ class LocalBackend(Backend):
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def cleanup(self, job_id: int) -> None:
+    def cleanup(self, job_id: int) -> list[tuple[int | None, int | None, str]]:
         """Remove the group's network (whatever part of it exists, even one whose creation was
-        interrupted before it was recorded) and its files. Idempotent; quiet when done twice."""
+        interrupted before it was recorded) and its files. Idempotent; quiet when done twice.
+        Returns what each node wrote in its own root (task_idx, rank, message), for the job's
+        events; the node roots themselves stay with the job's files (rootfs.py)."""
         self._made.pop(job_id, None)
-        self._jobs.pop(job_id, None)
+        plan = self._jobs.pop(job_id, None)
+        names = {f"{t.name}-{r}": (i, r) for i, t in enumerate(plan.group.tasks)
+                 for r in range(t.num_nodes)} if plan else {}
         if self.level == isolation.NAMESPACES or network.record_path(self.home, job_id).exists():
             network.teardown(self.home, job_id)  # (no network at the other levels)
         faults.hit("network.destroyed")
         job_dir = self._job_dir(job_id)
         for name in ("hosts", "hosts.tmp", "resolv.conf"):
             (job_dir / name).unlink(missing_ok=True)
+        return rootfs.usage_notes(self.home, job_id, names)
