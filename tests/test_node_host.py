@@ -210,10 +210,13 @@ def test_apt_get_install_in_setup_stays_in_the_node(jenv, host):
 @needs_root
 def test_shared_paths_stay_shared_and_the_shm_size_is_set(jenv, host):
     """volumes, the workdir and the state directory are binds over the private root: what a
-    node writes there lands on the host; JOBGROUP_SHM_SIZE sizes /dev/shm, a memory limit
-    halves into it; a probe command runs in the node's own files."""
+    node writes there lands on the host — except in the launching venv when it lies in the
+    workdir (SkyPilot would not ship it): that stays the node's own. JOBGROUP_SHM_SIZE sizes
+    /dev/shm, a memory limit halves into it; a probe command runs in the node's own files."""
     code = jenv.tmp / "proj"
-    code.mkdir()
+    (code / "venv" / "lib").mkdir(parents=True)
+    (code / "venv" / "lib" / "orig").write_text("host\n")
+    jenv.env["VIRTUAL_ENV"] = str(code / "venv")
     job = jenv.launch_d("""
         name: shared
         execution: parallel
@@ -227,6 +230,8 @@ def test_shared_paths_stay_shared_and_the_shm_size_is_set(jenv, host):
           interval: 0.2s
         run: |
           echo out > result.txt
+          echo node > "$VIRTUAL_ENV/lib/orig"; touch "$VIRTUAL_ENV/lib/added"
+          echo "VENV $(cat "$VIRTUAL_ENV/lib/orig")"
           echo ckpt > /ckpt/step-1
           df -k /dev/shm | awk 'NR==2{print "SHMKB", $2}'
           touch /tmp/ready
@@ -240,6 +245,9 @@ def test_shared_paths_stay_shared_and_the_shm_size_is_set(jenv, host):
     final = jenv.wait(job)
     assert final["status"] == "SUCCEEDED", (final, jenv.log(job, "a"), jenv.log(job, "b"))
     assert (code / "result.txt").read_text() == "out\n"
+    assert "VENV node" in jenv.log(job, "a")
+    assert sorted(os.listdir(code / "venv" / "lib")) == ["orig"]
+    assert (code / "venv" / "lib" / "orig").read_text() == "host\n"
     assert (jenv.home / "volumes" / "nh-vol" / "step-1").read_text() == "ckpt\n"
     assert "SHMKB 16384" in jenv.log(job, "a")
     assert "SHMKB 262144" in jenv.log(job, "b")  # half of 0.5 GB
@@ -430,3 +438,34 @@ def test_doctor_finds_a_table_forwarding_and_a_node_root_held_by_an_escaped_proc
             assert not record.exists()
         finally:
             record.unlink(missing_ok=True)
+
+
+def test_without_root_each_node_still_has_its_own_tmp_and_shm(jenv, host):
+    """Level `user` (no root: no overlay, no network namespace): /tmp and /var/tmp are
+    per-node directories of the job and /dev/shm a tmpfs of the node's own; the rest of the
+    root is the host's (see README)."""
+    import shutil
+
+    if os.geteuid() == 0:
+        jenv.env["JOBGROUP_ISOLATION"] = "user"
+    if shutil.which("bwrap") is None:
+        pytest.skip("needs bubblewrap")
+    tag = f"jg-nh-user-{os.getpid()}"
+    job = jenv.launch_d(f"""
+        name: userlevel
+        num_nodes: 2
+        run: |
+          echo "rank $SKYPILOT_NODE_RANK" > /tmp/{tag}; echo "s$SKYPILOT_NODE_RANK" > /dev/shm/{tag}
+          echo "v$SKYPILOT_NODE_RANK" > /var/tmp/{tag}
+          sleep 0.5
+          echo "READ $(cat /tmp/{tag}) $(cat /dev/shm/{tag}) $(cat /var/tmp/{tag})"
+        """)
+    final = jenv.wait(job)
+    if final.get("isolation") != "user":
+        pytest.skip(f"this machine gives level {final.get('isolation')}")
+    assert final["status"] == "SUCCEEDED", final
+    for r in (0, 1):
+        assert f"READ rank {r} s{r} v{r}" in jenv.log(job, "userlevel", r)
+    assert not os.path.exists(f"/tmp/{tag}") and not os.path.exists(f"/dev/shm/{tag}")
+    assert not os.path.exists(f"/var/tmp/{tag}")
+    host.assert_clean()

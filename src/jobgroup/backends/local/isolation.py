@@ -262,13 +262,14 @@ def uses_bwrap(argv: list[str]) -> bool:
 def wrap(argv: list[str], view: NodeView | None) -> list[str]:
     """`argv` run inside the node's view (unchanged when there is no view). As root the node
     helper makes it in one exec (with a private root when `view.private_root`; without one
-    only when nothing must be mounted where the host has no such path); otherwise
-    bubblewrap rebuilds a root from binds of the host's (level `user`)."""
+    only when nothing must be mounted where the host has no such path and /tmp need not be
+    replaced); otherwise bubblewrap rebuilds a root from binds of the host's (level `user`,
+    or a machine where overlays cannot be had: /tmp and /var/tmp are per-node directories)."""
     if view is None:
         return argv
     import shutil
 
-    if os.geteuid() == 0 and (view.private_root or not view.binds):
+    if os.geteuid() == 0 and (view.private_root or not (view.binds or view.root_dir)):
         from jobgroup.backends.local.rootfs import helper_path
 
         return [helper_path(), *helper_args(view), "--", *argv]
