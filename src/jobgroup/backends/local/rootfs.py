@@ -255,11 +255,25 @@ def running_pid(home: Path, job_id: int, task_idx: int, rank: int) -> int | None
         return (int(parts[2]) if parts[2].isdigit() else 0, parts[1] == "run")
 
     for name in sorted(names, key=order, reverse=True):
-        if (nodes / name[: -len(".pid")]).exists():
+        status = nodes / name[: -len(".pid")]
+        if status.exists():
             continue  # that phase has ended
-        info = shim.read_pid_file(nodes / name[: -len(".pid")])
-        if info is not None and os.path.exists(f"/proc/{info.child_pid}/ns/mnt"):
-            return info.child_pid
+        info = shim.read_pid_file(status)
+        if info is not None and _ns(str(info.child_pid)) not in (None, _ns("self")):
+            return info.child_pid  # (in the host's namespaces still: not made yet)
+        # Its first process has exited, others of the phase may live on (they carry the
+        # phase's marker): join one of them rather than mount the node's root a second time.
+        # (The shim carries the marker too, in the host's namespaces: not that one.)
+        needle, host_ns = f"JOBGROUP_PHASE={status}".encode() + b"\0", _ns("self")
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        marked = b"\0" + needle in b"\0" + f.read()
+                except OSError:
+                    continue
+                if marked and _ns(entry) not in (None, host_ns):
+                    return int(entry)
     return None
 
 
