@@ -148,7 +148,7 @@ def usage(root: Path) -> tuple[int, int]:
     """(bytes, files) the node wrote: regular files, symlinks and whiteouts of its upper
     layers (directories, such as those made for mount points, are not counted: an idle node
     reads 0; overlayfs's scratch `work` directories neither). Hard links count once. Walks
-    the tree: ~1 µs a file."""
+    the tree: ~2 µs a file (18 ms for 10,000, measured)."""
     tops = [root / "upper", root / "tmp", root / "var-tmp"]
     for extra in ("m", "o"):  # m/<mount point>/upper, o/<path>/upper
         try:
