@@ -146,8 +146,9 @@ def test_shm_size_follows_the_memory_limit_or_the_variable():
     assert rootfs.shm_size({}, 4) == str(2 * 2**30)
     assert rootfs.shm_size({"JOBGROUP_SHM_SIZE": "8g"}, 4) == "8g"
     assert rootfs.shm_bytes("8g") == 8 * 2**30 and rootfs.shm_bytes("-") is None
-    with pytest.raises(ValueError, match="JOBGROUP_SHM_SIZE"):
-        rootfs.shm_size({"JOBGROUP_SHM_SIZE": "8g,uid=0"}, 0)
+    assert rootfs.shm_problem("50%") is None and rootfs.shm_problem("512m") is None
+    assert "JOBGROUP_SHM_SIZE" in rootfs.shm_problem("8g,uid=0")  # no tmpfs options smuggled
+    assert rootfs.shm_bytes("8g,uid=0") is None
 
 
 def test_helper_binds_shared_paths_over_the_private_root_parents_first():

@@ -469,3 +469,11 @@ def test_without_root_each_node_still_has_its_own_tmp_and_shm(jenv, host):
     assert not os.path.exists(f"/tmp/{tag}") and not os.path.exists(f"/dev/shm/{tag}")
     assert not os.path.exists(f"/var/tmp/{tag}")
     host.assert_clean()
+
+
+def test_a_bad_shm_size_is_refused_at_launch(jenv):
+    jenv.spec("name: shm\nrun: df /dev/shm\n", "shm.yaml")
+    for extra in (["--env", "JOBGROUP_SHM_SIZE=lots"], ["--env", "JOBGROUP_SHM_SIZE=8g,uid=0"]):
+        p = jenv.jg("launch", "shm.yaml", "-d", *extra)
+        assert p.returncode == 2, p
+        assert "JOBGROUP_SHM_SIZE" in p.stderr and "Traceback" not in p.stderr
