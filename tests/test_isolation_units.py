@@ -167,3 +167,22 @@ def test_helper_binds_shared_paths_over_the_private_root_parents_first():
     assert joined.index("-b /s /s") < joined.index("-b /s/volumes/ck /ckpt/a")
     assert "-f /s/jobs/1/hosts /etc/hosts -F /s/jobs/1/resolv.conf /etc/resolv.conf" in joined
     assert joined.endswith("-o /home/u/proj/.venv -x /s/jobs/1/roots -C /home/u/proj")
+
+
+def test_node_helper_compiles_cleanly_with_werror(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    from jobgroup.backends.local import rootfs
+
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler")
+    r = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-std=c11", "-D_GNU_SOURCE",
+                        "-o", str(tmp_path / "h"), str(rootfs.HELPER_SOURCE)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    usage = subprocess.run([str(tmp_path / "h"), "-s", "1g,uid=0", "--", "true"],
+                           capture_output=True, text=True)
+    assert usage.returncode == 126 and "JOBGROUP_SHM_SIZE" in usage.stderr
