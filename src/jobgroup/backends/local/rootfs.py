@@ -307,11 +307,11 @@ def node_namespaces(home: Path) -> dict[str, list[int]]:
             ns = _ns(entry)
             if ns and ns != mine:
                 by_ns.setdefault(ns, []).append(int(entry))
-    out: dict[str, list[int]] = {}
+    out: dict[str, set[int]] = {}
     for pids in by_ns.values():
-        for upper in _overlay_uppers(pids[0]):
+        for upper in _overlay_uppers(pids[0]):  # the root's, and one per other data mount
             if upper.startswith(inside) and "/roots/" in upper:
-                out.setdefault(_node_of(upper), []).extend(pids)
+                out.setdefault(_node_of(upper), set()).update(pids)
     return {k: sorted(v) for k, v in out.items()}
 
 
