@@ -94,7 +94,11 @@ class Env:
 
     def stop_controller(self) -> None:
         pid = self.controller_pid()
-        if pid is None:
+        if pid is None or not os.path.exists(f"/proc/{pid}"):
+            # No pid file, or a stale one (e.g. a full state directory kept the controller from
+            # writing its own): ask it over its socket; the lock says whether one runs.
+            if (self.home / "controller.lock").exists():
+                self.jg("controller", "stop", timeout=30)
             return
         try:
             os.kill(pid, signal.SIGTERM)

@@ -883,10 +883,11 @@ def _write_quietly(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as e:
         log.error("cannot write %s: %s", path, e.strerror or e)
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        for stale in (tmp, path):  # an old pid file would name a dead controller
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def _raise_fd_limit() -> None:
