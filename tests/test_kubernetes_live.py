@@ -375,6 +375,7 @@ def test_native_readiness_is_what_the_kubelet_reports(k8s: K8s, tmp_path: Path) 
     """The pod's readinessProbe (run by the kubelet inside the cluster network) as the backend
     reads it: `node_ready`, which the controller asks instead of probing http/tcp addresses
     that resolve only inside the cluster."""
+    from jobgroup.backends.base import JobContext, NodeRef
     from jobgroup.backends.kubernetes import KubernetesConfig
     from jobgroup.backends.kubernetes.backend import KubernetesBackend
     from jobgroup.backends.kubernetes.render import render_objects
@@ -384,11 +385,12 @@ def test_native_readiness_is_what_the_kubelet_reports(k8s: K8s, tmp_path: Path) 
     try:
         be = KubernetesBackend(tmp_path, KubernetesConfig())
         group = load(PROBED)
-        be._groups[7] = group
+        be.prepare(JobContext(job_id=7, group=group, options={}, base_dir=tmp_path))
         for obj in render_objects(group, 7, be.config, base_dir=tmp_path):  # not gated
             be._create(obj)
-        assert be.node_ready(7, 0, 0, 1) is False
-        wait_for(lambda: be.node_ready(7, 0, 0, 1), timeout=20)
+        server = NodeRef(7, 0, 0, "run", 1)
+        assert be.node_ready(server) is False
+        wait_for(lambda: be.node_ready(server), timeout=20)
         be.cleanup(7)
         wait_for(lambda: not k8s.kinds(), timeout=20)
     finally:
@@ -572,6 +574,7 @@ def test_two_state_directories_in_one_namespace_keep_their_own_objects(
         k8s: K8s, tmp_path: Path) -> None:
     """Job ids start at 1 in every state directory: the home uid label keeps two users in one
     namespace apart (selectors, cleanup's fallback, the 409 check)."""
+    from jobgroup.backends.base import JobContext
     from jobgroup.backends.kubernetes import KubernetesConfig
     from jobgroup.backends.kubernetes.backend import KubernetesBackend
     from jobgroup.spec import load
@@ -586,13 +589,14 @@ def test_two_state_directories_in_one_namespace_keep_their_own_objects(
         assert KubernetesBackend(tmp_path / "alice", KubernetesConfig()).config.home_uid == \
             alice.config.home_uid  # created once
         group = load(SIMPLE)
-        assert alice.admit(1, group, {"base_dir": str(tmp_path)}).state == "waiting"
+        job1 = JobContext(job_id=1, group=group, options={}, base_dir=tmp_path)
+        assert alice.admit(job1).state == "waiting"
         mine = {p: k8s.cluster.names(p) for p in ("pods", "services", "configmaps")}
         for p in mine:
             for o in k8s.cluster.objects(p):
                 assert o["metadata"]["labels"]["jobgroup.dev/home"] == alice.config.home_uid
         # bob's job 1 (a group of the same name) is refused, not adopted
-        refused = bob.admit(1, group, {"base_dir": str(tmp_path)})
+        refused = bob.admit(job1)
         assert refused.state == "failed", refused
         assert "already runs in namespace default (job 1 of another jobgroup state " \
             "directory)" in refused.reason

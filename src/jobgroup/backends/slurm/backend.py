@@ -19,18 +19,23 @@ All Slurm commands run with timeouts (a client blocks for long while slurmctld i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import msgspec
 
-from jobgroup.backends.base import Admission, PhaseLaunch, Unreachable
+from jobgroup.backends.base import (
+    Admission, Backend, Capabilities, Handle, JobContext, NodeRef, Outcome, PhaseLaunch, Refused,
+    Unreachable, Ended,
+)
 from jobgroup.backends.local import isolation
-from jobgroup.backends.local.backend import LocalBackend
+from jobgroup.backends.local.runner import ShimRunner
 from jobgroup.spec.models import JobGroup
 from jobgroup.spec.resources import parse_accelerators, parse_cpus, parse_memory
 
@@ -164,18 +169,33 @@ exec "$@"
 '''
 
 
-class SlurmBackend(LocalBackend):
-    """Slurm through its commands; node phases are job steps supervised by local shims."""
+@dataclass
+class _Allocation:
+    """A prepared group: where each node runs in the Slurm job (rebuilt by `prepare` from the
+    job's recorded facts after a controller restart)."""
+
+    group: JobGroup
+    base_dir: Path
+    slurm_id: str | None
+    hostnames: dict[tuple[int, int], str]  # (task, rank) -> the Slurm node it runs on
+    addresses: dict[tuple[int, int], str]
+    hosts_file: Path
+
+
+class SlurmBackend(Backend):
+    """Slurm through its commands; node phases are job steps (`srun`) supervised by local
+    shims (`ShimRunner`, as on the local backend; Slurm enforces the limits)."""
 
     name = "slurm"
-    schedules_itself = True
+    level = "slurm"
+    capabilities = Capabilities(self_scheduling=True, exec=True)
 
     def __init__(self, home: Path) -> None:
-        super().__init__(home)
-        self.level = "slurm"
+        self.home = home
+        self.runner = ShimRunner(home, limits=False)
         self.env = dict(os.environ)
         self.partition: str | None = None
-        self._nodes: dict[int, tuple[str | None, dict[tuple[int, int], str]]] = {}
+        self._jobs: dict[int, _Allocation] = {}
         cluster = home / "devcluster" / "slurm" / "cluster.json"
         if "SLURM_CONF" not in self.env and cluster.exists():
             # `jobgroup dev slurm up` is running: use it unless the user points elsewhere.
@@ -201,14 +221,20 @@ class SlurmBackend(LocalBackend):
                 return jid.strip().split("+")[0]
         return None
 
-    def admit(self, job_id: int, group: JobGroup, options: dict) -> Admission:
-        slurm_id = options.get("slurm_job_id")
+    def admit(self, ctx: JobContext) -> Admission:
+        job_id, group = ctx.job_id, ctx.group
+        slurm_id = ctx.options.get("slurm_job_id")
         if slurm_id is None:
             slurm_id = self._find(job_id)
         if slurm_id is None:
             job_dir = self._job_dir(job_id)
             job_dir.mkdir(parents=True, exist_ok=True)
-            settings = load_settings(self.home)
+            from jobgroup.errors import UsageError
+
+            try:
+                settings = load_settings(self.home)
+            except UsageError as e:  # a bad slurm.yaml: nothing can be submitted
+                raise Refused(str(e)) from None
             if settings.partition is None and self.partition:
                 settings = msgspec.structs.replace(settings, partition=self.partition)
             script = batch_script(group, job_id, self._tag(), job_dir, settings=settings)
@@ -239,48 +265,37 @@ class SlurmBackend(LocalBackend):
         return Admission("waiting", f"Slurm job {slurm_id} pending: {reason}",
                          {"slurm_job_id": slurm_id})
 
-    def prepare(self, job_id: int, group: JobGroup, base_dir: Path) -> dict[tuple[int, int], str]:
-        plan = self._jobs.get(job_id)
-        if plan is not None:
-            return plan.addresses
-        from jobgroup.backends.local.backend import _JobPlan
-        from jobgroup.state.store import Store
-
-        store = Store(self.home)
-        try:
-            rec = store.job(job_id)
-        finally:
-            store.close()
-        opts = rec.options if rec else {}
-        nodes = opts.get("slurm_nodes", {})
+    def prepare(self, ctx: JobContext) -> dict[tuple[int, int], str]:
+        """Each node's address is that of the Slurm node it was allocated (`admit` recorded
+        the node lists in the job's options); the group's hosts file names every node."""
+        job_id, group = ctx.job_id, ctx.group
+        alloc = self._jobs.get(job_id)
+        if alloc is not None:
+            return alloc.addresses
+        nodes = ctx.options.get("slurm_nodes") or {}
         addr_of = node_addresses(self.env)
-        index, addresses, hostnames = {}, {}, {}
+        addresses, hostnames = {}, {}
         for i, t in enumerate(group.tasks):
             names = nodes.get(str(i), [])
             for r in range(t.num_nodes):
-                index[(i, r)] = len(index)
                 host = names[r] if r < len(names) else ""
                 hostnames[(i, r)] = host
                 addresses[(i, r)] = addr_of.get(host, host)
         job_dir = self._job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         hosts_file = job_dir / "hosts"
-        entries = [(addresses[(i, r)], [f"{t.name}-{r}.{group.name}", f"{t.name}-{r}",
-                                         hostnames[(i, r)]])
-                   for i, t in enumerate(group.tasks) for r in range(t.num_nodes)]
-        try:
-            machine = Path("/etc/hosts").read_text()
-        except OSError:
-            machine = ""
-        hosts_file.write_text(isolation.hosts_text(entries, machine))
-        self._jobs[job_id] = _JobPlan(group, base_dir, index, addresses, hosts_file, None)
-        self._nodes[job_id] = (opts.get("slurm_job_id"), hostnames)
+        isolation.write_hosts(hosts_file, [
+            (addresses[(i, r)], [f"{t.name}-{r}.{group.name}", f"{t.name}-{r}",
+                                 hostnames[(i, r)]])
+            for i, t in enumerate(group.tasks) for r in range(t.num_nodes)])
+        self._jobs[job_id] = _Allocation(group, ctx.base_dir, ctx.options.get("slurm_job_id"),
+                                         hostnames, addresses, hosts_file)
         return addresses
 
-    def _step_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
-        slurm_id, hostnames = self._nodes[job_id]
-        plan = self._jobs[job_id]
-        task = plan.group.tasks[task_idx]
+    def _step_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
+        alloc = self._jobs[ref.job_id]
+        task_idx, rank = ref.task_idx, ref.rank
+        task = alloc.group.tasks[task_idx]
         if task.volumes or task.file_mounts:
             # Volumes live on the shared filesystem ($JOBGROUP_HOME/volumes/NAME) and appear at
             # their mount path through bubblewrap on the node (mount points are created inside
@@ -288,34 +303,53 @@ class SlurmBackend(LocalBackend):
             from jobgroup.backends.local import mounts
 
             view = isolation.NodeView(
-                hostname=f"{task.name}-{rank}", hosts_file=str(plan.hosts_file),
-                binds=mounts.node_binds(task, plan.base_dir, self.home, os.path.expanduser("~")))
+                hostname=f"{task.name}-{rank}", hosts_file=str(alloc.hosts_file),
+                binds=mounts.node_binds(task, alloc.base_dir, self.home,
+                                        os.path.expanduser("~")))
             inner = ["bwrap", *isolation.bwrap_args(view), "--", *argv]
         else:
-            inner = ["/bin/sh", "-c", _NODE_WRAP, "jobgroup-node", str(plan.hosts_file),
+            inner = ["/bin/sh", "-c", _NODE_WRAP, "jobgroup-node", str(alloc.hosts_file),
                      f"{task.name}-{rank}", *argv]
         # A one-task group is an ordinary (not heterogeneous) job: no --het-group then.
-        het = [f"--het-group={task_idx}"] if len(plan.group.tasks) > 1 else []
-        return ["srun", f"--jobid={slurm_id}", *het, "-N1", "-n1",
-                f"--nodelist={hostnames[(task_idx, rank)]}", "--overlap", "--export=ALL",
+        het = [f"--het-group={task_idx}"] if len(alloc.group.tasks) > 1 else []
+        return ["srun", f"--jobid={alloc.slurm_id}", *het, "-N1", "-n1",
+                f"--nodelist={alloc.hostnames[(task_idx, rank)]}", "--overlap", "--export=ALL",
                 "--quiet", "--kill-on-bad-exit=1", *inner]
 
-    def inner_argv(self, launch: PhaseLaunch) -> list[str]:
-        return self._step_argv(launch.job_id, launch.task_idx, launch.rank,
-                               ["/bin/bash", "-c", launch.script])
+    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
+        return self._step_argv(ref, argv)
 
-    def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
-        return self._step_argv(job_id, task_idx, rank, argv)
-
-    def launch_env(self, env: dict[str, str]) -> dict[str, str]:
-        out = dict(env)
+    def start(self, launch: PhaseLaunch) -> Handle:
+        """The phase as a job step, started (and supervised) by a local shim: stopping the
+        shim signals srun, which forwards the signal to the step."""
+        env = dict(launch.env)
         if "SLURM_CONF" in self.env:
-            out.setdefault("SLURM_CONF", self.env["SLURM_CONF"])
-        return out
+            env.setdefault("SLURM_CONF", self.env["SLURM_CONF"])
+        inner = self._step_argv(launch.ref, ["/bin/bash", "-c", launch.script])
+        return self.runner.start(launch, inner, env)
+
+    def describe(self, handle: Handle) -> str:
+        return self.runner.describe(handle)
+
+    def watch(self, loop: asyncio.AbstractEventLoop, ref: NodeRef, handle: Handle,
+              on_end: Callable[[], None]) -> None:
+        self.runner.watch(loop, handle, on_end)
+
+    def outcome(self, ref: NodeRef, handle: Handle | None) -> Outcome | None:
+        return self.runner.outcome(ref, handle)
+
+    def recover(self, ref: NodeRef) -> Handle | Ended | None:
+        return self.runner.recover(ref)
+
+    def stop(self, ref: NodeRef, handle: Handle, *, kill: bool = False) -> None:
+        self.runner.stop(ref, handle, kill=kill)
 
     def cleanup(self, job_id: int) -> None:
-        entry = self._nodes.pop(job_id, None)
-        slurm_id = entry[0] if entry else None
+        """Cancel the group's Slurm job (found by its comment when this controller never
+        prepared it) and remove its hosts file. Idempotent; a Slurm that does not answer is
+        not waited for (its job ends with its time limit)."""
+        alloc = self._jobs.pop(job_id, None)
+        slurm_id = alloc.slurm_id if alloc else None
         if slurm_id is None:
             try:
                 slurm_id = self._find(job_id)
@@ -326,6 +360,6 @@ class SlurmBackend(LocalBackend):
                 run(["scancel", str(slurm_id)], env=self.env)
             except SlurmError:
                 pass
-        self._jobs.pop(job_id, None)
-        self._made.pop(job_id, None)
-        (self._job_dir(job_id) / "hosts").unlink(missing_ok=True)
+        self.runner.forget(job_id)
+        for name in ("hosts", "hosts.tmp"):
+            (self._job_dir(job_id) / name).unlink(missing_ok=True)
