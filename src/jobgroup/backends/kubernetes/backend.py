@@ -535,7 +535,11 @@ class KubernetesBackend(Backend):
             f"{render.LABEL}/attempt", 1)), default=None)
         pod = latest["metadata"]["name"] if latest else \
             render.pod_name(group.name, group.tasks[task_idx].name or "", rank)
-        return self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
+        # The caller runs this with the node's environment, which need not name the cluster:
+        # kubectl is pointed at the controller's kubeconfig explicitly.
+        pin = ["env", f"KUBECONFIG={os.environ['KUBECONFIG']}"] \
+            if os.environ.get("KUBECONFIG") else []
+        return pin + self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
 
     def outcome(self, ref: NodeRef, handle: Handle | None) -> Outcome | None:
         name, phase = self._pod_of(ref, handle), ref.phase
