@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobgroup.controller import paths
+from jobgroup.state import layout as paths
 from jobgroup.dashboard.server import make_server, serve_in_thread
 from jobgroup.state.store import Store
 

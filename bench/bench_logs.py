@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobgroup.controller import paths
+from jobgroup.state import layout as paths
 from jobgroup.state.store import Store
 
 MIB = 1 << 20

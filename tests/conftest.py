@@ -49,11 +49,12 @@ class Env:
         self.env = {**os.environ, "JOBGROUP_HOME": str(home), "NO_COLOR": "1"}
 
     def jg(self, *args: str, timeout: float = 60, check: bool = False,
-           input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run `jobgroup ARGS` as a subprocess; returns the completed process."""
+           input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `jobgroup ARGS` as a subprocess (in `cwd`, default the test's work folder);
+        returns the completed process."""
         p = subprocess.run(
             [sys.executable, "-m", "jobgroup", *args], env=self.env, capture_output=True,
-            text=True, timeout=timeout, input=input, cwd=self.tmp,
+            text=True, timeout=timeout, input=input, cwd=cwd or self.tmp,
         )
         if check and p.returncode != 0:
             raise AssertionError(f"jobgroup {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")

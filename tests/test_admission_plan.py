@@ -119,3 +119,27 @@ def test_self_scheduled_jobs_are_asked_once_admitted_never():
                            JobInput(job(4), g)], machine())
     assert plan.ask_backend == (1,)
     assert [a.job_id for a in plan.admit] == [4]  # the cluster's jobs hold nothing here
+
+
+BIG = "name: trainer\nnum_nodes: 2\nresources: {cpus: 32+, memory: 128+}"
+
+
+def test_best_effort_runs_a_cluster_sized_group_unreserved():
+    g = group(BIG, "name: ref\nresources: {cpus: 1}")
+    plan = plan_admission([JobInput(job(1), g)], machine())
+    assert [(f.job_id, f.pending) for f in plan.fail] == [(1, True)]  # as before: never fits
+    plan = plan_admission([JobInput(job(1, best_effort=True), g)], machine())
+    assert [a.job_id for a in plan.admit] == [1]
+    assert all(n.best_effort for n in plan.admit[0].placement.nodes)  # nothing reserved
+
+
+def test_best_effort_changes_nothing_for_a_group_that_fits():
+    g = group("name: a\nresources: {cpus: 2, memory: 4}")
+    plan = plan_admission([JobInput(job(1, best_effort=True), g)], machine())
+    assert [n.cpus for n in plan.admit[0].placement.nodes] == [2]
+
+
+def test_best_effort_keeps_gpu_requests():
+    g = group("name: a\nresources: {cpus: 64, accelerators: H100:8}")
+    plan = plan_admission([JobInput(job(1, best_effort=True), g)], machine())
+    assert plan.fail and "8" in plan.fail[0].reason  # GPUs: --cpu-only or --gpus any, not this

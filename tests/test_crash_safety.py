@@ -16,12 +16,10 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-from conftest import REPO, Env, processes_of, wait_for
+from conftest import Env, REPO, _zombie, processes_of, wait_for
 
 from jobgroup import faults
 from jobgroup.backends.local import network
@@ -174,14 +172,6 @@ def test_doctor_finds_a_stray_process_of_a_running_group_but_not_its_live_node(j
         if stray.poll() is None:
             stray.kill()
             stray.wait()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True
 
 
 # --- subnets across state directories (finding 5) -------------------------------------------------

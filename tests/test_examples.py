@@ -56,7 +56,9 @@ def launch_example(jenv, path: Path, timeout: float = 90) -> tuple[int, dict, fl
     # Nodes inherit the launching environment: put this venv's python first, as scripts/demo does.
     jenv.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{jenv.env.get('PATH', '')}"
     t0 = time.monotonic()
-    p = jenv.jg("launch", str(path), "-d", check=True)
+    # Their workdirs are relative to the repository's root, as SkyPilot's examples are: launch
+    # from there, as scripts/demo does.
+    p = jenv.jg("launch", str(path), "-d", check=True, cwd=REPO)
     job_id = int(p.stdout.split()[1])
     job = jenv.wait(job_id, timeout=timeout)
     return job_id, job, time.monotonic() - t0

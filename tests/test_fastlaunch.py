@@ -36,7 +36,7 @@ def test_parses_every_plain_option(tmp_path: Path) -> None:
                   "--infra", "local", "--grace", "2.5", "--gpus", "any", "--cpu-only",
                   "--env", "HOME", "--inherit-env"])
     assert opts == {"name": "n1", "env": {"A": "4", "B": "2=3", "HOME": os.environ["HOME"]},
-                    "infra": "local", "grace": 2.5, "gpus": "any", "cpu_only": True,
+                    "secret": {}, "infra": "local", "grace": 2.5, "gpus": "any", "cpu_only": True,
                     "detach": True, "inherit_env": True, "path": str(Path("x.yaml").absolute())}
     assert parse(["-n", "n2", "z.yaml"])["name"] == "n2"  # SkyPilot's short form
     assert parse(["--detach", "y.yaml"])["path"] == str(Path("y.yaml").absolute())

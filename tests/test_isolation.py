@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import processes_of, wait_for
+from conftest import _zombie, processes_of, wait_for
 
 from jobgroup.backends.local import network
 
@@ -427,14 +427,6 @@ def test_cleanup_after_controller_sigkill_and_restart(jenv, host):
     assert jenv.wait(ends_alone)["status"] == "SUCCEEDED"
     assert jenv.wait(cancelled)["status"] == "CANCELLED"
     host.assert_clean()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True
 
 
 @root

@@ -24,7 +24,7 @@ def test_every_flag_reaches_click_the_short_road_and_the_request():
         assert set(params[f.field].opts) == set(f.names), f.field
         assert (f.field in fields) == f.sent, f.field
         assert all((n in FAST) == f.fast for n in f.names), f.field
-    assert fields == {"path", "base_env", *(f.field for f in SENT)}
+    assert fields == {"path", "base_env", "cwd", *(f.field for f in SENT)}
 
 
 def test_request_types_are_checked():
@@ -66,3 +66,60 @@ def test_api_takes_fields_or_a_request(jenv):
     job = api.launch(str(spec), name="via-api", gpus_any=True, home=jenv.home)
     assert job.name == "via-api"
     assert jenv.wait(job.id)["status"] == "SUCCEEDED"
+
+
+NULLS = """\
+name: nulls
+envs:
+  HF_TOKEN:
+secrets:
+  WANDB_API_KEY:
+run: |
+  echo "hf=$HF_TOKEN"
+  test "$WANDB_API_KEY" = w-s3cr3t && echo secret-ok
+"""
+
+
+def test_null_envs_and_secrets_are_filled_at_launch_or_refused(jenv):
+    spec = jenv.spec(NULLS)
+    p = jenv.jg("launch", str(spec), "-d")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "--env HF_TOKEN" in p.stderr and "--secret" in p.stderr
+    jenv.env["WANDB_API_KEY"] = "w-s3cr3t"
+    job = jenv.launch_d(NULLS, "--env", "HF_TOKEN=hf-1", "--secret", "WANDB_API_KEY")
+    assert jenv.wait(job)["status"] == "SUCCEEDED"
+    log = jenv.log(job, "nulls")
+    assert "hf=hf-1" in log and "secret-ok" in log
+    job = jenv.launch_d(NULLS, "--env", "HF_TOKEN=hf-2", "--secret", "WANDB_API_KEY=w-s3cr3t")
+    assert jenv.wait(job)["status"] == "SUCCEEDED"
+    p = jenv.jg("launch", str(spec), "--env", "HF_TOKEN=x", "--secret", "1BAD=x", "-d")
+    assert p.returncode == 2 and "--secret '1BAD=x'" in p.stderr
+
+
+CLUSTER_SIZED = """\
+name: cluster-sized
+execution: parallel
+---
+name: ppo_trainer
+num_nodes: 2
+resources: {cpus: 64+, memory: 512+}
+run: echo "trainer $SKYPILOT_NODE_RANK on $(cat /proc/sys/kernel/hostname)"
+---
+name: reward
+resources: {cpus: 8, memory: 32}
+run: getent hosts ppo_trainer-1.cluster-sized && echo resolved
+"""
+
+
+def test_best_effort_runs_a_cluster_sized_file_here(jenv):
+    job = jenv.launch_d(CLUSTER_SIZED)
+    final = jenv.wait(job)
+    assert final["status"] == "FAILED_NO_RESOURCE"
+    p = jenv.jg("launch", str(jenv.spec(CLUSTER_SIZED)), "--best-effort", "-d", check=True)
+    assert "--best-effort: the group asks for 136 CPU(s) and 1056 GB" in p.stderr
+    assert "without CPU/memory reservations or limits" in p.stderr
+    job = int(p.stdout.split()[1])
+    assert jenv.wait(job)["status"] == "SUCCEEDED"
+    # a task name with `_` (valid in SkyPilot): the node's hostname, and its name resolves
+    assert "trainer 1 on ppo_trainer-1" in jenv.log(job, "ppo_trainer", 1)
+    assert "resolved" in jenv.log(job, "reward")

@@ -3,14 +3,13 @@ once: all succeed with unique ids."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import processes_of, wait_for
+from conftest import _zombie, processes_of, wait_for
 
 from jobgroup.state.status import Phase
 from jobgroup.state.store import Store
@@ -24,14 +23,6 @@ def _kill_controller(jenv) -> None:
         except ProcessLookupError:
             pass
         wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), timeout=10)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True
 
 
 def test_sigkill_controller_while_groups_start_run_and_stop(jenv):

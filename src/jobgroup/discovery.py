@@ -5,8 +5,10 @@ Contract: given a spec, the job id and each node's address, produce exactly what
 - SkyPilot's variables, so existing scripts run unchanged: SKYPILOT_JOBGROUP_NAME,
   SKYPILOT_JOBGROUP_HOST_<TASK> (upper-case, `-` -> `_`, the head node's address) for every task,
   SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES, SKYPILOT_NODE_IPS (newline-separated, rank order),
-  SKYPILOT_NUM_GPUS_PER_NODE, SKYPILOT_TASK_ID, SKYPILOT_MANAGED_JOB_ID, and during setup
-  SKYPILOT_SETUP_NODE_RANK / SKYPILOT_SETUP_NODE_IPS;
+  SKYPILOT_NUM_GPUS_PER_NODE, SKYPILOT_TASK_ID, SKYPILOT_TASK_IDS (every task's, `\n`-joined),
+  SKYPILOT_MANAGED_JOB_ID, SKYPILOT_CLUSTER_INFO (JSON: cluster_name, cloud, region, zone),
+  SKYPILOT_USER / SKYPILOT_USER_ID (the submitting user), and during setup
+  SKYPILOT_SETUP_NODE_RANK / SKYPILOT_SETUP_NODE_IPS / SKYPILOT_SETUP_NUM_GPUS_PER_NODE;
 - JOBGROUP_TOPOLOGY: the path of a JSON file listing every task's nodes (rank, hostname, fqdn,
   address) and declared ports.
 Precedence (lowest first): the task's `envs`, then `--env` overrides, then the variables above
@@ -15,6 +17,8 @@ Precedence (lowest first): the task's `envs`, then `--env` overrides, then the v
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -46,6 +50,11 @@ def gpus_per_node(task: Task) -> int:
 def task_id(job_id: int, task_idx: int, group: str) -> str:
     """Stable across restarts of the task: depends on the job and the task only."""
     return f"jobgroup-{job_id}-{group}-{task_idx}"
+
+
+def user_id(user: str) -> str:
+    """A short stable id of a user name (SkyPilot's SKYPILOT_USER_ID is 8 hex digits too)."""
+    return hashlib.md5(user.encode(), usedforsecurity=False).hexdigest()[:8]
 
 
 def topology(group: JobGroup, job_id: int, addresses: dict[tuple[int, int], str]) -> dict[str, Any]:
@@ -83,8 +92,11 @@ def node_env(
     topology_path: str,
     overrides: dict[str, str] | None = None,
     setup: bool = False,
+    user: str = "",
+    infra: str = "local",
 ) -> dict[str, str]:
-    """Variables for one node (added to the inherited environment by the backend)."""
+    """Variables for one node (added to the inherited environment by the backend). `user`:
+    who submitted the job; `infra`: the backend it runs on (SKYPILOT_CLUSTER_INFO's cloud)."""
     task = group.tasks[task_idx]
     env: dict[str, str] = dict(task.envs)
     env.update(task.secrets)
@@ -98,7 +110,14 @@ def node_env(
             "SKYPILOT_NODE_IPS": ips,
             "SKYPILOT_NUM_GPUS_PER_NODE": str(gpus_per_node(task)),
             "SKYPILOT_TASK_ID": task_id(job_id, task_idx, group.name),
+            "SKYPILOT_TASK_IDS": "\n".join(task_id(job_id, i, group.name)
+                                           for i in range(len(group.tasks))),
             "SKYPILOT_MANAGED_JOB_ID": str(job_id),
+            "SKYPILOT_CLUSTER_INFO": json.dumps({
+                "cluster_name": f"{group.name}-{job_id}", "cloud": infra, "region": None,
+                "zone": None}),
+            "SKYPILOT_USER": user,
+            "SKYPILOT_USER_ID": user_id(user),
             "JOBGROUP_JOB_ID": str(job_id),
             "JOBGROUP_TASK": task.name or "",
             "JOBGROUP_HOSTNAME": hostname(task.name or "", rank),
@@ -111,4 +130,5 @@ def node_env(
     if setup:
         env["SKYPILOT_SETUP_NODE_RANK"] = str(rank)
         env["SKYPILOT_SETUP_NODE_IPS"] = ips
+        env["SKYPILOT_SETUP_NUM_GPUS_PER_NODE"] = str(gpus_per_node(task))
     return env

@@ -43,24 +43,26 @@ def inherited(environ: Mapping[str, str]) -> dict[str, str]:
             if k in INHERITED or k in LAUNCH_SETTINGS or k.startswith(INHERITED_PREFIXES)}
 
 
-def parse_env(pairs: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def parse_env(pairs: Iterable[str], environ: Mapping[str, str] | None = None,
+              flag: str = "--env") -> dict[str, str]:
     """`K=V` strings -> dict; `K` alone takes K's value from `environ` (the caller's
-    environment, as `sky launch --env K` does). A clear UsageError for anything else."""
+    environment, as `sky launch --env K` does). A clear UsageError (naming `flag`) for
+    anything else."""
     out: dict[str, str] = {}
     for p in pairs:
         key, sep, value = p.partition("=")
         if not key or not key.replace("_", "a").isalnum() or key[0].isdigit() \
                 or not key.isascii():
-            raise UsageError(f"--env {p!r}: expected KEY=VALUE (or KEY, to pass your own value) "
-                             "with a valid variable name")
+            raise UsageError(f"{flag} {p!r}: expected KEY=VALUE (or KEY, to pass your own "
+                             "value) with a valid variable name")
         if not sep:
             if environ is None:
                 import os
 
                 environ = os.environ
             if key not in environ:
-                raise UsageError(f"--env {key}: {key} is not set in your environment (give "
-                                 f"--env {key}=VALUE)")
+                raise UsageError(f"{flag} {key}: {key} is not set in your environment (give "
+                                 f"{flag} {key}=VALUE)")
             value = environ[key]
         out[key] = value
     return out

@@ -34,6 +34,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("name", ("-n", "--name"), "text", "Name of the group (overrides the header's name)."),
     Flag("env", ("--env",), "env", "Set an environment variable in every node (wins over the "
          "YAML's envs); K alone passes your own value of K.", default={}, metavar="K=V|K"),
+    Flag("secret", ("--secret",), "env", "Set a secret in every node (as SkyPilot's --secret: "
+         "never printed); K alone passes your own value of K. Fills the YAML's `secrets:` "
+         "entries left without a value.", default={}, metavar="K=V|K"),
     Flag("inherit_env", ("--inherit-env",), "switch", "Nodes inherit your whole environment "
          "(default: only PATH, HOME, locale, venv/conda, proxies, package-index and CUDA/library "
          "paths; see README).", default=False, sent=False),
@@ -47,6 +50,9 @@ FLAGS: tuple[Flag, ...] = (
          "accelerators.", choices=("any",)),
     Flag("cpu_only", ("--cpu-only",), "switch", "Run tasks that ask for GPUs without GPUs "
          "(smoke tests of cluster YAML).", default=False),
+    Flag("best_effort", ("--best-effort",), "switch", "A group sized for a cluster (more CPUs "
+         "or memory than this machine has) runs here with no CPU/memory reservation and no "
+         "limits, instead of failing FAILED_NO_RESOURCE.", default=False),
     Flag("dryrun", ("--dryrun",), "switch", "Launch nothing: print what would be created (with "
          "--infra kubernetes: the Kubernetes objects).", default=False, sent=False, fast=False),
     Flag("output", ("-o", "--output"), "choice", "Format of --dryrun's output.", default="yaml",

@@ -2,8 +2,10 @@
 API hand to `api.launch`, and what travels over the controller's socket unchanged.
 
 `LaunchRequest` is built from `launchflags.SENT` (one field per flag sent), plus `path` (the
-spec file, absolute; empty when the spec is given otherwise) and `base_env` (the environment
-nodes start from; None: the named part of the launcher's, see `envvars.inherited`). A request
+spec file, absolute; empty when the spec is given otherwise), `base_env` (the environment
+nodes start from; None: the named part of the launcher's, see `envvars.inherited`) and `cwd`
+(the launcher's current directory, against which relative paths resolve; empty: this
+process's). A request
 that does not match it — an unknown field, a wrong type — is refused with a message, never half
 applied.
 """
@@ -30,7 +32,8 @@ def _field(f: Flag) -> tuple[str, Any, Any]:
 
 LaunchRequest = msgspec.defstruct(
     "LaunchRequest",
-    [("path", str, ""), *(_field(f) for f in SENT), ("base_env", dict[str, str] | None, None)],
+    [("path", str, ""), *(_field(f) for f in SENT), ("base_env", dict[str, str] | None, None),
+     ("cwd", str, "")],
     kw_only=True, forbid_unknown_fields=True, module=__name__,
 )
 LaunchRequest.__doc__ = __doc__

@@ -34,6 +34,7 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
     (exit 2) for what the user must fix, StateUnwritable (exit 1) when nothing can be recorded.
     Wakes nobody: the caller does (or is the controller)."""
     name, env, infra, grace = request.name, request.env, request.infra, request.grace
+    secrets = request.secret
     base_env, cpu_only, gpus_any = request.base_env, request.cpu_only, request.gpus == "any"
     # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
     from jobgroup.spec import Loaded, check, dump, load_file
@@ -43,10 +44,19 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
         group = check(spec)
         loaded = Loaded(group=group, warnings=[], path=None, base_dir=Path.cwd())
     else:
-        loaded = load_file(spec, name=name)
+        # --env/--secret fill the file's entries left without a value, and are substituted in
+        # paths; one still unfilled is an error naming the flag to give (complete=True).
+        loaded = load_file(spec, name=name, env=env, secrets=secrets, complete=True)
         group = loaded.group
     if name and isinstance(spec, JobGroup):
         group = check(msgspec.structs.replace(group, name=name))
+    # Relative paths against the launcher's current directory, as SkyPilot does (`relpaths`).
+    from jobgroup import relpaths
+
+    cwd = request.cwd or os.getcwd()
+    group, path_notes = relpaths.resolve(
+        group, cwd, str(loaded.base_dir) if loaded.path is not None else None)
+    base_dir = Path(cwd)
     if grace < 0:
         raise UsageError("--grace must be 0 or more seconds")
     from jobgroup.home import state_problem
@@ -63,10 +73,11 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
     if not problems and on_this_machine:  # pods mount their volumes themselves
         from jobgroup.backends.local.mounts import problems as mount_problems
 
-        problems = mount_problems(group, loaded.base_dir, level)
+        problems = mount_problems(group, base_dir, level)
     if problems:
         raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
-    notes = [str(w) for w in loaded.warnings] + [f"warning: {w}" for w in said.warnings]
+    notes = [str(w) for w in loaded.warnings] + path_notes + [
+        f"warning: {w}" for w in said.warnings]
     if any(t.resources.cpus is not None or t.resources.memory is not None for t in group.tasks):
         from jobgroup.resources.cgroups import availability
 
@@ -80,12 +91,12 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
             import warnings
 
             warnings.warn(note, stacklevel=2)
-    if loaded.base_dir and not loaded.base_dir.is_dir():
-        raise UsageError(f"{loaded.base_dir}: not a directory")
+    if not base_dir.is_dir():
+        raise UsageError(f"{base_dir}: not a directory")
     for t in group.tasks:
         if isinstance(t.workdir, str):
             wd = Path(os.path.expanduser(t.workdir))
-            wd = wd if wd.is_absolute() else loaded.base_dir / wd
+            wd = wd if wd.is_absolute() else base_dir / wd
             if not wd.is_dir():
                 raise UsageError(f"task '{t.name}': workdir {wd} does not exist")
     # Nodes start from (part of) the environment of the launching process (as a local user
@@ -100,14 +111,44 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
     if len(kinds) > 1:
         raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
                          "group runs on one (placement SAME_INFRA): give --infra")
-    options = {"env": dict(env or {}), "grace": grace, "infra": kinds.pop(), "log_max": log_max,
-               "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only}
+    kind = kinds.pop()
+    options = {"env": dict(env or {}), "grace": grace, "infra": kind, "log_max": log_max,
+               "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only,
+               "best_effort": request.best_effort}
+    if request.best_effort and kind == "local":
+        _say_best_effort(group, options, home, on_warning)
     primaries = set(group.primaries)
     return store.create_job(
         name=group.name, execution=group.execution, spec=dump(group),
-        base_dir=str(loaded.base_dir), options=options,
+        base_dir=str(base_dir), options=options,
         tasks=[(t.name or "", t.num_nodes, (t.name in primaries)) for t in group.tasks],
     )
+
+
+def _say_best_effort(group: JobGroup, options: dict, home: Path,
+                     on_warning: Callable[[str], None] | None) -> None:
+    """The one line `--best-effort` owes the user: whether the group runs unreserved here."""
+    from jobgroup.resources import inventory as inv
+    from jobgroup.resources import requests
+
+    machine = inv.recorded(home)
+    steps = [None] if group.execution == "parallel" or len(group.tasks) == 1 \
+        else list(range(len(group.tasks)))
+    over = [requests.need(requests.job_request(group, options, s)) for s in steps
+            if requests.fit_to_machine(requests.job_request(group, options, s), machine.cpus,
+                                       machine.memory_gb)[1]]
+    if not over:
+        return
+    cpus, mem = max(over)
+    note = (f"note: --best-effort: the group asks for {cpus:g} CPU(s) and {mem:g} GB; this "
+            f"machine offers {machine.cpus:g} CPU(s) and {machine.memory_gb:.1f} GB: it runs "
+            "without CPU/memory reservations or limits")
+    if on_warning is not None:
+        on_warning(note)
+    else:
+        import warnings
+
+        warnings.warn(note, stacklevel=3)
 
 
 def _log_cap(environ: dict[str, str] | os._Environ[str]) -> int:

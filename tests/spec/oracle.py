@@ -36,8 +36,11 @@ def requirement() -> str:
 def _works(python: Path) -> bool:
     if not python.exists():
         return False
-    proc = subprocess.run([str(python), "-c", "import sky.utils.dag_utils"],
-                          capture_output=True, timeout=300)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="skypilot-oracle-home-") as home:
+        proc = subprocess.run([str(python), "-c", "import sky"], capture_output=True,
+                              timeout=300, env={**os.environ, "HOME": home})
     return proc.returncode == 0
 
 
@@ -94,8 +97,7 @@ def ask(paths: list[Path], cwd: Path | None = None) -> dict[str, dict]:
     if python is None:
         raise RuntimeError(why)
     proc = subprocess.run([python, str(SCRIPT)], input="\n".join(str(p) for p in paths),
-                          capture_output=True, text=True, cwd=cwd, timeout=600,
-                          env={**os.environ, "HOME": os.environ.get("HOME", "/tmp")})
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
     out = {}
     for line in proc.stdout.splitlines():
         if line.startswith("{"):

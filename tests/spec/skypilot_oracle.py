@@ -63,7 +63,19 @@ def check(path: str, dag_utils: object, handler: _Collect) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> int:
+    import shutil
+    import tempfile
+
     os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
+    home = tempfile.mkdtemp(prefix="skypilot-oracle-home-")
+    os.environ["HOME"] = home  # SkyPilot writes ~/.sky on import: keep the user's home clean
+    try:
+        return _run(argv)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run(argv: list[str]) -> int:
     from sky.utils import dag_utils
 
     handler = _Collect()

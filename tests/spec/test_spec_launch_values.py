@@ -146,7 +146,7 @@ def test_a_variable_given_at_launch_fills_its_path_then() -> None:
 
 def test_two_mount_paths_that_become_one_are_an_error() -> None:
     errors = _errors("envs: {A: x}\nfile_mounts:\n  /d/x: ./a\n  /d/$A: ./b\nrun: x\n")
-    assert errors[0].line == 4 and "already mounted" in errors[0].message
+    assert errors[0].line == 4 and "the same as another" in errors[0].message
 
 
 # -- secrets are never printed ----------------------------------------------------------------

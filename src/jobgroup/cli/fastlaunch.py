@@ -119,7 +119,7 @@ def try_launch(args: list[str]) -> int | None:
     detach = opts["detach"]
     base_env = dict(os.environ) if opts["inherit_env"] else inherited(os.environ)
     # The LaunchRequest's fields (launchreq), as plain JSON: the controller checks their types.
-    request = {"op": "launch", "path": opts["path"], "base_env": base_env,
+    request = {"op": "launch", "path": opts["path"], "base_env": base_env, "cwd": os.getcwd(),
                **{f.field: opts[f.field] for f in SENT}}
     from jobgroup.controller import rpc  # json + socket only
 

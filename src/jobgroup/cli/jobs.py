@@ -68,9 +68,11 @@ def launch(file: str, **opts: object) -> None:
       jobgroup launch cluster.yaml --cpu-only     # GPU tasks without GPUs
       jobgroup launch rl.yaml --infra kubernetes --dryrun -o yaml | kubectl apply -f -
     """
-    from jobgroup.launchflags import SENT
+    from jobgroup.launchflags import FLAGS, SENT
 
-    opts["env"] = parse_env(opts["env"])  # type: ignore[arg-type]
+    for f in FLAGS:
+        if f.kind == "env":
+            opts[f.field] = parse_env(opts[f.field], flag=f.names[0])  # type: ignore[arg-type]
     if opts["dryrun"]:
         from jobgroup import api
 
@@ -81,6 +83,7 @@ def launch(file: str, **opts: object) -> None:
 
     request = {f.field: opts[f.field] for f in SENT}
     request["base_env"] = dict(os.environ) if opts["inherit_env"] else inherited(os.environ)
+    request["cwd"] = os.getcwd()
     job, level, note = _submit(file, request)
     out, err = submitted_lines(job, level, note)
     click.echo(out)

@@ -191,16 +191,11 @@ def resources(as_json: bool) -> None:
     Limits and fake GPUs: $JOBGROUP_HOME/resources.yaml (cpus, memory, gpus, fake_gpus) and
     JOBGROUP_FAKE_GPUS (e.g. H100:4).
     """
-    from jobgroup.resources.inventory import Inventory, detect
+    from jobgroup.resources.inventory import recorded
     from jobgroup.state.store import Store, default_home
 
     home = default_home()
-    # What the running controller admits against (it may have been started with another
-    # JOBGROUP_FAKE_GPUS); our own detection when no controller ran yet.
-    try:
-        inv = msgspec.json.decode((home / "inventory.json").read_bytes(), type=Inventory)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-        inv = detect(home)
+    inv = recorded(home)
     store = Store(home)
     try:
         u = usage_from_store(store, inv)

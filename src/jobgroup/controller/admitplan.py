@@ -77,6 +77,14 @@ def _next_step(inp: JobInput) -> int | None:
     return next((t.idx for t in inp.tasks if t.status != Status.SUCCEEDED), None)
 
 
+def _request(job: JobRec, group: JobGroup, step: int | None,
+             inventory: Inventory) -> requests.GroupRequest:
+    req = requests.job_request(group, job.options, step)
+    if job.options.get("best_effort"):
+        req, _ = requests.fit_to_machine(req, inventory.cpus, inventory.memory_gb)
+    return req
+
+
 def plan_admission(jobs: Sequence[JobInput], inventory: Inventory) -> AdmissionPlan:
     """The admission pass over the active `jobs` (see the module docstring); pure."""
     held: dict[int, admission.Placement] = {}
@@ -93,8 +101,8 @@ def plan_admission(jobs: Sequence[JobInput], inventory: Inventory) -> AdmissionP
         if job.status == Status.PENDING:
             if not job.cancel_requested:
                 steps[job.id] = 0
-                queue.append(admission.Pending(job.id, requests.job_request(
-                    group, job.options, 0 if group.execution == "serial" else None)))
+                queue.append(admission.Pending(job.id, _request(
+                    job, group, 0 if group.execution == "serial" else None, inventory)))
             continue
         placement = _placement_of(job)
         if placement is None:
@@ -103,8 +111,7 @@ def plan_admission(jobs: Sequence[JobInput], inventory: Inventory) -> AdmissionP
             step = _next_step(inp)
             if step is not None and step != job.options.get("placement_step", 0):
                 steps[job.id] = step
-                queue.append(admission.Pending(job.id, requests.job_request(
-                    group, job.options, step)))
+                queue.append(admission.Pending(job.id, _request(job, group, step, inventory)))
                 continue
         held[job.id] = placement
     if not queue:

@@ -655,11 +655,17 @@ class Controller:
             group, job.id, task_idx, rank, addrs,
             topology_path=str(paths.topology_path(self.home, job.id)),
             overrides=job.options.get("env", {}), setup=setup,
+            user=env.get("USER") or _user_name(), infra=self._backend(job.id).name,
         ))
         env["JOBGROUP_ATTEMPT"] = str(attempt)
         alloc = placements.node_alloc(job, task_idx, rank)
         if alloc is not None:
             env.update(alloc.env())  # CUDA_VISIBLE_DEVICES, SKYPILOT_NUM_GPUS_PER_NODE
+        if setup:
+            # As SkyPilot runs setup (`unset CUDA_VISIBLE_DEVICES;`): absent, not empty. Setup
+            # scripts test for exactly that; locally it shows every GPU of the machine, which
+            # setup (installs, builds) is not meant to use.
+            env.pop("CUDA_VISIBLE_DEVICES", None)
         return env
 
     def _probe_if_needed(self, job: JobRec, group: JobGroup, n: NodeRec) -> None:
@@ -810,6 +816,15 @@ class Controller:
             self.loop.call_later(RETRY_UNREACHABLE, self._record_end, job_id, n, out, now)
             return
         self._mark(job_id)
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _fields(n: NodeRec) -> dict[str, object]:

@@ -389,3 +389,13 @@ def detect(home: str | os.PathLike[str] | None = None,
     src = os.path.join(os.fspath(home), CONFIG_NAME) if home is not None else CONFIG_NAME
     return build(cpus=machine_cpus(), memory_gb=machine_memory_gb(), gpus=gpus,
                  gpu_source=source, config=config, notes=notes, source=src)
+
+
+def recorded(home: str | os.PathLike[str]) -> Inventory:
+    """What the running controller of `home` admits against (it recorded its inventory when
+    it started, maybe with another JOBGROUP_FAKE_GPUS); our own detection when none ran yet."""
+    try:
+        with open(os.path.join(os.fspath(home), "inventory.json"), "rb") as f:
+            return msgspec.json.decode(f.read(), type=Inventory)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return detect(home)

@@ -13,7 +13,10 @@ Rules (documented for users too):
   reserves nothing and is never limited, so many small nodes (a 7-node group, or 1,000 idle
   nodes) share a 2-core machine. A task that declares only some of them reserves only those.
 - Job options: ``gpus_any`` accepts any GPU type for every accelerator request (counts kept);
-  ``cpu_only`` drops accelerator requests (the node runs with no GPU visible).
+  ``cpu_only`` drops accelerator requests (the node runs with no GPU visible); ``best_effort``
+  (``--best-effort``): a group whose CPUs or memory, all nodes together, exceed what this
+  machine offers runs with no CPU/memory reservation and no limits (`fit_to_machine`), so a file
+  sized for a cluster runs on a laptop; GPUs are unaffected (see ``cpu_only``, ``gpus_any``).
 
 Everything here is pure and cheap: the controller builds a `GroupRequest` once per job.
 """
@@ -126,6 +129,29 @@ def task_request(task: Task, idx: int, *, gpus_any: bool = False, cpu_only: bool
     """The request of `task` (index `idx` in its group)."""
     return TaskRequest(idx=idx, name=task.name or str(idx), num_nodes=task.num_nodes,
                        shapes=node_shapes(task.resources, gpus_any=gpus_any, cpu_only=cpu_only))
+
+
+def need(request: GroupRequest) -> tuple[float, float]:
+    """(CPUs, GB) the group needs at most, all its nodes together (each task at its largest
+    alternative)."""
+    cpus = sum(max(s.cpus for s in t.shapes) * t.num_nodes for t in request.tasks)
+    mem = sum(max(s.memory_gb for s in t.shapes) * t.num_nodes for t in request.tasks)
+    return cpus, mem
+
+
+def fit_to_machine(request: GroupRequest, cpus: float, memory_gb: float
+                   ) -> tuple[GroupRequest, bool]:
+    """`--best-effort`: when the group's CPUs or memory, all nodes together, exceed `cpus` /
+    `memory_gb` (what the machine offers), the same request without CPU/memory reservations
+    (GPUs kept), and True; else the request unchanged, and False."""
+    want_cpus, want_mem = need(request)
+    if want_cpus <= cpus + 1e-9 and want_mem <= memory_gb + 1e-9:
+        return request, False
+    tasks = []
+    for t in request.tasks:
+        shapes = tuple(dict.fromkeys(Shape(0.0, 0.0, s.gpus, s.gpu_type) for s in t.shapes))
+        tasks.append(msgspec.structs.replace(t, shapes=shapes))
+    return GroupRequest(tuple(tasks)), True
 
 
 def group_request(group: JobGroup, *, tasks: Iterable[int] | None = None, gpus_any: bool = False,

@@ -268,6 +268,8 @@ def _check_probe(probe: ReadinessProbe) -> list[Finding]:
             pass
     if probe.failure_threshold < 1:
         out.append(Finding((*path, "failure_threshold"), "must be at least 1"))
+    elif probe.failure_threshold > limits.MAX_RESTARTS:
+        out.append(Finding((*path, "failure_threshold"), f"at most {limits.MAX_RESTARTS}"))
     return out
 
 

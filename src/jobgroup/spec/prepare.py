@@ -266,8 +266,8 @@ class TaskPrep:
                              f"{name} in envs or secrets (SkyPilot would leave '${name}' in the "
                              f"path)", path, on_key=on_key)
             for path, new in got.collisions:
-                report.error(doc, where, f"this mount path becomes '{new}', which is already "
-                             "mounted", path, on_key=True)
+                report.error(doc, where, "with its variables filled in, this mount path is "
+                             "the same as another one", path, on_key=True)
             for path, name, on_key in got.pending:
                 field_of = next(f for f, n, _ in self.unfilled if n == name)
                 say = report.error if self.overrides.complete else report.warning

@@ -207,8 +207,11 @@ def _entry(full: str, islink: Callable[[str], bool], readlink: Callable[[str], s
 # The light view, for root and nodes without mounts: a private mount and UTS namespace where the
 # hosts file (and resolv.conf) are bound over the machine's and the hostname set. Four small
 # execs instead of bubblewrap's rebuilt root (~25 mounts): ~10 ms a node instead of ~25 ms.
+# The hostname is written to the UTS namespace's /proc/sys/kernel/hostname (the sethostname
+# system call, as bubblewrap's --hostname does), not set with hostname(1), which refuses names
+# that SkyPilot allows for tasks (`ppo_trainer`, upper case).
 _LIGHT = ('mount --bind "$1" /etc/hosts && { [ -z "$2" ] || mount --bind "$2" /etc/resolv.conf; }'
-          ' && hostname "$3" && cd "$4" && shift 4 && exec "$@"')
+          ' && printf %s "$3" > /proc/sys/kernel/hostname && cd "$4" && shift 4 && exec "$@"')
 
 
 def uses_bwrap(argv: list[str]) -> bool:
