@@ -642,6 +642,7 @@ class Controller:
                 log_max=int(opts.get("log_max") or 0),
                 **placements.limits(job, s.task_idx, s.rank),
             ))
+            faults.hit("start.spawned")
             started.append(NodeRec(**{**_fields(node), "phase": s.phase, "handle": handle}))
 
     def _env(self, job: JobRec, group: JobGroup, task_idx: int, rank: int,

@@ -24,7 +24,6 @@ from typing import Callable
 
 import msgspec
 
-from jobgroup import faults
 from jobgroup.backends.base import ENDED, Handle, NodeRef, Outcome, PhaseLaunch, Ended
 from jobgroup.backends.local import isolation, shim
 from jobgroup.state import layout
@@ -165,9 +164,7 @@ class ShimRunner:
             )
         finally:
             os.close(devnull)
-        start = proc_start_time(pid)
-        faults.hit("start.spawned")
-        return _handle(pid, start or 0)
+        return _handle(pid, proc_start_time(pid) or 0)
 
     def _limited(self, launch: PhaseLaunch, status_path: Path, inner: list[str]) -> list[str]:
         """`inner` run inside a new cgroup with the launch's CPU/memory limits (recorded in
@@ -219,6 +216,10 @@ class ShimRunner:
         return path
 
     # ---- observe ----------------------------------------------------------------------------
+
+    def running(self, handle: Handle) -> bool:
+        """The shim of `handle` still runs (same pid and start time; not a zombie)."""
+        return self._alive(handle)
 
     @staticmethod
     def _alive(handle: Handle) -> bool:
