@@ -184,6 +184,8 @@ def test_admit_creates_then_waits_then_fails_and_cleans_up(tmp_path: Path) -> No
 def test_admit_ready_start_stop(tmp_path: Path) -> None:
     core = FakeCore()
     be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    followed = []
+    be._follow_logs = lambda pod, path: followed.append((pod, path))  # no kubectl here
     group = load(GROUP)
     opts = be.admit(ctx(6, group, tmp_path)).facts
     for (k, _), o in core.objs.items():
@@ -198,6 +200,8 @@ def test_admit_ready_start_stop(tmp_path: Path) -> None:
     assert be.outcome(setup, None) == Outcome(exit_code=0)
     handle = be.recover(run)  # running: adopted, by the pod's name
     assert handle == {"pod": "g-a-1"} and be.describe(handle) == "pod g-a-1"
+    # a pod adopted without a `start` (the controller died first) gets its log follower
+    assert followed[-1] == ("g-a-1", tmp_path / "jobs" / "6" / "logs" / "a-1.log")
     assert be.recover(NodeRef(6, 0, 1, "run", 2)) is None  # attempt 2 never started
     assert be.exec_argv(NodeRef(6, 1, 0, "run"), ["true"])[-4:] == ["-c", "node", "--", "true"]
     be.stop(run, handle)

@@ -75,6 +75,7 @@ from jobgroup.backends.kubernetes.client import (
 )
 from jobgroup.backends.kubernetes.config import KubernetesConfig, home_uid, load_config
 from jobgroup.spec.models import JobGroup
+from jobgroup.state import layout
 
 log = logging.getLogger("jobgroup.kubernetes")
 GATE_RETRY = 2.0  # seconds before a phase whose run gate failed at `start` is looked at again
@@ -577,19 +578,26 @@ class KubernetesBackend(Backend):
         """The node's pod: None when it does not exist (never created, or deleted), ENDED when
         the phase is over by the pod's status, else its handle; a pod that cannot be read
         (the API server does not answer) is assumed to exist: `outcome` settles it once the
-        server answers."""
+        server answers. The previous controller may have died before it started the pod's
+        log follower (its `start` never ran): one is started here unless the node's log file
+        says it was (the run gate is opened by `outcome`, as for any adopted pod)."""
         name = self._pod_name(ref)
+        group = self._job(ref.job_id).group
+        log_path = layout.log_path(self.home, ref.job_id, group.tasks[ref.task_idx].name or "",
+                                   ref.rank, ref.attempt)
         with self._lock:
             seen = self._version
         try:
             pod = self._pod(name)
             if pod is None:
                 return None
+            self._follow_logs(name, log_path)
             if status.phase_outcome(pod, ref.phase, stop_requested=name in self._stopping) \
                     is not None:
                 return ENDED
             seen = 0  # what it says is for `outcome`: any change the watch saw counts
         except Unreachable:
+            self._follow_logs(name, log_path)  # (it waits for the API server itself)
             name = _ANY
         self._look(ref, name, seen)
         return {"pod": self._pod_name(ref)}
