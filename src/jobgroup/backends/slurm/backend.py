@@ -8,8 +8,14 @@ How a group runs:
    Slurm's reason (Resources, Priority, ...); a request Slurm refuses outright fails the group
    FAILED_NO_RESOURCE with Slurm's message.
 2. Each node phase runs as a job step: `srun --jobid J --het-group T -w NODE -N1 -n1 --overlap`,
-   started by the same local shim as on the local backend (the step's output lands in the node's
-   log file; stopping the shim signals srun, which forwards the signal to the step).
+   named after the phase (`--job-name jobgroup-J-TASK-RANK-PHASE-ATTEMPT`), started and
+   supervised by
+   the same local shim runner as on the local backend (the step's output lands in the node's
+   log file). Stopping sends SIGTERM to the step's tasks through Slurm (`scancel --signal=TERM
+   J.STEP`: srun itself answers SIGTERM by killing its tasks at once, so the shim is not
+   signalled); a detached watcher cancels the step after the launch's grace if it still runs
+   (Slurm then sends SIGTERM again and SIGKILL after its KillWait), so the kill comes even if
+   the controller dies meanwhile. `kill=True` kills the shim's srun at once.
 3. Inside the step, a private mount and UTS namespace (where the cluster allows it) give the node
    its hostname `{task}-{rank}` and the group's hosts file, so `{task}-{rank}.{group}` resolves;
    where it does not, a warning goes into the node's log and only the variables work.
@@ -292,7 +298,13 @@ class SlurmBackend(Backend):
                                          hostnames, addresses, hosts_file)
         return addresses
 
-    def _step_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
+    @staticmethod
+    def _step_name(slurm_id: str | None, ref: NodeRef) -> str:
+        """The job step's name of phase `ref` (unique in the cluster: it names the job)."""
+        return f"jobgroup-{slurm_id}-{ref.task_idx}-{ref.rank}-{ref.phase}-{ref.attempt}"
+
+    def _step_argv(self, ref: NodeRef, argv: list[str], *, name: str | None = None
+                   ) -> list[str]:
         alloc = self._jobs[ref.job_id]
         task_idx, rank = ref.task_idx, ref.rank
         task = alloc.group.tasks[task_idx]
@@ -312,7 +324,8 @@ class SlurmBackend(Backend):
                      f"{task.name}-{rank}", *argv]
         # A one-task group is an ordinary (not heterogeneous) job: no --het-group then.
         het = [f"--het-group={task_idx}"] if len(alloc.group.tasks) > 1 else []
-        return ["srun", f"--jobid={alloc.slurm_id}", *het, "-N1", "-n1",
+        named = [f"--job-name={name}"] if name else []
+        return ["srun", f"--jobid={alloc.slurm_id}", *het, *named, "-N1", "-n1",
                 f"--nodelist={alloc.hostnames[(task_idx, rank)]}", "--overlap", "--export=ALL",
                 "--quiet", "--kill-on-bad-exit=1", *inner]
 
@@ -325,8 +338,21 @@ class SlurmBackend(Backend):
         env = dict(launch.env)
         if "SLURM_CONF" in self.env:
             env.setdefault("SLURM_CONF", self.env["SLURM_CONF"])
-        inner = self._step_argv(launch.ref, ["/bin/bash", "-c", launch.script])
-        return self.runner.start(launch, inner, env)
+        ref, alloc = launch.ref, self._jobs[launch.ref.job_id]
+        inner = self._step_argv(ref, ["/bin/bash", "-c", launch.script],
+                                name=self._step_name(alloc.slurm_id, ref))
+        return self._step_handle(ref, self.runner.start(launch, inner, env), alloc.slurm_id,
+                                 launch.grace)
+
+    def _step_handle(self, ref: NodeRef, handle: Handle, slurm_id: str | None,
+                     grace: float) -> Handle:
+        """The shim's handle plus what `stop` needs, even in a controller that never prepared
+        the group: the step's name, the job it runs in (a heterogeneous job's component T
+        has the job id J + T and lists its steps under it) and the launch's grace."""
+        job = str(int(slurm_id) + ref.task_idx) if slurm_id and str(slurm_id).isdigit() \
+            else slurm_id
+        return {**handle, "slurm": job, "step": self._step_name(slurm_id, ref),
+                "grace": grace}
 
     def describe(self, handle: Handle) -> str:
         return self.runner.describe(handle)
@@ -339,10 +365,49 @@ class SlurmBackend(Backend):
         return self.runner.outcome(ref, handle)
 
     def recover(self, ref: NodeRef) -> Handle | Ended | None:
-        return self.runner.recover(ref)
+        found = self.runner.recover(ref)
+        if not isinstance(found, dict):
+            return found
+        alloc = self._jobs.get(ref.job_id)
+        ctx = self.jobs.context(ref.job_id)
+        options = ctx.options if ctx is not None else {}
+        slurm_id = alloc.slurm_id if alloc else options.get("slurm_job_id")
+        grace = options.get("grace", 10.0)
+        return self._step_handle(ref, found, slurm_id,
+                                 float(grace) if isinstance(grace, (int, float)) else 10.0)
 
     def stop(self, ref: NodeRef, handle: Handle, *, kill: bool = False) -> None:
-        self.runner.stop(ref, handle, kill=kill)
+        """SIGTERM to the step's tasks through Slurm, and the kill after the grace (see the
+        module's docstring); the shim's way (srun killed, its tasks with it) with `kill`, for
+        a step Slurm does not list (not registered yet, or ended), or a handle that names
+        none (made before steps were named). Quiet when the phase is gone."""
+        slurm_id, step = handle.get("slurm"), handle.get("step")
+        step_id = None
+        if not kill and slurm_id and step and self.runner.running(handle):
+            step_id = self._step_id(str(slurm_id), str(step))
+        if step_id is None:
+            self.runner.stop(ref, handle, kill=kill)
+            return
+        run(["scancel", "--signal=TERM", step_id], env=self.env)
+        grace = handle.get("grace")
+        grace = float(grace) if isinstance(grace, (int, float)) else 10.0
+        # Cancel the step once the grace is over, unless it ended (looked at every second).
+        watcher = ('end=$(( $(date +%s) + $0 )); '
+                   'while [ "$(date +%s)" -lt "$end" ]; do '
+                   '[ -n "$(squeue -h --steps="$1" -o %i 2>/dev/null)" ] || exit 0; sleep 1; '
+                   'done; exec scancel --quiet "$1"')
+        subprocess.Popen(["/bin/sh", "-c", watcher, str(max(0, int(-(-grace // 1)))), step_id],
+                         env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def _step_id(self, slurm_id: str, step: str) -> str | None:
+        """`JOB.STEP` of the running step named `step` of Slurm job `slurm_id`, or None."""
+        p = run(["squeue", "-h", "-s", "-j", slurm_id, "-o", "%i|%j"], env=self.env)
+        for line in p.stdout.splitlines():
+            sid, _, name = line.partition("|")
+            if name.strip() == step:
+                return sid.strip()
+        return None
 
     def cleanup(self, job_id: int) -> None:
         """Cancel the group's Slurm job (found by its comment when this controller never
