@@ -540,3 +540,21 @@ def test_a_change_the_watch_saw_before_start_wakes_the_node_at_once(tmp_path: Pa
     finally:
         feed.close()
         loop.close()
+
+
+def test_a_request_the_api_server_refuses_while_admitting_is_refused(tmp_path: Path) -> None:
+    """403 (forbidden by the cluster's RBAC) on an API call while admitting: `Refused` with the
+    server's word, which the controller turns into FAILED_PRECHECKS; not Unreachable (the
+    server answered) and not a bug of the backend."""
+    from jobgroup.backends.base import Refused
+
+    core = FakeCore()
+    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    group = load(GROUP)
+    opts = be.admit(ctx(10, group, tmp_path)).facts  # its objects created
+
+    def forbidden(*a, **k):
+        raise ApiError(403)
+    core.list_namespaced_pod = forbidden
+    with pytest.raises(Refused, match="HTTP 403"):
+        be.admit(ctx(10, group, tmp_path, **opts))
