@@ -89,3 +89,80 @@ def test_view_never_creates_mount_points_on_the_host():
     assert "--bind /state/hosts /etc/hosts" in joined
     assert args[args.index("--hostname") + 1] == "t-0"
     assert args[args.index("--chdir") + 1] == "/work"
+
+
+# --- issue 15: DNS, routes, NAT rules, /dev/shm, the helper's arguments ------------------------
+
+def test_nodes_use_the_machines_dns_servers_and_a_stubs_upstream_ones():
+    from jobgroup.backends.local import egress
+
+    text, servers, note = egress.resolv_for_nodes(
+        "nameserver 10.0.0.53\nnameserver 2001:db8::1\nsearch corp.example\noptions ndots:2\n",
+        upstream={})
+    assert servers == ["10.0.0.53"] and "2001:db8::1" in note
+    assert "nameserver 10.0.0.53" in text and "search corp.example" in text
+    assert "options ndots:2" in text and "2001:db8" not in text
+    # systemd-resolved's stub: its upstream servers, as container runtimes do.
+    stub = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n"
+    up = {"/run/systemd/resolve/resolv.conf": "nameserver 192.168.1.1\nnameserver 9.9.9.9\n"}
+    text, servers, note = egress.resolv_for_nodes(stub, upstream=up)
+    assert servers == ["192.168.1.1", "9.9.9.9"] and not note
+    assert "127.0.0.53" not in text.replace("stub 127.0.0.53", "")
+    assert "/run/systemd/resolve/resolv.conf" in text and "search lan" in text
+    # A stub whose upstream is unknown: said, and lookups fail fast rather than time out.
+    text, servers, note = egress.resolv_for_nodes("nameserver 127.0.0.1\n", upstream={})
+    assert servers == [] and "local stub" in note and "timeout:1" in text
+
+
+def test_uplinks_are_the_default_routes_and_the_dns_servers_routes():
+    from jobgroup.backends.local import egress
+
+    routes = ("Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
+              "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\n"       # default via eth0
+              "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n"       # 192.0.2.0/24
+              "wg0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\n"        # 10.0.0.0/8
+              "jgab12cd34\t0000D50A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n")  # a group's bridge
+    assert egress.uplinks([], routes) == ["eth0"]
+    assert egress.uplinks(["10.1.2.3", "192.0.2.53"], routes) == ["eth0", "wg0"]
+    assert egress.uplinks(["10.213.0.9"], routes) == ["eth0"]  # never a jobgroup bridge
+
+
+def test_nat_rules_stay_in_the_groups_own_table():
+    from jobgroup.backends.local import egress
+
+    rules = egress.ruleset("ab12cd34", "10.213.0.0/24", "jgab12cd34")
+    tables = {line.split(" ip ", 1)[1].split()[0] for line in rules.splitlines()
+              if line.startswith(("table", "delete"))}
+    assert tables == {"jgab12cd34"}
+    assert 'ip saddr 10.213.0.0/24 oifname != "jgab12cd34" masquerade' in rules
+    assert "ct state established,related accept" in rules
+    assert 'oifname "jgab12cd34" iifname != "jgab12cd34" drop' in rules
+
+
+def test_shm_size_follows_the_memory_limit_or_the_variable():
+    from jobgroup.backends.local import rootfs
+
+    assert rootfs.shm_size({}, 0) == "-"  # tmpfs's own default: half of RAM
+    assert rootfs.shm_size({}, 4) == str(2 * 2**30)
+    assert rootfs.shm_size({"JOBGROUP_SHM_SIZE": "8g"}, 4) == "8g"
+    assert rootfs.shm_bytes("8g") == 8 * 2**30 and rootfs.shm_bytes("-") is None
+    with pytest.raises(ValueError, match="JOBGROUP_SHM_SIZE"):
+        rootfs.shm_size({"JOBGROUP_SHM_SIZE": "8g,uid=0"}, 0)
+
+
+def test_helper_binds_shared_paths_over_the_private_root_parents_first():
+    from jobgroup.backends.local.isolation import helper_args
+
+    view = NodeView(hostname="t-0", hosts_file="/s/jobs/1/hosts", netns="jg-x-0",
+                    chdir="/home/u/proj", resolv_file="/s/jobs/1/resolv.conf",
+                    binds=[Bind("/s/volumes/ck", "/ckpt/a"), Bind("/src", "/code", readonly=True)],
+                    root_dir="/s/jobs/1/roots/t-0", private_root=True, shm_size="-",
+                    state_dir="/s", keep_own=("/home/u/proj/.venv",), hide=("/s/jobs/1/roots",))
+    args = helper_args(view)
+    joined = " ".join(args)
+    assert joined.startswith("-n /run/netns/jg-x-0 -h t-0 -r /s/jobs/1/roots/t-0 -s -")
+    assert "-b /s /s" in joined and "-b /home/u/proj /home/u/proj" in joined
+    assert "-B /src /code" in joined and "-b /s/volumes/ck /ckpt/a" in joined
+    assert joined.index("-b /s /s") < joined.index("-b /s/volumes/ck /ckpt/a")
+    assert "-f /s/jobs/1/hosts /etc/hosts -F /s/jobs/1/resolv.conf /etc/resolv.conf" in joined
+    assert joined.endswith("-o /home/u/proj/.venv -x /s/jobs/1/roots -C /home/u/proj")

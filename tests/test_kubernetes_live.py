@@ -134,7 +134,14 @@ run: |
 """
 
 
-def test_client_server_group_succeeds_and_logs_stay(k8s: K8s) -> None:
+@pytest.mark.parametrize("follower", ["in time", "too early"])
+def test_client_server_group_succeeds_and_logs_stay(k8s: K8s, follower: str) -> None:
+    """Every node's output is in `jg logs`, also when the server's log follower was "too
+    early": it asked for the log a moment before the container started, was turned away and
+    asks again a second later; the group can be over by then, and the server's pod is deleted
+    only once the follower has what it printed (its setup line)."""
+    if follower == "too early":
+        k8s.cluster.kubelet.asked_too_early("default", "web-server-0")
     p = k8s.launch(CLIENT_SERVER, timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "SUCCEEDED" in p.stderr
@@ -531,6 +538,89 @@ def test_logs_survive_an_api_server_outage(k8s: K8s) -> None:
     assert len(ticks) - 30 <= 10, ticks
 
 
+EARLY = """\
+name: early
+execution: parallel
+---
+name: a
+num_nodes: 2
+setup: echo set up before the follower asked
+run: exec sleep 300
+"""
+
+
+def _early_nodes(k8s: K8s, monkeypatch: pytest.MonkeyPatch, times: int):
+    """The backend driven as the controller drives it (admit, then the setup phase of both
+    nodes of EARLY started), with each node's log follower turned away `times` times as if it
+    had asked before the container started (it asks again a second later); by then the nodes
+    have printed their setup line. Returns (backend, [(handle, node ref, log path)])."""
+    from jobgroup.backends.base import JobContext, NodeRef, PhaseLaunch
+    from jobgroup.backends.kubernetes.backend import backend_from_env
+    from jobgroup.spec import load
+    from jobgroup.state import layout as paths
+
+    home = k8s.jenv.home
+    monkeypatch.setenv("KUBECONFIG", str(k8s.kubeconfig))  # the followers' kubectl
+    monkeypatch.setenv("KUBECACHEDIR", k8s.jenv.env["KUBECACHEDIR"])
+    be = backend_from_env(home)
+    group = load(EARLY)
+    job = JobContext(job_id=1, group=group, options={}, base_dir=home)
+    assert be.admit(job).state == "waiting"  # its objects created
+    wait_for(lambda: be.admit(job).state == "ready", timeout=20)
+    be.prepare(job)
+    kubelet = k8s.cluster.kubelet
+    nodes = []
+    for rank in (0, 1):
+        pod = ("default", f"early-a-{rank}")
+        wait_for(lambda: pod in kubelet.runs and b"set up before" in
+                 kubelet.runs[pod].log.read_bytes(), timeout=20)
+        kubelet.asked_too_early(*pod, times=times)
+        ref = NodeRef(1, 0, rank, "setup", 1)
+        log_path = paths.log_path(home, 1, "a", rank)
+        handle = be.start(PhaseLaunch(ref=ref, task="a", script="", env={}, workdir=None,
+                                      log_path=log_path, grace=1.0))
+        nodes.append((handle, ref, log_path))
+    wait_for(lambda: all(kubelet.early.get(("default", f"early-a-{r}"), 0) < times
+                         for r in (0, 1)), timeout=20)  # each follower was turned away
+    return be, nodes
+
+
+def test_a_node_stopped_before_its_log_follower_got_a_line_keeps_its_output(
+        k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node stopped while its log follower, turned away a moment before the container
+    started, has not asked again yet keeps what it printed: its pod (whose log goes with it)
+    is deleted only once the follower has that output."""
+    be, nodes = _early_nodes(k8s, monkeypatch, times=1)
+    for handle, ref, _ in nodes:
+        be.stop(ref, handle, kill=True)
+    wait_for(lambda: not k8s.cluster.pods(), timeout=20)
+    wait_for(lambda: not _kube_processes(k8s.kubeconfig), timeout=20)  # the followers ended
+    for _, _, log_path in nodes:
+        assert log_path.read_text() == "set up before the follower asked\n"
+
+
+def test_a_follower_that_never_gets_a_stream_holds_only_the_first_stop(
+        k8s: K8s, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A follower that gets no stream within LOG_WAIT (here: turned away again and again, as
+    when kubectl cannot reach the cluster) is named in controller.log, and the next stops do
+    not wait for their followers (nor read their pods' logs to find out whether to)."""
+    import logging
+
+    from jobgroup.backends.kubernetes import backend
+
+    monkeypatch.setattr(backend, "LOG_WAIT", 1.0)
+    be, [(h0, r0, l0), (h1, r1, _)] = _early_nodes(k8s, monkeypatch, times=1000)
+    with caplog.at_level(logging.WARNING, logger="jobgroup.kubernetes"):
+        be.stop(r0, h0, kill=True)
+    assert f"the log follower of pod early-a-0 (kubectl logs -f) got no stream within 1s; its " \
+        f"output may be missing from {l0}" in caplog.text
+    be.stop(r1, h1, kill=True)
+    reads = [r for r in k8s.cluster.server.requests if "/log?" in r and "limitBytes" in r]
+    assert reads and all("early-a-0" in r for r in reads), reads
+    wait_for(lambda: not k8s.cluster.pods(), timeout=20)
+    wait_for(lambda: not _kube_processes(k8s.kubeconfig), timeout=20)  # the followers ended
+
+
 SLOW_STOP = """\
 name: dev
 execution: parallel
@@ -548,9 +638,12 @@ def test_relaunch_right_after_cancel_waits_for_the_old_pods(k8s: K8s) -> None:
     takes 3 s to stop) under the very name the new job needs. The new job waits for it to go
     (never adopts it) and then runs its own pod."""
     old = k8s.launch_d(SLOW_STOP)
-    wait_for(lambda: _running(k8s, old), timeout=30)
+    # its trap is set once it has printed (RUNNING alone: the pod may still wait at its gate,
+    # and then ends at once on SIGTERM)
+    wait_for(lambda: _running(k8s, old) and "attempt of job" in k8s.jenv.log(old, "a"),
+             timeout=30)
     assert k8s.jenv.jg("cancel", str(old)).returncode == 0
-    wait_for(lambda: (k8s.cluster.store.get("pods", "default", "dev-a-0") or {})
+    wait_for(lambda: (k8s.cluster.store.find("pods", "default", "dev-a-0") or {})
              .get("metadata", {}).get("deletionTimestamp"), timeout=20)
     new = k8s.launch_d(SLOW_STOP)
     reasons = set()

@@ -262,17 +262,20 @@ def test_full_disk_never_invents_an_outcome(jenv, small_home, tmp_path):
     group waits (never FAILED_CONTROLLER), `controller status` says why, a controller killed
     and restarted meanwhile does not call the node killed; once there is room again the group
     SUCCEEDS with exit code 0 recorded."""
-    go = tmp_path / "go"
+    scratch = jenv.home / "scratch"  # on the state directory's file system, shared (workdir)
+    scratch.mkdir()
+    go = scratch / "go"  # (a node's /tmp may be its own: the workdir is shared)
     job = jenv.launch_d(f"""\
 name: filler
+workdir: {scratch}
 run: |
-  while [ ! -e {go} ]; do sleep 0.05; done
+  while [ ! -e go ]; do sleep 0.05; done
   dd if=/dev/zero of=fill bs=64k 2>/dev/null
   exit 0
 """)
     wait_for(lambda: jenv.job(job)["status"] == "RUNNING", timeout=30)
     go.touch()
-    fill = jenv.home / "jobs" / str(job) / "work" / "filler-0" / "fill"
+    fill = scratch / "fill"
     wait_for(lambda: fill.exists() and os.statvfs(jenv.home).f_bavail == 0, timeout=30)
     wait_for(lambda: "disk full" in (_status(jenv)["problem"] or ""), timeout=30)
     p = jenv.jg("controller", "status")
@@ -317,11 +320,14 @@ def test_read_only_state_dir(jenv, read_only, tmp_path):
     """While the state directory is read-only: a running group is not failed and its node is
     not abandoned, launch refuses (exit 1, no job left half-made), `queue` and `controller
     status` answer without a traceback; afterwards the group ends as its node did."""
-    go = tmp_path / "go"
+    shared = tmp_path / "shared"  # the node's workdir: shared with the host (its /tmp may not be)
+    shared.mkdir()
+    go = shared / "go"
     job = jenv.launch_d(f"""\
 name: ro
+workdir: {shared}
 run: |
-  while [ ! -e {go} ]; do sleep 0.05; done
+  while [ ! -e go ]; do sleep 0.05; done
   echo done-waiting
 """)
     wait_for(lambda: jenv.job(job)["status"] == "RUNNING", timeout=30)

@@ -72,11 +72,14 @@ def test_a_phase_recorded_by_pid_is_adopted_after_an_upgrade(jenv):
     """A running group whose node rows carry the old pid columns only (a controller of an
     older jobgroup was stopped): the new controller adopts the shim by that pid, settles its
     real exit code, and the group ends as it would have."""
-    flag = jenv.tmp / "go"
+    shared = jenv.tmp / "shared"  # the workdir: shared with the node (its /tmp is its own)
+    shared.mkdir()
+    flag = shared / "go"
     job = jenv.launch_d(f"""
         name: up
         ---
         name: a
+        workdir: {shared}
         run: until [ -e {flag} ]; do sleep 0.05; done; exit 5
         """)
     wait_for(lambda: jenv.job(job)["status"] == "RUNNING")

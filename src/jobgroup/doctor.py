@@ -5,6 +5,10 @@ Only things of *this* state directory are considered: jobgroup's interface and n
 carry a tag derived from the state directory (see `backends.local.network`), cgroups a scope
 derived from it, and node processes a marker naming their status file under it.
 
+Issue 15 adds: nftables tables of groups that ended (`ip jg<netid>`), IPv4 forwarding jobgroup
+turned on while no group of the machine needs it any more, and node roots (overlays, /dev/shm)
+still mounted because a process outlived its node in the node's mount namespace.
+
 What counts as left behind:
 - of a group that has ended: everything;
 - of a group that has not ended: a process or tracking cgroup of a phase that is not the node's
@@ -30,7 +34,7 @@ from pathlib import Path
 
 import msgspec
 
-from jobgroup.backends.local import network
+from jobgroup.backends.local import egress, network, rootfs
 from jobgroup.backends.local.runner import PHASE_MARK
 from jobgroup.state.store import Store
 
@@ -42,14 +46,20 @@ class Leftovers(msgspec.Struct, kw_only=True):
     files: list[str]
     cgroups: list[str] = []
     mounts: list[str] = []
+    # issue 15: nftables tables (`ip jg<netid>`), interfaces whose IPv4 forwarding jobgroup
+    # turned on with no group left to need it, node roots still mounted in a mount namespace
+    # of processes that outlived their node ("<root> pids 1,2")
+    tables: list[str] = []
+    forwarding: list[str] = []
+    overlays: list[str] = []
 
     @property
     def empty(self) -> bool:
         return not (self.netns or self.links or self.processes or self.files or self.cgroups
-                    or self.mounts)
+                    or self.mounts or self.tables or self.forwarding or self.overlays)
 
 
-NETWORK_FILES = ("network.json", "network.tmp", "hosts", "hosts.tmp", "resolv.conf")
+NETWORK_FILES = ("network.json", "network.tmp", "hosts", "hosts.tmp", "resolv.conf", "resolv.tmp")
 
 
 def _job_of_netid(netid: str) -> int | None:
@@ -143,6 +153,8 @@ def find(store: Store) -> Leftovers:
         locks = []
     mounts_seen = _mounts(home, tag)
     cgroups_seen = cgroups.leftovers(home)
+    tables_seen = egress.tables(tag)
+    roots_seen = rootfs.node_namespaces(home)
 
     active = {j.id: j for j in store.jobs(active_only=True)}
     live_status: set[str] = set()  # status files of live phases
@@ -171,6 +183,18 @@ def find(store: Store) -> Leftovers:
         return stale_nets[netid]
 
     netns = [n for n in names["netns"] if stale(n[3:11])]
+    tables = [t for t in tables_seen if stale(t[2:10])]
+    live_roots = set()
+    for job_id in active:
+        tasks = {t.idx: t.name for t in store.tasks(job_id)}
+        live_roots |= {str(rootfs.node_root(home, job_id, tasks.get(n.task_idx, ""), n.rank))
+                       for n in store.nodes(job_id) if n.live}
+    overlays = [f"{root} pids {','.join(map(str, pids))}" for root, pids in roots_seen.items()
+                if root not in live_roots]
+    # Forwarding jobgroup turned on stays on while any group of any state directory has
+    # egress (egress.py); with no jobgroup table left on the machine it is a leftover.
+    turned_on = egress.forwarding_left()
+    forwarding = sorted(turned_on) if turned_on and not egress.tables() else []
     links = [n for n in names["bridges"] + names["veths"] if stale(n[2:10])]
     mounts = [m for m in mounts_seen
               if not m.startswith("/run/netns/") or stale(os.path.basename(m)[3:11])]
@@ -194,7 +218,8 @@ def find(store: Store) -> Leftovers:
         elif cg.name not in live_nodes:  # a node's limits: <task>-<rank>
             groups.extend(cg.paths)
     return Leftovers(netns=sorted(netns), links=sorted(links), processes=procs,
-                     files=sorted(files), cgroups=sorted(groups), mounts=sorted(mounts))
+                     files=sorted(files), cgroups=sorted(groups), mounts=sorted(mounts),
+                     tables=sorted(tables), forwarding=forwarding, overlays=sorted(overlays))
 
 
 def fix(found: Leftovers, store: Store) -> None:
@@ -218,13 +243,29 @@ def fix(found: Leftovers, store: Store) -> None:
         killed = [p for p in killed if not _dead(p)]
         if killed:
             time.sleep(0.01)
+    if found.overlays:  # processes that outlived their node, holding its mounts
+        stale = {o.split(" pids ", 1)[0] for o in found.overlays}
+        for root, pids in rootfs.node_namespaces(store.home.absolute()).items():
+            if root in stale:
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+                r in stale for r in rootfs.node_namespaces(store.home.absolute())):
+            time.sleep(0.02)
     for point in found.mounts:
         if not point.startswith("/run/netns/"):  # those go with their namespace below
             subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
     netids = {n[3:11] for n in found.netns} | {n[2:10] for n in found.links}
     netids |= {os.path.basename(m)[3:11] for m in found.mounts if m.startswith("/run/netns/")}
+    netids |= {t[2:10] for t in found.tables}
     for netid in sorted(netids):
-        network.destroy(netid)
+        network.destroy(netid)  # its table and forwarding with it
+    if found.forwarding:
+        egress.restore_forwarding()
     if found.cgroups:
         from jobgroup.resources import cgroups
 

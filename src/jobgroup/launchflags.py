@@ -53,6 +53,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("best_effort", ("--best-effort",), "switch", "A group sized for a cluster (more CPUs "
          "or memory than this machine has) runs here with no CPU/memory reservation and no "
          "limits, instead of failing FAILED_NO_RESOURCE.", default=False),
+    Flag("no_egress", ("--no-egress",), "switch", "Nodes get no way out (no NAT, no DNS): "
+         "only each other and this machine (sandboxed workloads; local backend).",
+         default=False),
     Flag("dryrun", ("--dryrun",), "switch", "Launch nothing: print what would be created (with "
          "--infra kubernetes: the Kubernetes objects).", default=False, sent=False, fast=False),
     Flag("output", ("-o", "--output"), "choice", "Format of --dryrun's output.", default="yaml",

@@ -114,7 +114,7 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
     kind = kinds.pop()
     options = {"env": dict(env or {}), "grace": grace, "infra": kind, "log_max": log_max,
                "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only,
-               "best_effort": request.best_effort}
+               "best_effort": request.best_effort, "no_egress": request.no_egress}
     if request.best_effort and kind == "local":
         _say_best_effort(group, options, home, on_warning)
     primaries = set(group.primaries)

@@ -20,7 +20,7 @@ then `env` (value, secretKeyRef, configMapKeyRef, fieldRef). stdout/stderr go to
 (scaled by `probe_scale`). The container's end is reported like the kubelet does: `terminated`
 with exitCode, reason (Completed / Error / OOMKilled), message (the termination-log file), phase
 Succeeded/Failed (restartPolicy Never). Deleting a pod sends SIGTERM to PID 1, SIGKILL after the
-grace period, then removes the object. Test hooks: `oom_kill`, `evict`.
+grace period, then removes the object. Test hooks: `oom_kill`, `evict`, `asked_too_early`.
 
 Not emulated: images (every container sees the host's filesystem), resource limits, restart
 policies other than Never, init/sidecar containers (pods have exactly one container here).
@@ -125,6 +125,9 @@ class Kubelet:
         # with (its stderr names a read-only file system)
         self.fail_exec: int | None = None
         self.exec_exit: int | None = None
+        # test hook for pods/log (`asked_too_early`): (ns, pod) -> how many more follow
+        # requests are answered as if they came before the container started
+        self.early: dict[tuple[str, str], int] = {}
         self._ips = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -591,13 +594,20 @@ class Kubelet:
         return p.returncode, p.stdout, p.stderr
 
     # --- what the API server asks ---------------------------------------------------------------
-    def log_file(self, ns: str, name: str, container: str | None) -> Path:
+    def log_file(self, ns: str, name: str, container: str | None, *,
+                 follow: bool = False) -> Path:
         pod = self.store.get("pods", ns, name)
         c = pod["spec"]["containers"][0]
         if container and container != c["name"]:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
         run = self.runs.get((ns, name))
-        if run is None or run.state == "waiting":
+        with self._lock:
+            early = follow and self.early.get((ns, name), 0) > 0
+            if early:
+                self.early[(ns, name)] -= 1
+                if not self.early[(ns, name)]:
+                    del self.early[(ns, name)]
+        if run is None or run.state == "waiting" or early:
             reason = ((pod["status"].get("containerStatuses") or [{}])[0].get("state", {})
                       .get("waiting", {}).get("reason", "ContainerCreating"))
             raise ApiError(400, "BadRequest", f'container "{c["name"]}" in pod "{name}" is '
@@ -646,6 +656,14 @@ class Kubelet:
         run = self.runs[(ns, name)]
         run.kill_reason = "OOMKilled"
         self._kill(run, signal.SIGKILL)
+
+    def asked_too_early(self, ns: str, name: str, times: int = 1) -> None:
+        """The next `times` follow requests for the pod's log are answered as if they had come a
+        moment before its container started (400, `... is waiting to start: ContainerCreating`),
+        which is what a log follower that asked too early gets; the container runs on. `early`
+        is empty again once they have been answered."""
+        with self._lock:
+            self.early[(ns, name)] = self.early.get((ns, name), 0) + times
 
     def evict(self, ns: str, name: str,
               message: str = "The node was low on resource: memory.") -> None:

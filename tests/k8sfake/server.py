@@ -4,7 +4,8 @@ them, over plain HTTP on 127.0.0.1 (stdlib `ThreadingHTTPServer`, one thread per
 Served: discovery (/api, /apis, /api/v1, /version), namespaces (read), and namespaced pods,
 services, configmaps, secrets, persistentvolumeclaims, events: create, get, list (labelSelector),
 watch (`watch=true`, chunked JSON lines, `resourceVersion` replay, `timeoutSeconds`), delete,
-deletecollection; pods/log (`follow`), pods/exec (WebSocket, channel protocol v4). Errors are
+deletecollection; pods/log (`follow`, `sinceTime`/`sinceSeconds`, `tailLines`, `timestamps`,
+`limitBytes`), pods/exec (WebSocket, channel protocol v4). Errors are
 `Status` objects with the real codes (404 NotFound, 409 AlreadyExists, 400 BadRequest)."""
 
 from __future__ import annotations
@@ -214,16 +215,18 @@ class Handler(BaseHTTPRequestHandler):
         self._chunk(b"")
 
     def _log(self, ns: str, name: str, q: dict[str, str]) -> None:
-        """pods/log: `follow`, `sinceTime`/`sinceSeconds`, `tailLines`, `timestamps`, from the
-        kubelet's timestamped records."""
+        """pods/log: `follow`, `sinceTime`/`sinceSeconds`, `tailLines`, `timestamps`,
+        `limitBytes` (the output ends once that many bytes were sent), from the kubelet's
+        timestamped records."""
         from .kubelet import read_log
 
         kubelet = self.server.kubelet
-        path = kubelet.log_file(ns, name, q.get("container"))
         follow = _truthy(q.get("follow"))
+        path = kubelet.log_file(ns, name, q.get("container"), follow=follow)
         since = _since(q)
         tail = int(q["tailLines"]) if q.get("tailLines") else None
         stamps = _truthy(q.get("timestamps"))
+        left = int(q["limitBytes"]) if q.get("limitBytes") else None
         self._start_stream("text/plain")
         offset, first = 0, True
         while True:
@@ -234,11 +237,16 @@ class Handler(BaseHTTPRequestHandler):
                 records = records[-tail:] if tail else []
             first = False
             if records:
-                self._chunk(b"".join((ts.encode() + b" " if stamps else b"") + text
-                                     for ts, text in records))
+                data = b"".join((ts.encode() + b" " if stamps else b"") + text
+                                for ts, text in records)
+                if left is not None:
+                    data = data[:left]
+                    left -= len(data)
+                if data:  # an empty chunk would end the response
+                    self._chunk(data)
             # `running` was read before the log: once it is False, the log read after it held
             # the container's last output (the kubelet copies it all before "terminated")
-            if not follow or not running or self.server.stopping.is_set():
+            if not follow or not running or left == 0 or self.server.stopping.is_set():
                 break
             time.sleep(0.05)
         self._chunk(b"")

@@ -34,7 +34,8 @@ Contract for every implementation:
 - `stop` asks a phase to end (SIGTERM-like, escalating to a kill after the launch's grace
   period); stopping a node that is already gone returns quietly. `kill=True` skips the grace.
 - `cleanup` removes everything the backend created for a group; calling it twice is harmless,
-  also in a controller that never prepared the group.
+  also in a controller that never prepared the group. It may say what it found of the nodes
+  (local: what each wrote in its own root) as notes the controller records as events.
 - Errors: `Unreachable` when the cluster did not answer (the controller keeps every state and
   asks again); `Refused` when the cluster answered no to the group (`admit`/`prepare`: the
   group fails FAILED_PRECHECKS with the message). Anything else is a bug of the backend.
@@ -54,6 +55,9 @@ from jobgroup.spec.models import JobGroup
 # A started phase as its backend knows it: JSON-able data only the backend reads (stored in the
 # node's `handle` column as JSON and given back as it was).
 Handle = dict[str, Any]
+# Something a backend says about a node of a group at its cleanup, for the job's events:
+# (task_idx, rank, message); (None, None, message) for the group as a whole.
+NodeNote = tuple[int | None, int | None, str]
 
 
 class Ended:
@@ -248,5 +252,6 @@ class Backend(ABC):
         already gone."""
 
     @abstractmethod
-    def cleanup(self, job_id: int) -> None:
-        """Remove what `prepare` (and `admit`) created for the group; idempotent."""
+    def cleanup(self, job_id: int) -> list[NodeNote]:
+        """Remove what `prepare` (and `admit`) created for the group; idempotent. Returns
+        notes for the job's events ([] when there is nothing to say)."""

@@ -15,7 +15,8 @@ from jobgroup.state.store import Store, default_home
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def doctor(fix: bool, as_json: bool) -> None:
     """Find what crashed runs left behind (processes, namespaces, interfaces, mounts,
-    cgroups, files): of groups that ended, and of running groups what no live node uses.
+    cgroups, files, firewall tables, forwarding, node roots still mounted): of groups that
+    ended, and of running groups what no live node uses.
 
     Exit 0 when nothing is left (or all of it was removed with --fix), 1 otherwise.
 
@@ -44,7 +45,9 @@ def doctor(fix: bool, as_json: bool) -> None:
         for what, items in (("network namespaces", found.netns), ("interfaces", found.links),
                             ("processes", [str(p) for p in found.processes]),
                             ("mounts", found.mounts), ("files", found.files),
-                            ("cgroups", found.cgroups)):
+                            ("cgroups", found.cgroups), ("firewall tables", found.tables),
+                            ("IPv4 forwarding turned on by jobgroup", found.forwarding),
+                            ("node roots still mounted", found.overlays)):
             if items:
                 click.echo(f"{what}: {' '.join(items)}")
         click.echo("Removed." if fix and after.empty else

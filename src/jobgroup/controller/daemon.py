@@ -199,16 +199,18 @@ class Controller:
         self.loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def _reap_children(self) -> None:
-        # Shims we spawned are our children: collect any that ended (their pidfds tell us the
-        # rest). Nothing else is a child of the controller.
-        while True:
+        """Collect the shims we spawned that ended (their pidfds tell the rest), keeping each
+        one's exit code (`note_reaped`: the record of a shim that could not write its file).
+        Only shims: the controller's other children — kubectl log followers and probes, run as
+        asyncio subprocesses — are reaped by asyncio, whose watcher must get their statuses
+        (a blanket waitpid(-1) took them: "Unknown child process pid N")."""
+        for pid in _ended_shims():
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                got, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            note_reaped(pid, status)  # a shim's exit code, in case it could not write its file
+                continue
+            if got == pid:
+                note_reaped(pid, status)
 
     def _on_wake(self, sock: socket.socket) -> None:
         while True:
@@ -523,7 +525,9 @@ class Controller:
             case SetJob(status, reason):
                 if status.terminal:
                     faults.hit("teardown.begin")
-                    self._backend(job_id).cleanup(job_id)
+                    notes = self._backend(job_id).cleanup(job_id)  # local: what nodes wrote
+                    for task_idx, rank, note in notes or ():
+                        self.store.add_event(job_id, "disk", note, task_idx, rank)
                     faults.hit("teardown.cleaned")
                     self._freed = True
                 transitions.set_job_status(self.store, job_id, status, reason)
@@ -817,6 +821,32 @@ class Controller:
             self.loop.call_later(RETRY_UNREACHABLE, self._record_end, job_id, n, out, now)
             return
         self._mark(job_id)
+
+
+def _ended_shims() -> list[int]:
+    """Our children that are shims (`jobgroup-shim-*`) and have exited (zombies)."""
+    out: list[int] = []
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in threads:
+        try:
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                with open(b"/proc/" + child + b"/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            close = stat.rfind(b")")
+            comm = stat[stat.find(b"(") + 1:close]
+            if stat[close + 2:close + 3] == b"Z" and comm.startswith(b"jobgroup-shim"):
+                out.append(int(child))
+    return out
 
 
 def _user_name() -> str:

@@ -36,6 +36,9 @@ How the process-shaped interface maps onto pods (one pod per node, see `driver.p
   wake it);
   `stop` deletes the pod (with the launch's `--grace`, or 0 with kill=True; quiet when it is gone);
   `cleanup` deletes every object labelled with the job (PVCs stay: volumes outlive jobs).
+  Both first give the pods' log followers the time to get what the pods printed, since a pod's
+  log goes with it (`_keep_logs`; a node stopped right after it started, while its follower
+  still waits for the container to start, keeps its output).
 - Handles: `{"pod": NAME}`; every call names its node (`NodeRef`), pods are found by name and
   labels, and a job this process was not handed (a restarted controller) is asked of `jobs`
   (the controller), so a restarted controller rebuilds everything from the cluster and its
@@ -61,13 +64,13 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import msgspec
 
 from jobgroup.backends.base import (
-    ENDED, Admission, Backend, Capabilities, Ended, Handle, JobContext, NodeRef, Outcome,
-    PhaseLaunch, Refused, Unreachable,
+    ENDED, Admission, Backend, Capabilities, Ended, Handle, JobContext, NodeNote, NodeRef,
+    Outcome, PhaseLaunch, Refused, Unreachable,
 )
 from jobgroup.backends.kubernetes import render, status
 from jobgroup.backends.kubernetes.client import (
@@ -79,10 +82,19 @@ from jobgroup.state import layout
 
 log = logging.getLogger("jobgroup.kubernetes")
 GATE_RETRY = 2.0  # seconds before a phase whose run gate failed at `start` is looked at again
+LOG_WAIT = 10.0  # seconds a deletion may wait for log followers to have the pods' output
 
 
 _READERS = {"Pod": "read_namespaced_pod", "Service": "read_namespaced_service",
             "ConfigMap": "read_namespaced_config_map", "Secret": "read_namespaced_secret"}
+
+
+class _Follower(NamedTuple):
+    """A pod's log follower (see `_follow_logs`): its process, and the node's log file it
+    appends to (only it writes there)."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
 
 
 class _Busy(RuntimeError):
@@ -122,7 +134,8 @@ class KubernetesBackend(Backend):
         self._refused: dict[str, str] = {}  # pod -> why the API server refuses exec into it
         self._gate_failed: set[str] = set()  # pods whose gate failed (warned once)
         self._retry: set[NodeRef] = set()  # phases to look at again soon: their gate failed
-        self._followers: dict[str, subprocess.Popen[bytes]] = {}  # pod -> its log follower
+        self._followers: dict[str, _Follower] = {}  # pod -> its log follower
+        self._followers_stuck = False  # one got no stream in time: do not wait (`_keep_logs`)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -391,7 +404,7 @@ class KubernetesBackend(Backend):
         follower = self._followers.pop(pod, None)
         if follower is not None:
             try:
-                follower.wait(timeout=2)
+                follower.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 pass
         try:
@@ -452,27 +465,84 @@ class KubernetesBackend(Backend):
             '  esac\n'
             '  sleep 1\n'
             'done\n')
-        self._followers[pod] = subprocess.Popen(
+        self._followers[pod] = _Follower(subprocess.Popen(
             ["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
+            stderr=subprocess.DEVNULL, start_new_session=True), log_path)
 
-    def _drain_logs(self, selector: str, budget: float = 5.0) -> None:
-        """Give the log followers of pods that have ended a moment to copy the last lines
-        before the pods are deleted (a pod's log goes with it)."""
+    def _drain_logs(self, selector: str) -> None:
+        """`_keep_logs` for the pods of `selector`, which are about to be deleted; their
+        followers are forgotten (each ends with its stream)."""
         try:
             pods = self._pods(selector)
         except Unreachable:
             return
+        self._keep_logs(pods)
+        for pod in pods:
+            self._followers.pop(pod["metadata"]["name"], None)
+
+    def _keep_logs(self, pods: list[dict[str, Any]]) -> None:
+        """Before `pods` are deleted, wait (up to LOG_WAIT seconds in all) until the log
+        followers this process started for them hold what the pods printed: a pod's log goes
+        with it, and a follower can only fetch it while the pod exists.
+        - A pod that has ended: until its follower has fetched the last lines and ended.
+        - A pod whose container has printed while its follower has nothing yet (it asked before
+          the container started, was turned away, and asks again a second later): until the
+          follower's stream has begun. From then on it gets everything, up to the container's
+          end (the lines printed while the pod is being stopped too).
+        Not waited for: a follower that already streams (its file has the pod's first lines),
+        and one whose container has printed nothing yet (nothing is lost by deleting it now,
+        though what such a node prints while it stops is kept only if its follower gets to
+        stream before the container ends). Once a follower got no stream within the budget
+        (kubectl cannot reach the cluster, presumably: said in controller.log), later
+        deletions do not wait for streams to begin, until a follower is seen streaming again:
+        a broken kubectl must not hold every stop for the whole budget."""
+        budget = LOG_WAIT
         deadline = time.monotonic() + budget
         for pod in pods:
-            follower = self._followers.pop(pod["metadata"]["name"], None)
-            phase = (pod.get("status") or {}).get("phase")
-            if follower is None or phase not in ("Succeeded", "Failed"):
+            name = pod["metadata"]["name"]
+            follower = self._followers.get(name)
+            if follower is None or follower.proc.poll() is not None:
                 continue
-            try:
-                follower.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                try:
+                    follower.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
+            if _size(follower.log):
+                self._followers_stuck = False
+                continue
+            if self._followers_stuck or not self._printed(name):
+                continue
+            while not _size(follower.log) and follower.proc.poll() is None and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _size(follower.log) and follower.proc.poll() is None:
+                self._followers_stuck = True
+                log.warning("the log follower of pod %s (kubectl logs -f) got no stream within "
+                            "%gs; its output may be missing from %s", name, budget,
+                            follower.log)
+
+    def _printed(self, pod: str) -> bool:
+        """Whether the pod's container has printed anything yet (the first byte of its log,
+        from the API server). False when that cannot be read: the container has not started
+        (the server refuses while it is waiting), the pod is gone, the log may not be read,
+        or the server does not answer (the deletion that follows says so)."""
+        try:
+            resp = self._call(f"reading the log of pod {pod}",
+                              self._api().read_namespaced_pod_log, pod, self.config.namespace,
+                              container=render.CONTAINER, limit_bytes=1,
+                              _preload_content=False)  # bytes: one byte may be half a char
+        except Unreachable:
+            return False
+        except Exception as e:
+            if self._status_code(e) is None:  # not an answer from the server: a bug, say it
+                raise
+            return False
+        try:
+            return bool(resp.read())
+        finally:
+            resp.release_conn()
 
     def _open_gate(self, pod: str) -> bool:
         """`touch` the run gate inside the pod (idempotent; its folder too: the driver may not
@@ -735,10 +805,16 @@ class KubernetesBackend(Backend):
 
     def stop(self, ref: NodeRef, handle: Handle, *, kill: bool = False) -> None:
         """Delete the pod with the launch's grace period (`--grace`; whole seconds, rounded
-        up), or at once with kill=True; quiet when it is gone."""
+        up), or at once with kill=True, quiet when it is gone; once its log follower has what it
+        printed so far (`_keep_logs`: a pod's log goes with it)."""
         name = self._pod_of(ref, handle)
         self._stopping.add(name)
         grace = 0 if kill else self._grace(name, ref.job_id)
+        follower = self._followers.get(name)
+        if follower is not None and follower.proc.poll() is None:
+            pod = self._pod(name)
+            if pod is not None:
+                self._keep_logs([pod])
         try:
             self._call(f"deleting pod {name}", self._api().delete_namespaced_pod, name,
                        self.config.namespace, grace_period_seconds=grace)
@@ -759,13 +835,14 @@ class KubernetesBackend(Backend):
                 return None
         return None if grace is None else max(0, math.ceil(float(grace)))
 
-    def cleanup(self, job_id: int) -> None:
+    def cleanup(self, job_id: int) -> list[NodeNote]:
         """Delete every object labelled with the job (not the PVCs); harmless twice."""
         try:
             group: JobGroup | None = self._job(job_id).group
         except KeyError:
             group = None
         self._delete_job(job_id, self._selector(job_id, group.name) if group else None)
+        return []
 
     def _delete_job(self, job_id: int, selector: str | None) -> None:
         api, ns = self._api(), self.config.namespace
@@ -855,6 +932,13 @@ def _exec_refusal(e: BaseException) -> tuple[int | None, str]:
     except (ValueError, AttributeError):
         message = f"HTTP {m.group(1)}"
     return int(m.group(1)), message
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _quote(s: str) -> str:

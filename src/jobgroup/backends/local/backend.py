@@ -7,8 +7,8 @@ backend. This file adds what makes a node a host here: its address, names and vi
 Addresses: each node gets its own loopback address (127.N.N.N, all routed to `lo` by Linux), so a
 server may bind its own address and peers reach it by that address; at the `namespaces`
 isolation level each node has its own network namespace on a per-group bridge instead
-(`network.py`), and bubblewrap gives it its hostname, the group's hosts file and its mounts
-(`isolation.py`).
+(`network.py`, with a way out: `egress.py`), and the node helper or bubblewrap gives it its
+hostname, the group's hosts file, its mounts and its own root (`isolation.py`, `rootfs.py`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Callable
 
 from jobgroup import faults
 from jobgroup.backends.base import (
-    Backend, Capabilities, Handle, JobContext, NodeRef, Outcome, PhaseLaunch, Ended,
+    Backend, Capabilities, Ended, Handle, JobContext, NodeRef, NodeNote, Outcome, PhaseLaunch,
 )
-from jobgroup.backends.local import isolation, mounts, network
+from jobgroup.backends.local import egress, isolation, mounts, network, rootfs
 from jobgroup.backends.local.runner import ShimRunner
 from jobgroup.spec.models import JobGroup
 
@@ -75,7 +75,8 @@ class LocalBackend(Backend):
         if self.level == isolation.NAMESPACES:
             # Idempotent: a restarted controller finds the network its predecessor recorded
             # (and repairs it if parts are gone), or removes what an interrupted create left.
-            net = network.ensure(self.home, job_id, len(index))
+            net, resolv = egress.group_network(  # + NAT and DNS, unless --no-egress
+                self.home, job_id, len(index), egress=not ctx.options.get("no_egress"))
             faults.hit("prepare.saved")
             addresses = {key: net.addresses[n] for key, n in index.items()}
         else:
@@ -86,34 +87,44 @@ class LocalBackend(Backend):
             for i, t in enumerate(group.tasks) for r in range(t.num_nodes)
         ])
         if net is not None:
-            (job_dir / "resolv.conf").write_text(isolation.NO_DNS)
+            egress.write_resolv(job_dir / "resolv.conf", resolv)
         self._jobs[job_id] = _JobPlan(group, ctx.base_dir, index, addresses, hosts_file, net)
         return addresses
 
     def _view(self, job_id: int, task_idx: int, rank: int, workdir: str | None,
-              user_home: str) -> isolation.NodeView | None:
+              user_home: str, launch: PhaseLaunch | None = None) -> isolation.NodeView | None:
         plan = self._jobs.get(job_id)
         if plan is None or self.level == isolation.NONE:
             return None
         task = plan.group.tasks[task_idx]
         node = plan.index[(task_idx, rank)]
+        binds = mounts.node_binds(task, plan.base_dir, self.home, user_home)
         return isolation.NodeView(
             hostname=f"{task.name}-{rank}",
             hosts_file=str(plan.hosts_file),
-            binds=mounts.node_binds(task, plan.base_dir, self.home, user_home),
+            binds=binds,
             netns=plan.net.netns(node) if plan.net else None,
             chdir=workdir,
             resolv_file=str(plan.hosts_file.with_name("resolv.conf")) if plan.net else None,
+            **rootfs.view_fields(  # its own root, /tmp, /dev/shm (issue 15)
+                self.home, job_id, task.name or "", rank, self.level,
+                env=launch.env if launch else None,
+                memory_gb=launch.memory_gb if launch else 0.0,
+                shared=[b.src for b in binds if not b.readonly] + ([workdir] if workdir else [])),
         )
 
     def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
+        pid = rootfs.running_pid(self.home, ref.job_id, ref.task_idx, ref.rank) \
+            if self.level == isolation.NAMESPACES else None
+        if pid is not None:  # the node's own files, not a view made afresh
+            return isolation.join_argv(pid, argv)
         return isolation.wrap(argv, self._view(ref.job_id, ref.task_idx, ref.rank, None,
                                                os.path.expanduser("~")))
 
     def start(self, launch: PhaseLaunch) -> Handle:
         ref = launch.ref
         view = self._view(ref.job_id, ref.task_idx, ref.rank, launch.workdir,
-                          launch.env.get("HOME", os.path.expanduser("~")))
+                          launch.env.get("HOME", os.path.expanduser("~")), launch)
         inner = isolation.wrap(["/bin/bash", "-c", launch.script], view)
         return self.runner.start(launch, inner, launch.env)
 
@@ -133,14 +144,19 @@ class LocalBackend(Backend):
     def stop(self, ref: NodeRef, handle: Handle, *, kill: bool = False) -> None:
         self.runner.stop(ref, handle, kill=kill)
 
-    def cleanup(self, job_id: int) -> None:
+    def cleanup(self, job_id: int) -> list[NodeNote]:
         """Remove the group's network (whatever part of it exists, even one whose creation was
-        interrupted before it was recorded) and its files. Idempotent; quiet when done twice."""
+        interrupted before it was recorded) and its files. Idempotent; quiet when done twice.
+        Returns what each node wrote in its own root, for the job's events; the node roots
+        themselves stay with the job's files (rootfs.py)."""
         self.runner.forget(job_id)
-        self._jobs.pop(job_id, None)
+        plan = self._jobs.pop(job_id, None)
+        names = {f"{t.name}-{r}": (i, r) for i, t in enumerate(plan.group.tasks)
+                 for r in range(t.num_nodes)} if plan else {}
         if self.level == isolation.NAMESPACES or network.record_path(self.home, job_id).exists():
             network.teardown(self.home, job_id)  # (no network at the other levels)
         faults.hit("network.destroyed")
         job_dir = self._job_dir(job_id)
         for name in ("hosts", "hosts.tmp", "resolv.conf"):
             (job_dir / name).unlink(missing_ok=True)
+        return rootfs.usage_notes(self.home, job_id, names)

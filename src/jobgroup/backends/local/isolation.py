@@ -101,6 +101,14 @@ class NodeView:
     netns: str | None = None  # join this named network namespace first
     chdir: str | None = None
     resolv_file: str | None = None  # mounted over /etc/resolv.conf when set
+    # Issue 15 (rootfs.py). The node's own directory (roots/<task>-<rank>): at level
+    # `namespaces` its private root's upper layers; at level `user` its /tmp and /var/tmp.
+    root_dir: str | None = None
+    private_root: bool = False  # the overlay root (root only; rootfs.private_root_problem)
+    shm_size: str | None = None  # /dev/shm of its own (rootfs.shm_size); None: the host's
+    state_dir: str | None = None  # shared with the node at its own path (logs, workdirs)
+    keep_own: tuple[str, ...] = ()  # inside shared binds, yet the node's own (a venv)
+    hide: tuple[str, ...] = ()  # not shown in the node (the job's roots directory)
 
 
 def hosts_text(entries: list[tuple[str, list[str]]], host_hosts: str) -> str:
@@ -127,6 +135,7 @@ def write_hosts(path: Path, entries: list[tuple[str, list[str]]]) -> None:
         machine_hosts = ""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(hosts_text(entries, machine_hosts))
+    os.chmod(tmp, 0o644)  # read by every user of the node (nothing secret in it)
     os.replace(tmp, path)
 
 
@@ -176,6 +185,18 @@ def bwrap_args(
             if full in shadows or full in _HIDDEN:
                 continue  # rebuilt below (or not shown at all)
             args += _entry(full, islink, readlink)
+    if view.root_dir and not view.private_root:  # level `user`: /tmp and /var/tmp its own
+        for path in PRIVATE_DIRS:
+            args += ["--bind", posixpath.join(view.root_dir, PRIVATE_DIRS[path]), path]
+        if view.state_dir:
+            args += ["--bind", view.state_dir, view.state_dir]
+        if view.chdir and not _below(view.chdir, view.state_dir):
+            args += ["--bind", view.chdir, view.chdir]
+    if view.shm_size:
+        from jobgroup.backends.local.rootfs import shm_bytes
+
+        size = shm_bytes(view.shm_size)
+        args += [*(["--size", str(size)] if size else []), "--tmpfs", "/dev/shm"]
     for b in view.binds:
         args += ["--ro-bind" if b.readonly else "--bind", b.src, b.dst]
     args += ["--bind", view.hosts_file, "/etc/hosts"]
@@ -192,6 +213,48 @@ def bwrap_args(
 
 
 _HIDDEN = frozenset({"/run/netns"})
+# Level `user`: paths that are per-node directories of the node's root_dir (path -> name).
+PRIVATE_DIRS = {"/tmp": "tmp", "/var/tmp": "var-tmp"}
+
+
+def _below(path: str, top: str | None) -> bool:
+    if not top:
+        return False
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def helper_args(view: NodeView) -> list[str]:
+    """Arguments of the node helper (`nodehost.c`, see rootfs.py) that make the node's view:
+    its network, hostname, root (private with `view.private_root`), /dev/shm, then the shared
+    binds — the state directory, the workdir when outside it, volumes, file_mounts — parents
+    before children, its own /etc/hosts and /etc/resolv.conf, the venvs it keeps its own
+    inside shared directories, and what it must not see."""
+    args: list[str] = []
+    if view.netns:
+        args += ["-n", f"/run/netns/{view.netns}"]
+    args += ["-h", view.hostname]
+    if view.private_root and view.root_dir:
+        args += ["-r", view.root_dir]
+    if view.shm_size:
+        args += ["-s", view.shm_size]
+    shared: list[Bind] = []
+    if view.private_root and view.state_dir:
+        shared.append(Bind(view.state_dir, view.state_dir))
+    if view.private_root and view.chdir and not _below(view.chdir, view.state_dir):
+        shared.append(Bind(view.chdir, view.chdir))
+    for b in sorted([*shared, *view.binds], key=lambda b: b.dst.rstrip("/").count("/")):
+        args += ["-B" if b.readonly else "-b", b.src, b.dst]
+    args += ["-f", view.hosts_file, "/etc/hosts"]
+    if view.resolv_file:
+        args += ["-F", view.resolv_file, "/etc/resolv.conf"]
+    if view.private_root:
+        for path in view.keep_own:
+            args += ["-o", path]
+    for path in view.hide:
+        args += ["-x", path]
+    if view.chdir:
+        args += ["-C", view.chdir]
+    return args
 
 
 def _entry(full: str, islink: Callable[[str], bool], readlink: Callable[[str], str]) -> list[str]:
@@ -204,16 +267,6 @@ def _entry(full: str, islink: Callable[[str], bool], readlink: Callable[[str], s
     return ["--bind", full, full]
 
 
-# The light view, for root and nodes without mounts: a private mount and UTS namespace where the
-# hosts file (and resolv.conf) are bound over the machine's and the hostname set. Four small
-# execs instead of bubblewrap's rebuilt root (~25 mounts): ~10 ms a node instead of ~25 ms.
-# The hostname is written to the UTS namespace's /proc/sys/kernel/hostname (the sethostname
-# system call, as bubblewrap's --hostname does), not set with hostname(1), which refuses names
-# that SkyPilot allows for tasks (`ppo_trainer`, upper case).
-_LIGHT = ('mount --bind "$1" /etc/hosts && { [ -z "$2" ] || mount --bind "$2" /etc/resolv.conf; }'
-          ' && printf %s "$3" > /proc/sys/kernel/hostname && cd "$4" && shift 4 && exec "$@"')
-
-
 def uses_bwrap(argv: list[str]) -> bool:
     """Whether `wrap` put bubblewrap between the shim and the node (bubblewrap reports a child
     killed by signal N as exit code 128+N)."""
@@ -221,21 +274,31 @@ def uses_bwrap(argv: list[str]) -> bool:
 
 
 def wrap(argv: list[str], view: NodeView | None) -> list[str]:
-    """`argv` run inside the node's view (unchanged when there is no view)."""
+    """`argv` run inside the node's view (unchanged when there is no view). As root the node
+    helper makes it in one exec (with a private root when `view.private_root`; without one
+    only when nothing must be mounted where the host has no such path and /tmp need not be
+    replaced); otherwise bubblewrap rebuilds a root from binds of the host's (level `user`,
+    or a machine where overlays cannot be had: /tmp and /var/tmp are per-node directories)."""
     if view is None:
         return argv
     import shutil
 
-    if not view.binds and os.geteuid() == 0:
-        inner = [shutil.which("unshare") or "unshare", "--mount", "--uts",
-                 "--propagation", "private", "--", "/bin/sh", "-c", _LIGHT, "view",
-                 view.hosts_file, view.resolv_file or "", view.hostname, view.chdir or ".",
-                 *argv]
-    else:
-        bwrap = shutil.which("bwrap") or "bwrap"
-        inner = [bwrap, *bwrap_args(view), "--", *argv]
+    if os.geteuid() == 0 and (view.private_root or not (view.binds or view.root_dir)):
+        from jobgroup.backends.local.rootfs import helper_path
+
+        return [helper_path(), *helper_args(view), "--", *argv]
+    bwrap = shutil.which("bwrap") or "bwrap"
+    inner = [bwrap, *bwrap_args(view), "--", *argv]
     if view.netns:
         # nsenter switches only the network namespace (`ip netns exec` would remount /sys).
         nsenter = shutil.which("nsenter") or "nsenter"
         return [nsenter, f"--net=/run/netns/{view.netns}", "--", *inner]
     return inner
+
+
+def join_argv(pid: int, argv: list[str]) -> list[str]:
+    """`argv` run in the namespaces (network, hostname, IPC, mounts) of a node's running
+    process `pid`: a probe sees the node's own files, not a view made afresh."""
+    from jobgroup.backends.local.rootfs import helper_path
+
+    return [helper_path(), "-j", str(pid), "--", *argv]

@@ -13,6 +13,10 @@ groups' bridges included, since each bridge has its address. Choosing and claimi
 bridge with its address) happen under one machine-wide lock (/run/jobgroup/subnets.lock), so
 two controllers — of one state directory or of two — never pick the same block.
 
+Egress (issue 15): a group launched without --no-egress also gets an nftables table of its own
+(`egress.py`: NAT on its bridge, forwarding where needed), made with its network under the same
+group lock and removed by `destroy` with it.
+
 Crash safety: `ensure` is idempotent. A create interrupted at any point (controller killed)
 leaves parts whose names are known from the job alone; the next call removes them and makes the
 network anew (no node runs in it yet), and `teardown` removes whatever exists, twice quietly.
@@ -83,6 +87,7 @@ class GroupNet:
     subnet: str
     gateway: str
     addresses: list[str]  # node i (in (task, rank) order) -> address
+    egress: bool = False  # NAT to the outside (egress.py): its table exists with the network
 
     @property
     def bridge(self) -> str:
@@ -93,13 +98,13 @@ class GroupNet:
 
     def to_json(self) -> str:
         return json.dumps({"netid": self.netid, "subnet": self.subnet, "gateway": self.gateway,
-                           "addresses": self.addresses})
+                           "addresses": self.addresses, "egress": self.egress})
 
     @staticmethod
     def from_json(text: str) -> GroupNet:
         d = json.loads(text)
         return GroupNet(netid=d["netid"], subnet=d["subnet"], gateway=d["gateway"],
-                        addresses=list(d["addresses"]))
+                        addresses=list(d["addresses"]), egress=bool(d.get("egress", False)))
 
 
 def pick_subnet(
@@ -290,23 +295,37 @@ def _usable(net: GroupNet | None, netid: str, nodes: int) -> bool:
             and complete(net))
 
 
-def ensure(home: Path, job_id: int, nodes: int, pool: str | None = None) -> GroupNet:
+def ensure(home: Path, job_id: int, nodes: int, pool: str | None = None, *,
+           egress: bool = False, dns: tuple[str, ...] = ()) -> GroupNet:
     """The group's network, complete and recorded (`record_path`). Idempotent, and safe after a
     crash at any point of an earlier call: the recorded network is returned when all of it
     exists; otherwise whatever exists of it is removed and it is made anew (on the recorded
     subnet when that is still free, so addresses stay), then recorded. Nodes start only once
-    this has returned, so nothing runs in a network that is removed here."""
+    this has returned, so nothing runs in a network that is removed here.
+
+    `egress`: the nodes reach the outside through NAT on the bridge (`egress.enable`; `dns`:
+    the DNS servers they use, whose routes need forwarding too). A recorded network whose
+    table is missing gets it again without being remade (its nodes may be running). Where
+    nft is missing or refuses, the network is made without egress (said in the controller's
+    log; the record says `egress: false`)."""
     netid = net_id(home, job_id)
     saved = read_record(home, job_id)
-    if _usable(saved, netid, nodes):
+    if _usable(saved, netid, nodes) and not (egress and saved.egress  # type: ignore[union-attr]
+                                             and not _egress_mod().has_table(netid)):
         return saved  # type: ignore[return-value]
     lock_path, group_fd = _group_lock(home, job_id)
     try:
         saved = read_record(home, job_id)
         if _usable(saved, netid, nodes):
-            return saved  # type: ignore[return-value]
+            assert saved is not None
+            if saved.egress:
+                _enable_egress(saved, dns)  # idempotent: the table is made anew
+            return saved
         net = _create_locked(netid, job_id, nodes, group_fd, pool,
                              saved.subnet if saved else None)
+        if egress and _enable_egress(net, dns):
+            net = GroupNet(netid=net.netid, subnet=net.subnet, gateway=net.gateway,
+                           addresses=net.addresses, egress=True)
         record = record_path(home, job_id)
         record.parent.mkdir(parents=True, exist_ok=True)
         tmp = record.with_suffix(".tmp")
@@ -316,6 +335,28 @@ def ensure(home: Path, job_id: int, nodes: int, pool: str | None = None) -> Grou
         return net
     finally:
         os.close(group_fd)
+
+
+def _egress_mod():  # type: ignore[no-untyped-def]
+    from jobgroup.backends.local import egress
+
+    return egress
+
+
+def _enable_egress(net: GroupNet, dns: tuple[str, ...]) -> bool:
+    """NAT for the group; False (and a line in the controller's log) when it cannot be had."""
+    egress = _egress_mod()
+    why = egress.problem()
+    if why is None:
+        try:
+            egress.enable(net.netid, net.subnet, net.bridge, list(dns))
+            return True
+        except (OSError, subprocess.SubprocessError) as e:
+            why = str(e)
+    import logging
+
+    logging.getLogger(__name__).warning("group network %s has no egress: %s", net.netid, why)
+    return False
 
 
 def create(home: Path, job_id: int, nodes: int, pool: str | None = None) -> GroupNet:
@@ -398,7 +439,8 @@ def teardown(home: Path, job_id: int) -> None:
     lock_path, fd = _group_lock(home, job_id)
     try:
         saved = read_record(home, job_id)
-        destroy(net_id(home, job_id), len(saved.addresses) if saved else None)
+        destroy(net_id(home, job_id), len(saved.addresses) if saved else None,
+                egress_table=saved.egress if saved else None)
         record.unlink(missing_ok=True)
         record.with_suffix(".tmp").unlink(missing_ok=True)
     finally:
@@ -406,8 +448,9 @@ def teardown(home: Path, job_id: int) -> None:
         os.close(fd)
 
 
-def destroy(netid: str, nodes: int | None = None) -> None:
-    """Remove a group's veths, bridge and namespaces; quiet about what is already gone.
+def destroy(netid: str, nodes: int | None = None, egress_table: bool | None = None) -> None:
+    """Remove a group's veths, bridge, namespaces and NAT table; quiet about what is already
+    gone. `egress_table=False`: the group is known to have none (saves an nft exec).
     With `nodes` known, the names are computed (no listing of the machine's interfaces, which
     costs ~10 ms more per call with hundreds of groups running)."""
     if nodes is not None:
@@ -431,6 +474,8 @@ def destroy(netid: str, nodes: int | None = None) -> None:
         # -force: go on after an error (something vanished meanwhile)
         subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
                        capture_output=True, text=True, timeout=30)
+    if egress_table is not False:
+        _egress_mod().disable(netid)  # the group's NAT table; forwarding when it was the last
     # The kernel tears namespaces down asynchronously: wait (briefly) until their veths are
     # gone, so "the group has ended" means its interfaces have too; delete stragglers.
     import time

@@ -37,8 +37,8 @@ from typing import Callable
 import msgspec
 
 from jobgroup.backends.base import (
-    Admission, Backend, Capabilities, Handle, JobContext, NodeRef, Outcome, PhaseLaunch, Refused,
-    Unreachable, Ended,
+    Admission, Backend, Capabilities, Ended, Handle, JobContext, NodeNote, NodeRef, Outcome,
+    PhaseLaunch, Refused, Unreachable,
 )
 from jobgroup.backends.local import isolation
 from jobgroup.backends.local.runner import ShimRunner
@@ -409,7 +409,7 @@ class SlurmBackend(Backend):
                 return sid.strip()
         return None
 
-    def cleanup(self, job_id: int) -> None:
+    def cleanup(self, job_id: int) -> list[NodeNote]:
         """Cancel the group's Slurm job (found by its comment when this controller never
         prepared it) and remove its hosts file. Idempotent; a Slurm that does not answer is
         not waited for (its job ends with its time limit)."""
@@ -428,3 +428,4 @@ class SlurmBackend(Backend):
         self.runner.forget(job_id)
         for name in ("hosts", "hosts.tmp"):
             (self._job_dir(job_id) / name).unlink(missing_ok=True)
+        return []
