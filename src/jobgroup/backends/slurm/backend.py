@@ -9,9 +9,8 @@ How a group runs:
    FAILED_NO_RESOURCE with Slurm's message.
 2. Each node phase runs as a job step: `srun --jobid J --het-group T -w NODE -N1 -n1 --overlap`,
    named after the phase (`--job-name jobgroup-J-TASK-RANK-PHASE-ATTEMPT`), started and
-   supervised by
-   the same local shim runner as on the local backend (the step's output lands in the node's
-   log file). Stopping sends SIGTERM to the step's tasks through Slurm (`scancel --signal=TERM
+   supervised by the same local shim runner as on the local backend (the step's output lands
+   in the node's log file). Stopping sends SIGTERM to the step's tasks through Slurm (`scancel --signal=TERM
    J.STEP`: srun itself answers SIGTERM by killing its tasks at once, so the shim is not
    signalled); a detached watcher cancels the step after the launch's grace if it still runs
    (Slurm then sends SIGTERM again and SIGKILL after its KillWait), so the kill comes even if
