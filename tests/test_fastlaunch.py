@@ -35,9 +35,15 @@ def test_parses_every_plain_option(tmp_path: Path) -> None:
     opts = parse(["x.yaml", "-d", "--name=n1", "--env", "A=1", "--env=B=2=3", "--env", "A=4",
                   "--infra", "local", "--grace", "2.5", "--gpus", "any", "--cpu-only",
                   "--env", "HOME", "--inherit-env"])
-    assert opts == {"name": "n1", "env": {"A": "4", "B": "2=3", "HOME": os.environ["HOME"]},
-                    "secret": {}, "infra": "local", "grace": 2.5, "gpus": "any", "cpu_only": True,
-                    "detach": True, "inherit_env": True, "path": str(Path("x.yaml").absolute())}
+    given = {"name": "n1", "env": {"A": "4", "B": "2=3", "HOME": os.environ["HOME"]},
+             "infra": "local", "grace": 2.5, "gpus": "any", "cpu_only": True, "detach": True,
+             "inherit_env": True, "path": str(Path("x.yaml").absolute())}
+    assert {k: opts[k] for k in given} == given
+    # every other flag the short road takes is at its default
+    from jobgroup.launchflags import FLAGS
+
+    assert {k: v for k, v in opts.items() if k not in given} == \
+        {f.field: f.default for f in FLAGS if f.fast and f.field not in given}
     assert parse(["-n", "n2", "z.yaml"])["name"] == "n2"  # SkyPilot's short form
     assert parse(["--detach", "y.yaml"])["path"] == str(Path("y.yaml").absolute())
 

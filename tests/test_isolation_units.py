@@ -146,8 +146,9 @@ def test_shm_size_follows_the_memory_limit_or_the_variable():
     assert rootfs.shm_size({}, 4) == str(2 * 2**30)
     assert rootfs.shm_size({"JOBGROUP_SHM_SIZE": "8g"}, 4) == "8g"
     assert rootfs.shm_bytes("8g") == 8 * 2**30 and rootfs.shm_bytes("-") is None
-    with pytest.raises(ValueError, match="JOBGROUP_SHM_SIZE"):
-        rootfs.shm_size({"JOBGROUP_SHM_SIZE": "8g,uid=0"}, 0)
+    assert rootfs.shm_problem("50%") is None and rootfs.shm_problem("512m") is None
+    assert "JOBGROUP_SHM_SIZE" in rootfs.shm_problem("8g,uid=0")  # no tmpfs options smuggled
+    assert rootfs.shm_bytes("8g,uid=0") is None
 
 
 def test_helper_binds_shared_paths_over_the_private_root_parents_first():
@@ -166,3 +167,22 @@ def test_helper_binds_shared_paths_over_the_private_root_parents_first():
     assert joined.index("-b /s /s") < joined.index("-b /s/volumes/ck /ckpt/a")
     assert "-f /s/jobs/1/hosts /etc/hosts -F /s/jobs/1/resolv.conf /etc/resolv.conf" in joined
     assert joined.endswith("-o /home/u/proj/.venv -x /s/jobs/1/roots -C /home/u/proj")
+
+
+def test_node_helper_compiles_cleanly_with_werror(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    from jobgroup.backends.local import rootfs
+
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler")
+    r = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-std=c11", "-D_GNU_SOURCE",
+                        "-o", str(tmp_path / "h"), str(rootfs.HELPER_SOURCE)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    usage = subprocess.run([str(tmp_path / "h"), "-s", "1g,uid=0", "--", "true"],
+                           capture_output=True, text=True)
+    assert usage.returncode == 126 and "JOBGROUP_SHM_SIZE" in usage.stderr

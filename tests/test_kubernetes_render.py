@@ -51,7 +51,7 @@ def env_of(pod) -> dict:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
 def test_examples_validate(path: Path) -> None:
     loaded = load_file(str(path))
-    objs = render_objects(loaded.group, 7, base_dir=path.parent)
+    objs = render_objects(loaded.group, 7, base_dir=REPO)  # workdirs relative to the repo
     validate_all(objs)
     group = loaded.group
     assert len(pods(objs)) == sum(t.num_nodes for t in group.tasks)
@@ -70,10 +70,10 @@ def test_examples_validate(path: Path) -> None:
 def test_examples_render_yaml_round_trips() -> None:
     for path in EXAMPLES:
         group = load_file(str(path)).group
-        text = render_yaml(group, 1, base_dir=path.parent)
+        text = render_yaml(group, 1, base_dir=REPO)
         docs = list(yaml.safe_load_all(text))
-        assert docs == render_objects(group, 1, base_dir=path.parent, reveal_secrets=False)
-        assert text == render_yaml(group, 1, base_dir=path.parent)  # deterministic
+        assert docs == render_objects(group, 1, base_dir=REPO, reveal_secrets=False)
+        assert text == render_yaml(group, 1, base_dir=REPO)  # deterministic
 
 
 FULL = """\

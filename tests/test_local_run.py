@@ -154,11 +154,13 @@ def test_pipeline_runs_in_order(jenv):
         name: pipe
         ---
         name: first
+        workdir: .
         run: sleep 0.3; echo first >> {marker}
         ---
         name: second
+        workdir: .
         run: echo second >> {marker}
-        """)
+        """)  # (the workdir is shared with the host; a node's own /tmp is not)
     final = jenv.wait(job)
     assert final["status"] == "SUCCEEDED"
     assert final["execution"] == "serial"

@@ -320,6 +320,7 @@ def test_a_node_resolves_and_reaches_the_package_index_and_no_egress_keeps_it_in
     uplinks = egress.uplinks(egress.resolv_for_nodes()[1])
     forwarding_before = {i: Path(f"/proc/sys/net/ipv4/conf/{i}/forwarding").read_text()
                          for i in uplinks}
+    others_running = egress.tables()  # other sessions' groups may hold forwarding on
     others = _others_ruleset()
     probe = textwrap.dedent(f'''\
         echo "RESOLVED $(getent hosts {name} | awk 'NR==1{{print $1}}')"
@@ -383,9 +384,11 @@ def test_a_node_resolves_and_reaches_the_package_index_and_no_egress_keeps_it_in
     host.assert_clean()
     assert not egress.tables(network.home_tag(jenv.home))
     assert _others_ruleset() == others
-    if not egress.tables():  # no other session's group needs forwarding now
-        for i, value in forwarding_before.items():
-            assert Path(f"/proc/sys/net/ipv4/conf/{i}/forwarding").read_text() == value
+    if not egress.tables():  # no group of any session needs forwarding now
+        assert not egress.forwarding_left()  # all jobgroup turned on was turned off again
+        if not others_running:
+            for i, value in forwarding_before.items():
+                assert Path(f"/proc/sys/net/ipv4/conf/{i}/forwarding").read_text() == value
 
 
 # --- leftovers ----------------------------------------------------------------------------------
@@ -469,3 +472,11 @@ def test_without_root_each_node_still_has_its_own_tmp_and_shm(jenv, host):
     assert not os.path.exists(f"/tmp/{tag}") and not os.path.exists(f"/dev/shm/{tag}")
     assert not os.path.exists(f"/var/tmp/{tag}")
     host.assert_clean()
+
+
+def test_a_bad_shm_size_is_refused_at_launch(jenv):
+    jenv.spec("name: shm\nrun: df /dev/shm\n", "shm.yaml")
+    for extra in (["--env", "JOBGROUP_SHM_SIZE=lots"], ["--env", "JOBGROUP_SHM_SIZE=8g,uid=0"]):
+        p = jenv.jg("launch", "shm.yaml", "-d", *extra)
+        assert p.returncode == 2, p
+        assert "JOBGROUP_SHM_SIZE" in p.stderr and "Traceback" not in p.stderr

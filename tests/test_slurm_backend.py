@@ -115,9 +115,8 @@ def test_pending_shows_slurms_reason(senv, cluster):
 
 def test_the_seed_rl_example_runs_on_slurm(senv, cluster):
     senv.env["PATH"] = f"{REPO / '.venv' / 'bin'}:{senv.env['PATH']}"  # numpy for the nodes
-    # Its workdirs are relative to the repository's root, as SkyPilot's examples are.
     p = senv.jg("launch", str(REPO / "examples/rl-post-training/rl-post-training.yaml"),
-                "--infra", "slurm", timeout=240, cwd=REPO)
+                "--infra", "slurm", timeout=240, cwd=REPO)  # its workdirs: from the repo's root
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     assert "SUCCEEDED" in p.stderr
     assert "mean reward" in p.stdout

@@ -116,8 +116,6 @@ def node_env(
             "SKYPILOT_CLUSTER_INFO": json.dumps({
                 "cluster_name": f"{group.name}-{job_id}", "cloud": infra, "region": None,
                 "zone": None}),
-            "SKYPILOT_USER": user,
-            "SKYPILOT_USER_ID": user_id(user),
             "JOBGROUP_JOB_ID": str(job_id),
             "JOBGROUP_TASK": task.name or "",
             "JOBGROUP_HOSTNAME": hostname(task.name or "", rank),
@@ -125,6 +123,9 @@ def node_env(
             "JOBGROUP_TOPOLOGY": topology_path,
         }
     )
+    if user:  # who submitted the job (left out where the caller does not know it)
+        env["SKYPILOT_USER"] = user
+        env["SKYPILOT_USER_ID"] = user_id(user)
     for i, t in enumerate(group.tasks):
         env[f"SKYPILOT_JOBGROUP_HOST_{env_key(t.name or '')}"] = addresses[(i, 0)]
     if setup:

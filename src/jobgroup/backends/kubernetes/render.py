@@ -292,7 +292,8 @@ def _env(group: JobGroup, job_id: int, task_idx: int, rank: int, config: Kuberne
     name once; secrets become secretKeyRefs unless a later layer overrides them."""
     task = group.tasks[task_idx]
     env = discovery.node_env(group, job_id, task_idx, rank, addresses(group, config),
-                             topology_path=TOPOLOGY, overrides=overrides, setup=True)
+                             topology_path=TOPOLOGY, overrides=overrides, setup=True,
+                             infra="kubernetes")
     secret_names = {k for k in task.secrets if k not in (overrides or {}) and
                     not k.startswith(("SKYPILOT_", "JOBGROUP_"))}
     t = task.name or ""

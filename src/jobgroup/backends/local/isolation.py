@@ -2,24 +2,28 @@
 
 Levels (detected once per controller, recorded per job and announced at launch):
 - `namespaces` (root): a network namespace per node on a per-group bridge (own address, both
-  nodes may bind 0.0.0.0:8000), plus the view below.
+  nodes may bind 0.0.0.0:8000; a way out through NAT unless --no-egress, egress.py), its own
+  root file system view, /tmp and /dev/shm (rootfs.py), plus the view below.
 - `user` (no root, but bubblewrap works through unprivileged user namespaces): every node shares
   the host's network on its own loopback address (two nodes cannot both bind 0.0.0.0:PORT), plus
   the view below.
 - `none` (no usable namespaces, e.g. macOS): plain processes; names do not resolve (use the
   SKYPILOT_* variables); volumes and file_mounts cannot be mounted.
 
-The view of a node (levels `namespaces` and `user`) is built by bubblewrap — chosen over
-hand-written `unshare` + `mount` scripts because it builds a new root from bind mounts in one
-exec (~18 ms), works with and without root, and can create mount points (`/checkpoints`) inside
-the node without creating anything in the host's filesystem. Each node gets:
+At level `namespaces` the node helper (`nodehost.c`, see rootfs.py) builds the view in one exec,
+over the node's private root (a mount point the host lacks is made in the node's upper layer);
+at level `user` (and where overlays cannot be had) the view is built by bubblewrap — chosen
+over hand-written `unshare` + `mount` scripts because it builds a new root from bind mounts in
+one exec (~18 ms), works without root, and can create mount points (`/checkpoints`) inside the
+node without creating anything in the host's filesystem. Each node gets:
 - its hostname `{task}-{rank}` (UTS namespace);
 - the group's hosts file over /etc/hosts (`{task}-{rank}.{group}` and `{task}-{rank}` for every
   node, plus the usual localhost lines); the machine's /etc/hosts is never modified;
 - volumes (read-write binds of directories in the state directory) and file_mounts (read-only
   binds of the user's files: like SkyPilot's uploaded copies, a node cannot change them);
-- the rest of the host's filesystem at the same paths (so the workdir, given as a host path, is
-  bind-mounted, not copied: edits on either side are seen by the other).
+- the rest of the host's filesystem at the same paths (the workdir, given as a host path, is
+  bind-mounted, not copied: edits on either side are seen by the other); at level
+  `namespaces` through the node's own overlay (reads see the host, writes stay with the node).
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from typing import Callable
 NAMESPACES, USER, NONE = "namespaces", "user", "none"
 
 LEVEL_NOTES = {
-    NAMESPACES: "every node has its own network namespace, address, hostname and /etc/hosts",
+    NAMESPACES: "every node has its own network namespace, address, hostname and /etc/hosts, "
+                "its own root file system view, /tmp and /dev/shm, and a way out",
     USER: "no root: nodes share the host network on their own loopback addresses (two nodes "
-          "cannot both bind 0.0.0.0 on one port); hostnames, /etc/hosts and mounts are private",
+          "cannot both bind 0.0.0.0 on one port); hostnames, /etc/hosts, mounts, /tmp and "
+          "/dev/shm are private, the rest of the root and $HOME are the host's",
     NONE: "no namespaces available: plain processes; peer names do not resolve (use the "
           "SKYPILOT_* variables) and volumes/file_mounts cannot be mounted",
 }

@@ -60,7 +60,12 @@ def _mount_source(task: Task, dst: str, spec: object, base_dir: Path) -> tuple[s
 def problems(group: JobGroup, base_dir: Path, level: str) -> list[str]:
     """What cannot be mounted for this group on this machine (empty: fine)."""
     out: list[str] = []
+    from jobgroup.backends.local.rootfs import SHM_VARIABLE, shm_problem
+
     for t in group.tasks:
+        shm = t.envs.get(SHM_VARIABLE)
+        if isinstance(shm, str) and shm_problem(shm):
+            out.append(f"task '{t.name}': envs {shm_problem(shm)}")
         if level == NONE and (t.volumes or t.file_mounts):
             out.append(f"task '{t.name}': volumes and file_mounts need mount namespaces "
                        "(bubblewrap), which this machine does not offer")

@@ -373,8 +373,6 @@ def create(home: Path, job_id: int, nodes: int, pool: str | None = None) -> Grou
 
 def _create_locked(netid: str, job_id: int, nodes: int, group_fd: int, pool: str | None,
                    prefer: str | None) -> GroupNet:
-    if _any_part(netid, nodes):  # what an interrupted create left
-        destroy(netid, nodes)
     return _create(netid, job_id, nodes, group_fd,
                    pool or os.environ.get("JOBGROUP_SUBNET_POOL", DEFAULT_POOL), prefer)
 
@@ -384,6 +382,11 @@ def _create(netid: str, job_id: int, nodes: int, group_fd: int, pool: str,
     bridge = bridge_name(netid)
     machine_fd = _machine_lock()
     try:
+        # What an interrupted create left goes under the machine-wide lock too: its bridge is
+        # the claim on the recorded subnet, and no other allocator may take that subnet
+        # between its removal and its claim again here (addresses must stay).
+        if _any_part(netid, nodes):
+            destroy(netid, nodes)
         subnet = pick_subnet(nodes, taken_networks(), pool, prefer)
         hosts = list(subnet.hosts())
         gateway, addresses = str(hosts[0]), [str(h) for h in hosts[1 : nodes + 1]]

@@ -452,6 +452,21 @@ static void private_root(struct mnt *host, int nhost)
     free(upper), free(work), free(merged);
 }
 
+/* A size tmpfs takes: "-", digits with an optional k/m/g, or 1-3 digits and '%'. */
+static int valid_size(const char *s)
+{
+    if (strcmp(s, "-") == 0)
+        return 1;
+    size_t n = strspn(s, "0123456789");
+    if (n == 0)
+        return 0;
+    if (s[n] == '\0')
+        return 1;
+    if (s[n + 1] != '\0')
+        return 0;
+    return strchr("kKmMgG", s[n]) != NULL || (s[n] == '%' && n <= 3);
+}
+
 static void own_shm(void)
 {
     char opts[128];
@@ -492,7 +507,12 @@ int main(int argc, char **argv)
         case 'n': netns = a; break;
         case 'h': hostname = a; break;
         case 'r': root_dir = a; break;
-        case 's': shm_size = a; break;
+        case 's':
+            shm_size = a;
+            if (!valid_size(a))
+                die(EXIT_STARTUP, "/dev/shm: JOBGROUP_SHM_SIZE=%s: give bytes with an optional "
+                    "k/m/g suffix (e.g. 8g) or a percentage of RAM (e.g. 50%%)", a);
+            break;
         case 'C': workdir = a; break;
         case 'j': join_pid = a; break;
         case 'o': case 'x': {
