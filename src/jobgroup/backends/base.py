@@ -214,6 +214,11 @@ class Backend(ABC):
         """The handle in a user's words, for events ("pid 1234", "pod g-a-0")."""
         return json.dumps(handle, sort_keys=True)
 
+    def reap(self) -> None:
+        """The controller got SIGCHLD: collect the exits of the child processes this backend
+        supervises itself (local shims: their exit codes are kept for `outcome`), and only
+        those. The default has none."""
+
     @abstractmethod
     def prepare(self, ctx: JobContext) -> dict[tuple[int, int], str]:
         """Create the group's network and name resolution (idempotent: after a controller

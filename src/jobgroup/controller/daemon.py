@@ -34,7 +34,6 @@ from jobgroup import discovery, faults
 from jobgroup.backends.base import (
     ENDED, Backend, Handle, JobContext, NodeRef, Outcome, PhaseLaunch, Refused, Unreachable,
 )
-from jobgroup.backends.local.shim import note_reaped
 from jobgroup.controller import creds, probes, sockname
 from jobgroup.controller import placement as placements
 from jobgroup.controller.decide import (
@@ -199,18 +198,13 @@ class Controller:
         self.loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def _reap_children(self) -> None:
-        """Collect the shims we spawned that ended (their pidfds tell the rest), keeping each
-        one's exit code (`note_reaped`: the record of a shim that could not write its file).
-        Only shims: the controller's other children — kubectl log followers and probes, run as
-        asyncio subprocesses — are reaped by asyncio, whose watcher must get their statuses
-        (a blanket waitpid(-1) took them: "Unknown child process pid N")."""
-        for pid in _ended_shims():
-            try:
-                got, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if got == pid:
-                note_reaped(pid, status)
+        """SIGCHLD: each backend collects the children it started that ended (`Backend.reap`:
+        the local shim runner's shims, keeping each one's exit code). Never a blanket
+        waitpid(-1): the controller's other children — kubectl log followers and probes, run
+        as asyncio subprocesses — are reaped by asyncio, whose watcher must get their
+        statuses ("Unknown child process pid N")."""
+        for backend in {id(b): b for b in self.backends.values()}.values():
+            backend.reap()
 
     def _on_wake(self, sock: socket.socket) -> None:
         while True:
@@ -821,32 +815,6 @@ class Controller:
             self.loop.call_later(RETRY_UNREACHABLE, self._record_end, job_id, n, out, now)
             return
         self._mark(job_id)
-
-
-def _ended_shims() -> list[int]:
-    """Our children that are shims (`jobgroup-shim-*`) and have exited (zombies)."""
-    out: list[int] = []
-    try:
-        threads = os.listdir("/proc/self/task")
-    except OSError:
-        return out
-    for tid in threads:
-        try:
-            with open(f"/proc/self/task/{tid}/children", "rb") as f:
-                children = f.read().split()
-        except OSError:
-            continue
-        for child in children:
-            try:
-                with open(b"/proc/" + child + b"/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            close = stat.rfind(b")")
-            comm = stat[stat.find(b"(") + 1:close]
-            if stat[close + 2:close + 3] == b"Z" and comm.startswith(b"jobgroup-shim"):
-                out.append(int(child))
-    return out
 
 
 def _user_name() -> str:

@@ -131,6 +131,9 @@ class LocalBackend(Backend):
     def describe(self, handle: Handle) -> str:
         return self.runner.describe(handle)
 
+    def reap(self) -> None:
+        self.runner.reap()
+
     def watch(self, loop: asyncio.AbstractEventLoop, ref: NodeRef, handle: Handle,
               on_end: Callable[[], None]) -> None:
         self.runner.watch(loop, handle, on_end)

@@ -63,6 +63,32 @@ def marked_processes(status_path: Path) -> list[int]:
     return out
 
 
+def _ended_shims() -> list[int]:
+    """This process's children that are shims (`jobgroup-shim-*`) and have exited."""
+    out: list[int] = []
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in threads:
+        try:
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                with open(b"/proc/" + child + b"/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            close = stat.rfind(b")")
+            comm = stat[stat.find(b"(") + 1:close]
+            if stat[close + 2:close + 3] == b"Z" and comm.startswith(b"jobgroup-shim"):
+                out.append(int(child))
+    return out
+
+
 def _handle(pid: int, start: int) -> Handle:
     return {"pid": pid, "start": start}
 
@@ -261,6 +287,14 @@ class ShimRunner:
             on_end()
 
         loop.add_reader(fd, ready)
+
+    @staticmethod
+    def reap() -> None:
+        """Collect every shim this process spawned that has exited (a zombie), keeping each
+        one's exit code (`shim.note_reaped`: the record of a shim that could not write its
+        file). Only shims: other children of the process are left to whoever started them."""
+        for pid in _ended_shims():
+            ShimRunner._reap(pid)
 
     @staticmethod
     def _reap(pid: int) -> None:

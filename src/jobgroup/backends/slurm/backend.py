@@ -356,6 +356,9 @@ class SlurmBackend(Backend):
     def describe(self, handle: Handle) -> str:
         return self.runner.describe(handle)
 
+    def reap(self) -> None:
+        self.runner.reap()
+
     def watch(self, loop: asyncio.AbstractEventLoop, ref: NodeRef, handle: Handle,
               on_end: Callable[[], None]) -> None:
         self.runner.watch(loop, handle, on_end)
