@@ -227,7 +227,17 @@ class Home:
     def sql(self, query: str, *args: object) -> list[tuple]:
         if self.db is None:
             self.db = sqlite3.connect(self.path / "state.db", timeout=60, isolation_level=None)
+        if "SHIM_PID" in query:
+            query = query.replace("SHIM_PID", self.shim_pid())
         return self.db.execute(query, args).fetchall()
+
+    def shim_pid(self) -> str:
+        """The SQL of a node's shim pid: from its handle (the local backend's {"pid", "start"}),
+        or the pid column of a jobgroup from before handles (so the same bench compares both)."""
+        if getattr(self, "_shim_pid", None) is None:
+            cols = {r[1] for r in self.db.execute("PRAGMA table_info(nodes)")}
+            self._shim_pid = "json_extract(handle, '$.pid')" if "handle" in cols else "pid"
+        return self._shim_pid
 
     def job_end(self, job_id: int, timeout: float = 30.0) -> tuple[str, float]:
         """Wait until the job is terminal: (status, ended_at)."""
@@ -532,18 +542,18 @@ def failfast_once(home: Home, spec: Path, tag: str) -> dict:
     os.mkfifo(d / "go")
     job = launch(spec, env={"BENCH_OUT": str(d)}, home=home.path, grace=10.0)
     deadline = time.monotonic() + 30
-    while home.sql("SELECT count(*) FROM nodes WHERE job_id=? AND phase='run' AND pid"
+    while home.sql("SELECT count(*) FROM nodes WHERE job_id=? AND phase='run' AND SHIM_PID"
                    " IS NOT NULL", job.id)[0][0] < 7:
         if time.monotonic() > deadline:
             raise TimeoutError("the failfast group did not start")
         time.sleep(0.005)
-    shims = [r[0] for r in home.sql("SELECT pid FROM nodes WHERE job_id=?", job.id)]
+    shims = [r[0] for r in home.sql("SELECT SHIM_PID FROM nodes WHERE job_id=?", job.id)]
     while True:  # every shim has its child (the node's command)
         pids = home.node_pids(job.id)
         if all(children(s) for s in shims) and len(pids) >= 14:
             break
         time.sleep(0.005)
-    sib = [r[0] for r in home.sql("SELECT pid FROM nodes WHERE job_id=? AND task_idx>0",
+    sib = [r[0] for r in home.sql("SELECT SHIM_PID FROM nodes WHERE job_id=? AND task_idx>0",
                                   job.id)]
     while True:  # with an isolation wrapper (bwrap), the sleeps are grandchildren
         sleeps = [c for s in sib for c in descendants(s) if comm(c) == "sleep"]
@@ -766,8 +776,8 @@ def bench_scale(groups: int, idle: float, runs: int) -> dict:
         deadline = time.monotonic() + 300
         failed: dict[int, str] = {}
         while True:
-            running = home.sql("SELECT count(*) FROM nodes WHERE phase='run' AND pid IS NOT NULL"
-                               " AND job_id BETWEEN ? AND ?", min(ids), max(ids))[0][0]
+            running = home.sql("SELECT count(*) FROM nodes WHERE phase='run' AND SHIM_PID IS "
+                               "NOT NULL AND job_id BETWEEN ? AND ?", min(ids), max(ids))[0][0]
             for job_id, status, reason in home.sql(
                     "SELECT id, status, reason FROM jobs WHERE ended_at IS NOT NULL"
                     " AND id BETWEEN ? AND ?", min(ids), max(ids)):
@@ -788,7 +798,7 @@ def bench_scale(groups: int, idle: float, runs: int) -> dict:
         res["nodes"] = want
         res["all_running_s"] = time.time() - t0
         shims = [r[0] for r in home.sql(
-            f"SELECT pid FROM nodes WHERE job_id IN ({','.join(map(str, ids))})")]
+            f"SELECT SHIM_PID FROM nodes WHERE job_id IN ({','.join(map(str, ids))})")]
         while True:
             tree = {s: descendants(s) for s in shims}
             sleeps = [c for t in tree.values() for c in t if comm(c) == "sleep"]

@@ -114,7 +114,7 @@ def test_html_escapes_what_users_wrote():
 
 
 def _node(**kw) -> NodeRec:
-    base = dict(job_id=1, task_idx=0, rank=0, phase=Phase.RUN, pid=1, pid_start=1,
+    base = dict(job_id=1, task_idx=0, rank=0, phase=Phase.RUN, handle={"pid": 1, "start": 1},
                 exit_code=None, signal=None, stopped=False, stop_requested_at=None,
                 started_at=T0, ended_at=None, address="", hostname="", attempt=1)
     return NodeRec(**{**base, **kw})

@@ -28,10 +28,10 @@ def task(idx: int, name: str, nodes: int = 1, primary: bool = True, status=Statu
 
 
 def node(t: int, r: int = 0, phase=Phase.WAITING, **kw) -> NodeRec:
-    base = dict(job_id=1, task_idx=t, rank=r, phase=phase, pid=100 + t * 10 + r, pid_start=1,
-                exit_code=None, signal=None, stopped=False, stop_requested_at=None,
-                started_at=None, ended_at=None, address="", hostname="", attempt=1,
-                ended_phase=None)
+    base = dict(job_id=1, task_idx=t, rank=r, phase=phase,
+                handle={"pid": 100 + t * 10 + r, "start": 1}, exit_code=None, signal=None,
+                stopped=False, stop_requested_at=None, started_at=None, ended_at=None,
+                address="", hostname="", attempt=1, ended_phase=None)
     base.update(kw)
     return NodeRec(**base)
 

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobgroup.backends.base import Outcome
+from jobgroup.backends.base import ENDED, JobContext, NodeRef, Outcome, PhaseLaunch
 from jobgroup.backends.kubernetes import KubernetesConfig
-from jobgroup.backends.kubernetes.backend import KubernetesBackend, _parse_status_path
+from jobgroup.backends.kubernetes.backend import KubernetesBackend
 from jobgroup.backends.kubernetes.driver import DRIVER
 from jobgroup.backends.kubernetes.status import phase_outcome, unscheduled_reason
 from jobgroup.spec import load
@@ -137,6 +137,11 @@ class FakeCore:
         del self.objs[("Pod", name)]
 
 
+def ctx(job_id: int, group, base_dir: Path, **options) -> JobContext:
+    """The job as the controller hands it to `admit`/`prepare`."""
+    return JobContext(job_id=job_id, group=group, options=options, base_dir=base_dir)
+
+
 GROUP = """\
 name: g
 execution: parallel
@@ -156,7 +161,7 @@ def test_admit_creates_then_waits_then_fails_and_cleans_up(tmp_path: Path) -> No
     core = FakeCore()
     be = KubernetesBackend(tmp_path, KubernetesConfig(schedule_timeout=0.2), core=core)
     group = load(GROUP)
-    first = be.admit(5, group, {})
+    first = be.admit(ctx(5, group, tmp_path))
     assert first.state == "waiting" and "k8s_created_at" in first.facts
     kinds = sorted(k for k, _ in core.objs)
     assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Pod", "Pod", "Pod", "Secret",
@@ -168,9 +173,9 @@ def test_admit_creates_then_waits_then_fails_and_cleans_up(tmp_path: Path) -> No
                                "message": "0/1 nodes are available: 1 Insufficient cpu."}]}
     core.objs[("Pod", "g-a-0")]["status"] = unsched
     opts = dict(first.facts)
-    assert be.admit(5, group, opts).reason.endswith("1 Insufficient cpu.")
+    assert be.admit(ctx(5, group, tmp_path, **opts)).reason.endswith("1 Insufficient cpu.")
     time.sleep(0.25)
-    failed = be.admit(5, group, opts)
+    failed = be.admit(ctx(5, group, tmp_path, **opts))
     assert failed.state == "failed" and "Insufficient cpu" in failed.reason
     assert sorted(k for k, _ in core.objs) == ["PersistentVolumeClaim"]  # volumes outlive jobs
     be.cleanup(5)  # twice is harmless
@@ -179,25 +184,31 @@ def test_admit_creates_then_waits_then_fails_and_cleans_up(tmp_path: Path) -> No
 def test_admit_ready_start_stop(tmp_path: Path) -> None:
     core = FakeCore()
     be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    followed = []
+    be._follow_logs = lambda pod, path: followed.append((pod, path))  # no kubectl here
     group = load(GROUP)
-    opts = be.admit(6, group, {}).facts
+    opts = be.admit(ctx(6, group, tmp_path)).facts
     for (k, _), o in core.objs.items():
         if k == "Pod":
             o["status"] = {"conditions": [{"type": "PodScheduled", "status": "True"}],
                            "containerStatuses": [{"state": {"running": {}}, "started": True}]}
-    assert be.admit(6, group, opts).state == "ready"
-    addrs = be.prepare(6, group, tmp_path)
+    assert be.admit(ctx(6, group, tmp_path, **opts)).state == "ready"
+    addrs = be.prepare(ctx(6, group, tmp_path, **opts))
     assert addrs[(0, 1)] == "a-1.g.default.svc.cluster.local"
-    status = tmp_path / "jobs" / "6" / "nodes" / "0-1.setup.1.status"
-    assert _parse_status_path(status) == (6, 0, 1, "setup", 1)
-    assert be.find(status) is not None
-    assert be.outcome(None, status) == Outcome(exit_code=0)
-    assert be.exec_argv(6, 1, 0, ["true"])[-4:] == ["-c", "node", "--", "true"]
-    be.stop(be.find(status), status)
-    be.stop(None, status)  # already gone: quiet
-    assert be.outcome(None, status).stopped
+    setup, run = NodeRef(6, 0, 1, "setup", 1), NodeRef(6, 0, 1, "run", 1)
+    assert be.recover(setup) is ENDED  # its container started: the setup is over
+    assert be.outcome(setup, None) == Outcome(exit_code=0)
+    handle = be.recover(run)  # running: adopted, by the pod's name
+    assert handle == {"pod": "g-a-1"} and be.describe(handle) == "pod g-a-1"
+    # a pod adopted without a `start` (the controller died first) gets its log follower
+    assert followed[-1] == ("g-a-1", tmp_path / "jobs" / "6" / "logs" / "a-1.log")
+    assert be.recover(NodeRef(6, 0, 1, "run", 2)) is None  # attempt 2 never started
+    assert be.exec_argv(NodeRef(6, 1, 0, "run"), ["true"])[-4:] == ["-c", "node", "--", "true"]
+    be.stop(run, handle)
+    be.stop(run, handle)  # already gone: quiet
+    assert be.outcome(run, handle).stopped
     # a second group with the same name in the namespace is refused with a clear reason
-    other = be.admit(7, group, {})
+    other = be.admit(ctx(7, group, tmp_path))
     assert other.state == "failed" and "already runs in namespace default (job 6)" in other.reason
 
 
@@ -267,28 +278,29 @@ def test_a_name_held_by_another_job_is_waited_for_or_refused(tmp_path: Path) -> 
     be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
     group = load("name: g\nexecution: parallel\n---\nname: a\nrun: \"true\"\n")
     old = KubernetesBackend(tmp_path, KubernetesConfig(), core=FakeCore())
-    old.admit(1, group, {})
+    old.admit(ctx(1, group, tmp_path))
     pod = dict(old._core.objs[("Pod", "g-a-0")])
     pod["metadata"] = {**pod["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}
     core.objs[("Pod", "g-a-0")] = pod  # job 1's pod, Terminating
-    adm = be.admit(2, group, {})
+    adm = be.admit(ctx(2, group, tmp_path))
     assert adm.state == "waiting" and adm.reason == \
         "waiting for Pod g-a-0 of job 1 to be deleted", adm
     assert not adm.facts  # not admitted: created again at the next pass
     pod["metadata"] = {k: v for k, v in pod["metadata"].items() if k != "deletionTimestamp"}
     pod["status"] = {"phase": "Succeeded"}  # an ended group's leftover
-    assert be.admit(2, group, {}).reason == "waiting for Pod g-a-0 of job 1 to be deleted"
+    assert be.admit(ctx(2, group, tmp_path)).reason == \
+        "waiting for Pod g-a-0 of job 1 to be deleted"
     del core.objs[("Pod", "g-a-0")]
-    adm = be.admit(2, group, {})  # the name is free: created; our own objects are adopted
+    adm = be.admit(ctx(2, group, tmp_path))  # the name is free: created; our own objects are adopted
     assert adm.state == "waiting" and adm.facts, adm
     assert core.objs[("Pod", "g-a-0")]["metadata"]["labels"]["jobgroup.dev/job-id"] == "2"
     # a live pod of another state directory under that name: refused, with whose it is
     other = KubernetesBackend(tmp_path / "other", KubernetesConfig(), core=FakeCore())
-    other.admit(3, group, {})
+    other.admit(ctx(3, group, tmp_path))
     for key in list(core.objs):
         del core.objs[key]
     core.objs[("Pod", "g-a-0")] = other._core.objs[("Pod", "g-a-0")]
-    adm = be.admit(3, group, {})
+    adm = be.admit(ctx(3, group, tmp_path))
     assert adm.state == "failed" and "job 3 of another jobgroup state directory" in adm.reason
     assert core.objs[("Pod", "g-a-0")]["metadata"]["labels"]["jobgroup.dev/home"] == \
         other.config.home_uid  # theirs is left alone
@@ -314,37 +326,34 @@ def test_too_many_requests_is_asked_again_not_an_error(tmp_path: Path) -> None:
     be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
     with pytest.raises(Unreachable, match=r"too busy .*HTTP 429 Too Many Requests; it asks "
                                           r"to retry after 3s"):
-        be.admit(8, load(GROUP), {})  # the controller keeps the group pending and asks again
+        be.admit(ctx(8, load(GROUP), tmp_path))  # the controller keeps it pending, asks again
     core.read_namespaced_pod = lambda *a, **k: (_ for _ in ()).throw(Throttled())
-    status = tmp_path / "jobs" / "8" / "nodes" / "0-0.run.1.status"
-    assert be.outcome(None, status) is None  # unknown yet, not a lost node
+    assert be.outcome(NodeRef(8, 0, 0, "run"), None) is None  # unknown yet, not a lost node
 
 
 def test_a_restarted_node_replaces_the_pod_of_its_previous_attempt(tmp_path: Path) -> None:
     """Attempt 2's pod is created only once attempt 1's is gone (deleted at once), so the
     node's name never resolves to the dying pod."""
-    from jobgroup.backends.base import PhaseLaunch
-
     core = FakeCore()
     be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
     be._follow_logs = lambda pod, path: None  # no kubectl against this fake
     be._open_gate = lambda pod: True
     group = load(GROUP)
-    be.admit(9, group, {})
-    be.prepare(9, group, tmp_path)
+    be.admit(ctx(9, group, tmp_path))
+    be.prepare(ctx(9, group, tmp_path))
     graces, delete = [], core.delete_namespaced_pod
 
     def deleting(name, ns, grace_period_seconds, **kw):
         graces.append((name, grace_period_seconds, ("Pod", "g-a-0-a2") in core.objs))
         delete(name, ns, grace_period_seconds, **kw)
     core.delete_namespaced_pod = deleting
-    nodes = tmp_path / "jobs" / "9" / "nodes"
-    be.start(PhaseLaunch(job_id=9, task="a", task_idx=0, rank=0, phase="run", script="true",
-                         env={}, workdir=None, log_path=tmp_path / "a-0.2.log",
-                         status_path=nodes / "0-0.run.2.status", grace=1.0))
+    ref = NodeRef(9, 0, 0, "run", 2)
+    handle = be.start(PhaseLaunch(ref=ref, task="a", script="true", env={}, workdir=None,
+                                  log_path=tmp_path / "a-0.2.log", grace=1.0))
+    assert handle == {"pod": "g-a-0-a2"}
     assert graces == [("g-a-0", 0, False)]  # deleted at once, before the new pod existed
     assert ("Pod", "g-a-0") not in core.objs and ("Pod", "g-a-0-a2") in core.objs
-    be.stop(None, nodes / "0-0.run.2.status")
+    be.stop(ref, handle)
     assert graces[-1][:2] == ("g-a-0-a2", 1)  # the launch's grace, not the pod's 30 s
 
 
@@ -408,41 +417,36 @@ def _watched_group(tmp_path: Path):
     does (start, watch; woken: outcome, and watch again while it runs), on a real event loop."""
     import asyncio
 
-    from jobgroup.backends.base import PhaseLaunch
-
     core = FakeCore()
     be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
     be._follow_logs = lambda pod, path: None  # no kubectl against this fake
     be._open_gate = lambda pod: True
     group = load(GROUP)
-    be.admit(9, group, {})
-    be.prepare(9, group, tmp_path)
+    be.admit(ctx(9, group, tmp_path))
+    be.prepare(ctx(9, group, tmp_path))
     feed = PodFeed(be, core)
     for name in ("g-a-0", "g-a-1", "g-b-0"):
         feed.change(name, RUNNING, push=False)
     loop = asyncio.new_event_loop()
     woken: list[str] = []
     outcomes: dict[str, Outcome] = {}
-    nodes = tmp_path / "jobs" / "9" / "nodes"
 
-    def watch(name: str, handle, path: Path) -> None:
+    def watch(name: str, ref: NodeRef, handle) -> None:
         def ended() -> None:
             woken.append(name)
-            out = be.outcome(handle, path)
+            out = be.outcome(ref, handle)
             if out is None:
-                watch(name, handle, path)
+                watch(name, ref, handle)
             else:
                 outcomes[name] = out
-        be.watch(loop, handle, ended)
+        be.watch(loop, ref, handle, ended)
 
     for name, task, idx, rank in (("g-a-0", "a", 0, 0), ("g-a-1", "a", 0, 1),
                                   ("g-b-0", "b", 1, 0)):
-        path = nodes / f"{idx}-{rank}.run.1.status"
-        handle = be.start(PhaseLaunch(job_id=9, task=task, task_idx=idx, rank=rank,
-                                      phase="run", script="true", env={}, workdir=None,
-                                      log_path=tmp_path / f"{name}.log", status_path=path,
-                                      grace=1.0))
-        watch(name, handle, path)
+        ref = NodeRef(9, idx, rank, "run", 1)
+        handle = be.start(PhaseLaunch(ref=ref, task=task, script="true", env={}, workdir=None,
+                                      log_path=tmp_path / f"{name}.log", grace=1.0))
+        watch(name, ref, handle)
 
     def settle(until=lambda: True, quiet: float = 0.3) -> None:
         """Run the loop until `until()`, then until nothing is woken for `quiet` seconds."""
@@ -501,8 +505,8 @@ def test_the_cache_is_rebuilt_after_the_watch_reconnects(tmp_path: Path) -> None
             "terminated": {"exitCode": 3, "message": "run exited 3"}}}]}
         feed.change("g-a-1", failed, push=False)  # while nobody watches
         del feed.core.objs[("Pod", "g-b-0")]
-        path = tmp_path / "jobs" / "9" / "nodes" / "0-1.run.1.status"
-        assert be.outcome(None, path).exit_code == 3 and feed.reads == 1  # not synced: GET
+        ref = NodeRef(9, 0, 1, "run", 1)
+        assert be.outcome(ref, None).exit_code == 3 and feed.reads == 1  # not synced: GET
         assert be._cache["g-a-1"]["status"]["phase"] == "Running"  # the stale cache, unused
         feed.down = False
         settle(lambda: len(outcomes) == 2)
@@ -521,22 +525,36 @@ def test_a_change_the_watch_saw_before_start_wakes_the_node_at_once(tmp_path: Pa
     """`start` says nothing of the pod's state, so a change the watch saw before it (a pod that
     got through its phase while the controller was busy) must not wait for the pod's next
     change: the watch after `start` calls back at once (one `outcome`, from the cache)."""
-    from jobgroup.backends.base import PhaseLaunch
-
     be, feed, woken, outcomes, settle, loop = _watched_group(tmp_path)
     try:
         feed.change("g-a-0", {"phase": "Succeeded", "containerStatuses": [{"state": {
             "terminated": {"exitCode": 0, "message": "run exited 0"}}}]})
         settle(lambda: "g-a-0" in outcomes)
-        path = tmp_path / "jobs" / "9" / "nodes" / "0-0.run.1.status"
-        handle = be.start(PhaseLaunch(job_id=9, task="a", task_idx=0, rank=0, phase="run",
-                                      script="true", env={}, workdir=None,
-                                      log_path=tmp_path / "again.log", status_path=path,
-                                      grace=1.0))
+        ref = NodeRef(9, 0, 0, "run", 1)
+        handle = be.start(PhaseLaunch(ref=ref, task="a", script="true", env={}, workdir=None,
+                                      log_path=tmp_path / "again.log", grace=1.0))
         late: list[Outcome] = []
-        be.watch(loop, handle, lambda: late.append(be.outcome(handle, path)))
+        be.watch(loop, ref, handle, lambda: late.append(be.outcome(ref, handle)))
         settle(lambda: bool(late))
         assert late == [Outcome(exit_code=0)] and feed.reads == 0
     finally:
         feed.close()
         loop.close()
+
+
+def test_a_request_the_api_server_refuses_while_admitting_is_refused(tmp_path: Path) -> None:
+    """403 (forbidden by the cluster's RBAC) on an API call while admitting: `Refused` with the
+    server's word, which the controller turns into FAILED_PRECHECKS; not Unreachable (the
+    server answered) and not a bug of the backend."""
+    from jobgroup.backends.base import Refused
+
+    core = FakeCore()
+    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    group = load(GROUP)
+    opts = be.admit(ctx(10, group, tmp_path)).facts  # its objects created
+
+    def forbidden(*a, **k):
+        raise ApiError(403)
+    core.list_namespaced_pod = forbidden
+    with pytest.raises(Refused, match="HTTP 403"):
+        be.admit(ctx(10, group, tmp_path, **opts))

@@ -382,6 +382,7 @@ def test_native_readiness_is_what_the_kubelet_reports(k8s: K8s, tmp_path: Path) 
     """The pod's readinessProbe (run by the kubelet inside the cluster network) as the backend
     reads it: `node_ready`, which the controller asks instead of probing http/tcp addresses
     that resolve only inside the cluster."""
+    from jobgroup.backends.base import JobContext, NodeRef
     from jobgroup.backends.kubernetes import KubernetesConfig
     from jobgroup.backends.kubernetes.backend import KubernetesBackend
     from jobgroup.backends.kubernetes.render import render_objects
@@ -391,11 +392,12 @@ def test_native_readiness_is_what_the_kubelet_reports(k8s: K8s, tmp_path: Path) 
     try:
         be = KubernetesBackend(tmp_path, KubernetesConfig())
         group = load(PROBED)
-        be._groups[7] = group
+        be.prepare(JobContext(job_id=7, group=group, options={}, base_dir=tmp_path))
         for obj in render_objects(group, 7, be.config, base_dir=tmp_path):  # not gated
             be._create(obj)
-        assert be.node_ready(7, 0, 0, 1) is False
-        wait_for(lambda: be.node_ready(7, 0, 0, 1), timeout=20)
+        server = NodeRef(7, 0, 0, "run", 1)
+        assert be.node_ready(server) is False
+        wait_for(lambda: be.node_ready(server), timeout=20)
         be.cleanup(7)
         wait_for(lambda: not k8s.kinds(), timeout=20)
     finally:
@@ -551,20 +553,21 @@ def _early_nodes(k8s: K8s, monkeypatch: pytest.MonkeyPatch, times: int):
     """The backend driven as the controller drives it (admit, then the setup phase of both
     nodes of EARLY started), with each node's log follower turned away `times` times as if it
     had asked before the container started (it asks again a second later); by then the nodes
-    have printed their setup line. Returns (backend, [(handle, status path, log path)])."""
-    from jobgroup.backends.base import PhaseLaunch
+    have printed their setup line. Returns (backend, [(handle, node ref, log path)])."""
+    from jobgroup.backends.base import JobContext, NodeRef, PhaseLaunch
     from jobgroup.backends.kubernetes.backend import backend_from_env
-    from jobgroup.controller import paths
     from jobgroup.spec import load
+    from jobgroup.state import layout as paths
 
     home = k8s.jenv.home
     monkeypatch.setenv("KUBECONFIG", str(k8s.kubeconfig))  # the followers' kubectl
     monkeypatch.setenv("KUBECACHEDIR", k8s.jenv.env["KUBECACHEDIR"])
     be = backend_from_env(home)
     group = load(EARLY)
-    assert be.admit(1, group, {}).state == "waiting"  # its objects created
-    wait_for(lambda: be.admit(1, group, {}).state == "ready", timeout=20)
-    be.prepare(1, group, home)
+    job = JobContext(job_id=1, group=group, options={}, base_dir=home)
+    assert be.admit(job).state == "waiting"  # its objects created
+    wait_for(lambda: be.admit(job).state == "ready", timeout=20)
+    be.prepare(job)
     kubelet = k8s.cluster.kubelet
     nodes = []
     for rank in (0, 1):
@@ -572,12 +575,11 @@ def _early_nodes(k8s: K8s, monkeypatch: pytest.MonkeyPatch, times: int):
         wait_for(lambda: pod in kubelet.runs and b"set up before" in
                  kubelet.runs[pod].log.read_bytes(), timeout=20)
         kubelet.asked_too_early(*pod, times=times)
-        status_path = paths.status_path(home, 1, 0, rank, "setup", 1)
+        ref = NodeRef(1, 0, rank, "setup", 1)
         log_path = paths.log_path(home, 1, "a", rank)
-        handle = be.start(PhaseLaunch(job_id=1, task="a", task_idx=0, rank=rank,
-                                      phase="setup", script="", env={}, workdir=None,
-                                      log_path=log_path, status_path=status_path, grace=1.0))
-        nodes.append((handle, status_path, log_path))
+        handle = be.start(PhaseLaunch(ref=ref, task="a", script="", env={}, workdir=None,
+                                      log_path=log_path, grace=1.0))
+        nodes.append((handle, ref, log_path))
     wait_for(lambda: all(kubelet.early.get(("default", f"early-a-{r}"), 0) < times
                          for r in (0, 1)), timeout=20)  # each follower was turned away
     return be, nodes
@@ -589,8 +591,8 @@ def test_a_node_stopped_before_its_log_follower_got_a_line_keeps_its_output(
     started, has not asked again yet keeps what it printed: its pod (whose log goes with it)
     is deleted only once the follower has that output."""
     be, nodes = _early_nodes(k8s, monkeypatch, times=1)
-    for handle, status_path, _ in nodes:
-        be.stop(handle, status_path, kill=True)
+    for handle, ref, _ in nodes:
+        be.stop(ref, handle, kill=True)
     wait_for(lambda: not k8s.cluster.pods(), timeout=20)
     wait_for(lambda: not _kube_processes(k8s.kubeconfig), timeout=20)  # the followers ended
     for _, _, log_path in nodes:
@@ -607,12 +609,12 @@ def test_a_follower_that_never_gets_a_stream_holds_only_the_first_stop(
     from jobgroup.backends.kubernetes import backend
 
     monkeypatch.setattr(backend, "LOG_WAIT", 1.0)
-    be, [(h0, s0, l0), (h1, s1, _)] = _early_nodes(k8s, monkeypatch, times=1000)
+    be, [(h0, r0, l0), (h1, r1, _)] = _early_nodes(k8s, monkeypatch, times=1000)
     with caplog.at_level(logging.WARNING, logger="jobgroup.kubernetes"):
-        be.stop(h0, s0, kill=True)
+        be.stop(r0, h0, kill=True)
     assert f"the log follower of pod early-a-0 (kubectl logs -f) got no stream within 1s; its " \
         f"output may be missing from {l0}" in caplog.text
-    be.stop(h1, s1, kill=True)
+    be.stop(r1, h1, kill=True)
     reads = [r for r in k8s.cluster.server.requests if "/log?" in r and "limitBytes" in r]
     assert reads and all("early-a-0" in r for r in reads), reads
     wait_for(lambda: not k8s.cluster.pods(), timeout=20)
@@ -665,6 +667,7 @@ def test_two_state_directories_in_one_namespace_keep_their_own_objects(
         k8s: K8s, tmp_path: Path) -> None:
     """Job ids start at 1 in every state directory: the home uid label keeps two users in one
     namespace apart (selectors, cleanup's fallback, the 409 check)."""
+    from jobgroup.backends.base import JobContext
     from jobgroup.backends.kubernetes import KubernetesConfig
     from jobgroup.backends.kubernetes.backend import KubernetesBackend
     from jobgroup.spec import load
@@ -679,13 +682,14 @@ def test_two_state_directories_in_one_namespace_keep_their_own_objects(
         assert KubernetesBackend(tmp_path / "alice", KubernetesConfig()).config.home_uid == \
             alice.config.home_uid  # created once
         group = load(SIMPLE)
-        assert alice.admit(1, group, {"base_dir": str(tmp_path)}).state == "waiting"
+        job1 = JobContext(job_id=1, group=group, options={}, base_dir=tmp_path)
+        assert alice.admit(job1).state == "waiting"
         mine = {p: k8s.cluster.names(p) for p in ("pods", "services", "configmaps")}
         for p in mine:
             for o in k8s.cluster.objects(p):
                 assert o["metadata"]["labels"]["jobgroup.dev/home"] == alice.config.home_uid
         # bob's job 1 (a group of the same name) is refused, not adopted
-        refused = bob.admit(1, group, {"base_dir": str(tmp_path)})
+        refused = bob.admit(job1)
         assert refused.state == "failed", refused
         assert "already runs in namespace default (job 1 of another jobgroup state " \
             "directory)" in refused.reason

@@ -22,6 +22,11 @@ FORBIDDEN = {
     "api": {"cli", "dashboard"},
     "dashboard": {"cli"},
 }
+# area -> modules below it that it must never import either: backends are handed what they
+# need by the controller (`JobContext`, `Backend.jobs`) and never open the store themselves
+FORBIDDEN_MODULES = {
+    "backends": {"jobgroup.state.store", "jobgroup.state.transitions"},
+}
 
 
 def _module(path: Path) -> str:
@@ -53,6 +58,8 @@ def test_no_backward_arrows():
         if m == "jobgroup.__main__":
             continue  # the console entry point runs the CLI
         for target in sorted(_imports(path)):
-            if _area(target) in FORBIDDEN.get(_area(m), set()):
+            if _area(target) in FORBIDDEN.get(_area(m), set()) or any(
+                    target == f or target.startswith(f + ".")
+                    for f in FORBIDDEN_MODULES.get(_area(m), ())):
                 wrong.append(f"{m} imports {target}")
     assert not wrong, "\n".join(wrong)

@@ -150,7 +150,7 @@ def test_sigkill_of_a_node_shim_fails_the_group_and_leaves_nothing(jenv):
     finally:
         store.close()
     wait_for(lambda: len(processes_of(jenv.home)) >= 5)  # 2 shims, bash, 2 sleeps (+ peer)
-    os.kill(victim.pid, signal.SIGKILL)
+    os.kill(victim.handle["pid"], signal.SIGKILL)  # the local backend's handle: its shim
     final = jenv.wait(job)
     assert final["status"] == "FAILED"
     assert "task 'victim' run was killed by signal 9" in final["reason"]

@@ -35,7 +35,7 @@ from pathlib import Path
 import msgspec
 
 from jobgroup.backends.local import egress, network, rootfs
-from jobgroup.backends.local.backend import PHASE_MARK
+from jobgroup.backends.local.runner import PHASE_MARK
 from jobgroup.state.store import Store
 
 

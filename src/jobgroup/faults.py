@@ -19,17 +19,20 @@ import os
 import signal
 
 POINTS: dict[str, str] = {
-    # start of a group (local backend: `LocalBackend.prepare`, `network.create`, `start`)
+    # start of a group (local backend: `LocalBackend.prepare`, `network.create`; the rest in
+    # the controller, for every backend)
     "prepare.begin": "the job's directory exists; nothing of its network yet",
     "network.claimed": "the bridge holds the group's subnet; no namespace, no veth yet",
     "network.host": "namespaces and veths exist; addresses inside them not set",
     "network.created": "the network is complete; network.json not written",
     "prepare.saved": "network.json written; hosts file not written",
-    "start.intent": "the nodes' phases are recorded (no pid); nothing spawned",
-    "start.spawned": "a shim was spawned; its pid is not recorded (counts every spawn)",
-    "start.recorded": "every pid of the batch is recorded; not watched yet",
+    "start.intent": "the nodes' phases are recorded (no handle); nothing started",
+    "start.spawned": "a phase was started (a shim spawned, a pod's run gate opened); its handle "
+                     "is not recorded (counts every start)",
+    "start.recorded": "every handle of the batch is recorded; not watched yet",
     # stop, settle, restart
-    "stop.signalled": "a node's shim was signalled; the stop request is not recorded",
+    "stop.signalled": "a node was asked to stop (its shim signalled, its pod deleted); the "
+                      "stop request is not recorded",
     "settle.read": "a node's end was read (its cgroup released); not recorded",
     "restart.counted": "a task is RECOVERING (its restart counted); its nodes not stopped",
     "restart.group": "a group is RECOVERING (its restart counted); its tasks not yet",

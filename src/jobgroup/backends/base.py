@@ -1,42 +1,156 @@
-"""The narrow interface every backend implements. Policy (gang start, primaries, fail-fast,
-delays, restarts) lives in the controller; a backend only prepares a group's network, starts a
-node's phase, lets the controller observe its end, stops it, points at its logs, and cleans up.
+"""The narrow interface every backend implements (DESIGN principles 4 and 10: policy once,
+backends small and peers). Policy (gang start, primaries, fail-fast, delays, restarts,
+readiness) lives in the controller; a backend only prepares a group's network and names,
+starts a node's phase, lets the controller observe its end, stops it, points at its logs, and
+cleans up.
+
+Names. The interface names nodes, not processes: every per-node call takes a `NodeRef` (job,
+task index, rank, phase, attempt) and the controller never parses anything a backend made. A
+phase's `Handle` is opaque JSON-able data the backend encodes at `start` (local: the shim's pid
+and start time; Kubernetes: the pod's name); the controller stores it as it is (the node's
+`handle` column), gives it back to `watch`/`outcome`/`stop`, and shows it to users only through
+`describe`. Nothing a backend needs may live only in the controller's memory: after a controller
+restart every call may come for a node whose handle was stored by a previous process.
+
+Jobs. `admit` and `prepare` receive a `JobContext` (the job's id, typed spec, launch options
+with the backend's own recorded facts, and base directory) from the controller; a backend never
+opens the store. A backend that must learn of a job it was not handed in this process (a
+restarted controller watching adopted nodes, another job that holds a name it needs) asks
+`self.jobs`, which whoever created it (the controller) sets.
 
 Contract for every implementation:
-- `start` returns a `Handle` that survives a controller restart when stored (pid + start time,
-  or backend labels); the node's outcome is recorded durably by the backend's own supervisor,
-  never only in the controller's memory.
-- `watch` arranges one call of `on_end` when the started phase has ended (immediately-ish when
-  it ended already); no polling loop measured in seconds.
+- `start` returns a `Handle` that survives a controller restart when stored; the node's outcome
+  is recorded durably by the backend's own supervisor (the shim's status file, the pod's
+  status), never only in the controller's memory.
+- `watch` arranges one call of `on_end` when the started phase has (or may have) ended, soon
+  when it ended already; no polling loop measured in seconds. A spurious call is allowed: the
+  controller asks `outcome`, and watches again while it says None.
 - `outcome` reads the recorded result; None while the phase still runs. A phase whose
-  supervisor vanished without a record reads as `Outcome(lost=True)`.
-- `stop` asks a phase to end (SIGTERM-like, escalating to a kill after the grace period);
-  stopping a node that is already gone returns quietly. `kill=True` skips the grace.
-- `cleanup` removes everything the backend created for a group; calling it twice is harmless.
+  supervisor vanished without a record reads as `Outcome(lost=True)` (or, where the cluster
+  says so, as killed by SIGKILL: a preemption). A record is read once and settled by the caller.
+- `recover` finds a phase the controller recorded as starting but whose handle it never stored
+  (it died in between): its handle when it runs, `ENDED` when it ran and ended (`outcome(ref,
+  None)` then reads how), None when it never started (the controller starts it again).
+- `stop` asks a phase to end (SIGTERM-like, escalating to a kill after the launch's grace
+  period); stopping a node that is already gone returns quietly. `kill=True` skips the grace.
+- `cleanup` removes everything the backend created for a group; calling it twice is harmless,
+  also in a controller that never prepared the group. It may say what it found of the nodes
+  (local: what each wrote in its own root) as notes the controller records as events.
+- Errors: `Unreachable` when the cluster did not answer (the controller keeps every state and
+  asks again); `Refused` when the cluster answered no to the group (`admit`/`prepare`: the
+  group fails FAILED_PRECHECKS with the message). Anything else is a bug of the backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Final, Mapping, Protocol
 
 from jobgroup.spec.models import JobGroup
+
+# A started phase as its backend knows it: JSON-able data only the backend reads (stored in the
+# node's `handle` column as JSON and given back as it was).
+Handle = dict[str, Any]
+# Something a backend says about a node of a group at its cleanup, for the job's events:
+# (task_idx, rank, message); (None, None, message) for the group as a whole.
+NodeNote = tuple[int | None, int | None, str]
+
+
+class Ended:
+    """The type of `ENDED`, `recover`'s answer for a phase that ran and has ended (one
+    instance: compare with `is`)."""
+
+    _instance: Ended | None = None
+
+    def __new__(cls) -> Ended:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ENDED"
+
+
+ENDED: Final = Ended()
 
 
 class Unreachable(Exception):
     """The backend's cluster (Slurm's controller, the Kubernetes API server) did not answer;
-    the controller keeps the group pending with this reason and asks again."""
+    the controller keeps the group's state with this reason and asks again."""
+
+
+class Refused(Exception):
+    """The backend's cluster answered, and refused the group (e.g. forbidden by its RBAC, a
+    configuration it rejects); the controller fails the group FAILED_PRECHECKS with this
+    message. Not for a group that merely does not fit: that is `Admission("failed", ...)`."""
 
 
 @dataclass(frozen=True)
-class Handle:
-    """How to find a running phase again (stored in the node's row)."""
+class NodeRef:
+    """One phase of one node of one job: the name every per-node call is made with."""
 
-    pid: int
-    pid_start: int
+    job_id: int
+    task_idx: int
+    rank: int
+    phase: str  # "setup" | "run"
+    attempt: int = 1
+
+    def node(self) -> tuple[int, int]:
+        """(task_idx, rank): the node, whatever phase or attempt."""
+        return (self.task_idx, self.rank)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the controller hands a backend about a job: `options` are the job's stored launch
+    options, with the facts the backend's `admit` asked to record merged in (e.g. Slurm's job
+    id and node lists); `base_dir` is the folder the spec's relative paths are resolved
+    against. Read-only to the backend."""
+
+    job_id: int
+    group: JobGroup
+    options: Mapping[str, Any]
+    base_dir: Path
+
+
+class Jobs(Protocol):
+    """How a backend asks its creator (the controller) about jobs it was not handed."""
+
+    def context(self, job_id: int) -> JobContext | None:
+        """The job's context, None when this state directory has no such job."""
+
+    def state(self, job_id: int) -> str:
+        """"live", "ending" (a cancel was asked for), "ended" (terminal), or "unknown"."""
+
+
+class NoJobs:
+    """`Backend.jobs` until its creator sets it: knows of no job."""
+
+    def context(self, job_id: int) -> JobContext | None:
+        return None
+
+    def state(self, job_id: int) -> str:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond the contract (Nomad's driver capabilities are the model).
+
+    - `self_scheduling`: the cluster has its own scheduler; the controller asks `admit` about a
+      pending group instead of admitting it against this machine's resources.
+    - `native_readiness`: `node_ready` gives the cluster's own verdict on http/tcp readiness
+      probes (node addresses may resolve only inside the cluster).
+    - `exec`: `exec_argv` runs a command as if on a node (command readiness probes).
+    """
+
+    self_scheduling: bool = False
+    native_readiness: bool = False
+    exec: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,17 +166,13 @@ class Outcome:
 class PhaseLaunch:
     """Everything needed to start one phase (setup or run) of one node."""
 
-    job_id: int
-    task: str
-    task_idx: int
-    rank: int
-    phase: str
+    ref: NodeRef
+    task: str  # the task's name
     script: str
     env: dict[str, str]
     workdir: str | None
-    log_path: Path
-    status_path: Path
-    grace: float
+    log_path: Path  # the node's log file (both phases of an attempt append to it)
+    grace: float  # seconds between the stop signal and the kill
     cpus: float = 0.0  # limits of this node (0: none, best-effort)
     memory_gb: float = 0.0
     log_max: int = 0  # cap of log_path in bytes, rotated to NAME.log.1 (JOBGROUP_LOG_MAX); 0: none
@@ -72,7 +182,8 @@ class PhaseLaunch:
 class Admission:
     """A self-scheduling backend's word on a pending group: `waiting` (reason shown in queue),
     `ready` (start it) or `failed` (FAILED_NO_RESOURCE with the reason). `facts` are merged into
-    the job's stored options (e.g. the cluster's job id, so a restarted controller finds it)."""
+    the job's stored options (e.g. the cluster's job id, so a restarted controller finds it) and
+    come back in every later `JobContext.options`."""
 
     state: str
     reason: str
@@ -81,62 +192,71 @@ class Admission:
 
 class Backend(ABC):
     name: str
-    # True for backends with their own scheduler (Slurm): the controller calls `admit` instead
-    # of admitting the group against this machine's resources.
-    schedules_itself: bool = False
-
-    def admit(self, job_id: int, group: JobGroup, options: dict) -> Admission:
-        """Submit (once) and poll the group's allocation; only if `schedules_itself`."""
-        raise NotImplementedError
-
     level: str = ""  # isolation level the backend gives nodes, in its own words
+    capabilities: Capabilities = Capabilities()
+    # Set by the backend's creator (the controller); see `Jobs`.
+    jobs: Jobs = NoJobs()
 
-    def node_ready(self, job_id: int, task_idx: int, rank: int, attempt: int) -> bool | None:
-        """The cluster's own verdict on a node's http/tcp readiness probe (Kubernetes renders
-        it as the pod's readinessProbe, and node addresses resolve only inside the cluster):
-        True/False; None means the controller probes the node itself (the default). Raises
-        Unreachable while the cluster does not answer: unknown, not a failed probe."""
+    def admit(self, ctx: JobContext) -> Admission:
+        """Submit (once: idempotent after a controller restart) and poll the group's
+        allocation; only with `capabilities.self_scheduling`. Raises Unreachable (asked again)
+        or Refused (the group fails FAILED_PRECHECKS)."""
+        raise NotImplementedError(f"the {self.name} backend has no scheduler of its own")
+
+    def node_ready(self, ref: NodeRef) -> bool | None:
+        """The cluster's own verdict on the http/tcp readiness probe of the node's run phase
+        (`capabilities.native_readiness`): True/False; None means the controller probes the
+        node itself (the default). Raises Unreachable while the cluster does not answer:
+        unknown, not a failed probe."""
         return None
 
+    def describe(self, handle: Handle) -> str:
+        """The handle in a user's words, for events ("pid 1234", "pod g-a-0")."""
+        return json.dumps(handle, sort_keys=True)
+
+    def reap(self) -> None:
+        """The controller got SIGCHLD: collect the exits of the child processes this backend
+        supervises itself (local shims: their exit codes are kept for `outcome`), and only
+        those. The default has none."""
+
     @abstractmethod
-    def prepare(self, job_id: int, group: JobGroup, base_dir: Path) -> dict[tuple[int, int], str]:
+    def prepare(self, ctx: JobContext) -> dict[tuple[int, int], str]:
         """Create the group's network and name resolution (idempotent: after a controller
         restart it finds what exists); return each node's address keyed by (task_idx, rank).
-        `base_dir` is the folder relative paths of the spec are resolved against."""
+        Raises Unreachable or Refused."""
 
     @abstractmethod
     def start(self, launch: PhaseLaunch) -> Handle:
-        """Start one phase of one node; its output goes straight to `launch.log_path`
-        (capped at `launch.log_max` with rotation where the backend supports it: local)."""
+        """Start one phase of one node (the group is prepared); its output goes straight to
+        `launch.log_path` (capped at `launch.log_max` with rotation where the backend supports
+        it: local). Returns the phase's handle."""
 
     @abstractmethod
-    def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
+    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
         """argv that runs a short command as if on the node (same network, names, mounts),
-        e.g. a readiness probe; the group must be prepared."""
+        e.g. a readiness probe; the group must be prepared (`capabilities.exec`)."""
 
     @abstractmethod
-    def alive(self, handle: Handle) -> bool:
-        """True while the phase's supervisor still runs (identity-checked, not just the pid)."""
+    def watch(self, loop: asyncio.AbstractEventLoop, ref: NodeRef, handle: Handle,
+              on_end: Callable[[], None]) -> None:
+        """Call `on_end` (from the loop) once, when the phase has (or may have) ended."""
 
     @abstractmethod
-    def watch(
-        self, loop: asyncio.AbstractEventLoop, handle: Handle, on_end: Callable[[], None]
-    ) -> None:
-        """Call `on_end` (from the loop) once the phase's supervisor has ended."""
+    def outcome(self, ref: NodeRef, handle: Handle | None) -> Outcome | None:
+        """The recorded result of a phase, or None while it runs (or while the cluster does
+        not answer: the caller is woken again). `handle` None: a phase `recover` found ENDED."""
 
     @abstractmethod
-    def outcome(self, handle: Handle | None, status_path: Path) -> Outcome | None:
-        """The recorded result of a phase, or None while it runs."""
+    def recover(self, ref: NodeRef) -> Handle | Ended | None:
+        """A phase recorded as starting whose handle was never stored: its handle while it
+        runs, ENDED once it has ended, None if it never started."""
 
     @abstractmethod
-    def find(self, status_path: Path) -> Handle | None:
-        """The handle of a phase started but never recorded (the controller died between
-        spawning it and writing its pid); None if no such phase ever started."""
+    def stop(self, ref: NodeRef, handle: Handle, *, kill: bool = False) -> None:
+        """Ask the phase to end (the grace, then a kill; at once with `kill`); quiet if it is
+        already gone."""
 
     @abstractmethod
-    def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
-        """Ask the phase to end; quiet if it is already gone."""
-
-    @abstractmethod
-    def cleanup(self, job_id: int) -> None:
-        """Remove what `prepare` created for the group; idempotent."""
+    def cleanup(self, job_id: int) -> list[NodeNote]:
+        """Remove what `prepare` (and `admit`) created for the group; idempotent. Returns
+        notes for the job's events ([] when there is nothing to say)."""

@@ -6,9 +6,12 @@ Contract:
   in the private state directory) or to hand it a launch (`controller.rpc`): they write intent
   to the store, then wake it. It reconciles each
   job that changed: load the job's rows, `decide()` purely, apply the actions, repeat.
-- It learns of every phase's end from the kernel (pidfds via the backend) and settles it from
-  the shim's durable status file, so a restarted controller (`adopt`) picks up exactly where
-  the previous one was killed: running phases are watched again, ended ones settled.
+- It learns of every phase's end from its backend (pidfds of local shims, a pod watch) and
+  settles it from the backend's durable record (the shim's status file, the pod's status), so
+  a restarted controller (`adopt`) picks up exactly where the previous one was killed: running
+  phases are watched again (by the handle stored for each), ended ones settled.
+- Backends are told about jobs, never read the store: `JobContext`s for `admit`/`prepare`,
+  `BackendJobs` for what they ask later.
 - SIGTERM/SIGINT stop the controller only; the groups keep running and are adopted next time.
 """
 
@@ -28,8 +31,9 @@ from pathlib import Path
 import msgspec
 
 from jobgroup import discovery, faults
-from jobgroup.backends.base import Backend, Handle, Outcome, PhaseLaunch, Unreachable
-from jobgroup.backends.local.shim import note_reaped
+from jobgroup.backends.base import (
+    ENDED, Backend, Handle, JobContext, NodeRef, Outcome, PhaseLaunch, Refused, Unreachable,
+)
 from jobgroup.controller import creds, probes, sockname
 from jobgroup.controller import placement as placements
 from jobgroup.controller.decide import (
@@ -73,6 +77,8 @@ class Controller:
         self._seen_up_to = 0  # highest job id looked at (for _scan_intents)
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._specs: dict[int, tuple[JobGroup, list[TaskInfo]]] = {}
+        self.jobs = BackendJobs(home, self._specs)  # what backends ask about jobs
+        backend.jobs = self.jobs
         self._addresses: dict[int, dict[tuple[int, int], str]] = {}
         self._watched: set[tuple[int, int, int, str, int]] = set()
         self._unreachable: set[int] = set()  # jobs whose backend did not answer (said once)
@@ -192,18 +198,13 @@ class Controller:
         self.loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def _reap_children(self) -> None:
-        """Collect the shims we spawned that ended (their pidfds tell the rest), keeping each
-        one's exit code (`note_reaped`: the record of a shim that could not write its file).
-        Only shims: the controller's other children — kubectl log followers and probes, run as
-        asyncio subprocesses — are reaped by asyncio, whose watcher must get their statuses
-        (a blanket waitpid(-1) took them: "Unknown child process pid N")."""
-        for pid in _ended_shims():
-            try:
-                got, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if got == pid:
-                note_reaped(pid, status)
+        """SIGCHLD: each backend collects the children it started that ended (`Backend.reap`:
+        the local shim runner's shims, keeping each one's exit code). Never a blanket
+        waitpid(-1): the controller's other children — kubectl log followers and probes, run
+        as asyncio subprocesses — are reaped by asyncio, whose watcher must get their
+        statuses ("Unknown child process pid N")."""
+        for backend in {id(b): b for b in self.backends.values()}.values():
+            backend.reap()
 
     def _on_wake(self, sock: socket.socket) -> None:
         while True:
@@ -302,26 +303,40 @@ class Controller:
             from jobgroup.backends import registry
 
             kind = registry.kind(infra)
-            backend = self.backends.get(kind) or registry.create(kind, self.home)
+            backend = self.backends.get(kind)
+            if backend is None:
+                backend = registry.create(kind, self.home)
+                backend.jobs = self.jobs
             self.backends[infra] = self.backends[kind] = backend
         return backend
 
     def _admit_self_scheduled(self, job: JobRec, group: JobGroup, backend: Backend) -> None:
         """Ask a backend with its own scheduler (Slurm, Kubernetes) about a pending group."""
         try:
-            adm = backend.admit(job.id, group, {**job.options, "base_dir": job.base_dir})
+            adm = backend.admit(_context(job, group))
         except Unreachable as e:
             transitions.set_pending_reason(
                 self.store, job.id, f"cannot reach {backend.name.capitalize()}: {e}")
             self.loop.call_later(RETRY_UNREACHABLE, self._mark, job.id)
             return
-        except Exception as e:  # refused (e.g. forbidden by the cluster's RBAC): say so
-            log.exception("job %d: %s refused the group", job.id, backend.name)
+        except Refused as e:  # e.g. forbidden by the cluster's RBAC: say so
+            log.warning("job %d: %s refused the group: %s", job.id, backend.name, e)
             reason = f"{backend.name.capitalize()} refused the group: {e}"
             for t in self.store.tasks(job.id):
                 transitions.set_task_status(self.store, job.id, t.idx, Status.FAILED_PRECHECKS,
                                             reason)
             transitions.set_job_status(self.store, job.id, Status.FAILED_PRECHECKS, reason)
+            return
+        except Exception as e:  # not the cluster's answer: this group fails, not the pass
+            why = unwritable_reason(self.home, e)
+            if why is not None:  # e.g. its batch script cannot be written: keep it, try again
+                self._cannot_write(job.id, e if isinstance(e, StateUnwritable) else
+                                   StateUnwritable(f"cannot write state in {self.home}: {why} "
+                                                   f"({e})"))
+                self.loop.call_later(RETRY_UNREACHABLE, self._mark, job.id)
+                return
+            log.exception("job %d: asking %s to admit the group failed", job.id, backend.name)
+            self._fail_job(job.id, e)
             return
         if adm.facts:
             self.store.update_options(job.id, **adm.facts)
@@ -355,7 +370,8 @@ class Controller:
             group, _ = self._spec(job.id, job.spec)
             serial = group.execution == "serial" and len(group.tasks) > 1
             inputs.append(JobInput(
-                job=job, group=group, self_scheduled=self._backend(job.id).schedules_itself,
+                job=job, group=group,
+                self_scheduled=self._backend(job.id).capabilities.self_scheduling,
                 tasks=tuple(self.store.tasks(job.id)) if serial and job.status != Status.PENDING
                 else ()))
         plan = plan_admission(inputs, self.inventory)
@@ -398,9 +414,8 @@ class Controller:
         why = f": {error}" if error is not None and str(error) else ""
         try:
             for n in self.store.nodes(job_id):
-                if n.live and n.pid:
-                    self._backend(job_id).stop(Handle(n.pid, n.pid_start or 0), self._status(job_id, n),
-                                      kill=True)
+                if n.live and n.handle:
+                    self._backend(job_id).stop(_ref(job_id, n), n.handle, kill=True)
             reason = f"the controller hit an error{why}; see controller.log"
             transitions.set_job_status(self.store, job_id, Status.FAILED_CONTROLLER, reason)
             # Its tasks end with it: a task left STARTING would keep `logs` following forever.
@@ -483,9 +498,8 @@ class Controller:
                 self.store.update_node(job_id, task_idx, rank, phase=Phase.READY)
             case StopNode(task_idx, rank, reason):
                 node = next(n for n in view.nodes if (n.task_idx, n.rank) == (task_idx, rank))
-                if node.pid:  # first: if the backend cannot be reached, nothing is recorded
-                    self._backend(job_id).stop(Handle(node.pid, node.pid_start or 0),
-                                               self._status(job_id, node))
+                if node.handle:  # first: if the backend cannot be reached, nothing is recorded
+                    self._backend(job_id).stop(_ref(job_id, node), node.handle)
                 faults.hit("stop.signalled")
                 self.store.update_node(job_id, task_idx, rank, stop_requested_at=now)
                 self.store.add_event(job_id, "stop", reason, task_idx, rank)
@@ -522,8 +536,8 @@ class Controller:
                 task = next(t for t in view.tasks if t.idx == idx)
                 self.store.record(job_id, nodes=[
                     (idx, n.rank, {"phase": Phase.READY,
-                                   "attempt": max(task.restarts + 1, n.attempt), "pid": None,
-                                   "pid_start": None, "exit_code": None, "signal": None,
+                                   "attempt": max(task.restarts + 1, n.attempt), "handle": None,
+                                   "exit_code": None, "signal": None,
                                    "stopped": 0, "stop_requested_at": None, "ended_at": None,
                                    "ended_phase": None, "ready_at": None, "probe_failed": None,
                                    "started_at": None})
@@ -539,11 +553,12 @@ class Controller:
             case _:
                 raise TypeError(f"unknown action {action!r}")
 
-    def _addresses_of(self, job_id: int, group: JobGroup, base_dir: str) -> dict[tuple[int, int], str]:
+    def _addresses_of(self, job: JobRec, group: JobGroup) -> dict[tuple[int, int], str]:
+        job_id = job.id
         addrs = self._addresses.get(job_id)
         if addrs is None:
             backend = self._backend(job_id)
-            addrs = backend.prepare(job_id, group, Path(base_dir))
+            addrs = backend.prepare(_context(job, group))
             self.store.set_job_facts(job_id, isolation=backend.level)
             self._addresses[job_id] = addrs
             topo = paths.topology_path(self.home, job_id)
@@ -559,15 +574,14 @@ class Controller:
 
     def _start(self, job_id: int, group: JobGroup, view: JobView,
                starts: list[StartPhase]) -> None:
-        """Start many phases: one commit for the intents, spawn all, one commit for the pids."""
+        """Start many phases: one commit for the intents, spawn all, one commit for the handles."""
         job = view.job
-        addrs = self._addresses_of(job_id, group, job.base_dir)
+        addrs = self._addresses_of(job, group)
         nodes = {(n.task_idx, n.rank): n for n in view.nodes}
         now = time.time()
         # Record the intents before acting, so a crash in between is visible on restart.
         self.store.record(job_id, nodes=[
-            (s.task_idx, s.rank, {"phase": s.phase, "pid": None, "pid_start": None,
-                                  "started_at": now})
+            (s.task_idx, s.rank, {"phase": s.phase, "handle": None, "started_at": now})
             for s in starts
         ])
         faults.hit("start.intent")
@@ -588,19 +602,19 @@ class Controller:
                 pass
             raise
         finally:
+            backend = self._backend(job_id)
             try:
                 self.store.record(
                     job_id,
-                    nodes=[(n.task_idx, n.rank, {"pid": n.pid, "pid_start": n.pid_start})
-                           for n in started],
-                    events=[(n.task_idx, n.rank, f"{n.phase.value}-started", f"pid {n.pid}")
-                            for n in started],
+                    nodes=[(n.task_idx, n.rank, {"handle": n.handle}) for n in started],
+                    events=[(n.task_idx, n.rank, f"{n.phase.value}-started",
+                             backend.describe(n.handle or {})) for n in started],
                 )
                 faults.hit("start.recorded")
             finally:
-                # Watched even when their pids could not be written (a full disk): their
+                # Watched even when their handles could not be written (a full disk): their
                 # ends are then held in memory until they can be (`_record_end`); a restarted
-                # controller finds them by their pid files (`find`).
+                # controller finds them through the backend (`recover`).
                 for n in started:
                     self._watch(job_id, n)
 
@@ -617,19 +631,17 @@ class Controller:
                             attempt=node.attempt)
             script = (task.setup if s.phase == Phase.SETUP else task.run) or "true"
             handle = self._backend(job_id).start(PhaseLaunch(
-                job_id=job_id, task=task.name or "", task_idx=s.task_idx, rank=s.rank,
-                phase=s.phase.value, script=script, env=env,
+                ref=NodeRef(job_id, s.task_idx, s.rank, s.phase.value, node.attempt),
+                task=task.name or "", script=script, env=env,
                 workdir=_workdir(job.base_dir, task.workdir) or str(
                     paths.node_dir(self.home, job_id, task.name or "", s.rank)),
                 log_path=paths.log_path(self.home, job_id, task.name or "", s.rank, node.attempt),
-                status_path=paths.status_path(self.home, job_id, s.task_idx, s.rank,
-                                              s.phase.value, node.attempt),
                 grace=float(opts.get("grace", 10.0)),
                 log_max=int(opts.get("log_max") or 0),
                 **placements.limits(job, s.task_idx, s.rank),
             ))
-            started.append(NodeRec(**{**_fields(node), "phase": s.phase, "pid": handle.pid,
-                                      "pid_start": handle.pid_start}))
+            faults.hit("start.spawned")
+            started.append(NodeRec(**{**_fields(node), "phase": s.phase, "handle": handle}))
 
     def _env(self, job: JobRec, group: JobGroup, task_idx: int, rank: int,
              addrs: dict[tuple[int, int], str], *, setup: bool = False,
@@ -661,7 +673,7 @@ class Controller:
         if (task.readiness_probe is None or n.phase != Phase.RUN or n.ready_at is not None
                 or n.probe_failed or key in self._probing):
             return
-        addrs = self._addresses_of(job.id, group, job.base_dir)
+        addrs = self._addresses_of(job, group)
         # Keep a strong reference: the loop holds tasks only weakly.
         self._probing[key] = self.loop.create_task(self._probe(job, group, n, addrs))
         self._probing[key].add_done_callback(lambda _: self._probing.pop(key, None))
@@ -675,10 +687,11 @@ class Controller:
         timeout = parse_duration(probe.timeout)
         interval = parse_duration(probe.interval)
         argv = env = None
+        backend = self._backend(job.id)
+        ref = NodeRef(job.id, n.task_idx, n.rank, Phase.RUN.value, n.attempt)
         if probe.command is not None:
             env = self._env(job, group, n.task_idx, n.rank, addrs, attempt=n.attempt)
-            argv = self._backend(job.id).exec_argv(job.id, n.task_idx, n.rank,
-                                          ["/bin/bash", "-c", probe.command])
+            argv = backend.exec_argv(ref, ["/bin/bash", "-c", probe.command])
         what = probes.describe(probe, address)
         await asyncio.sleep(parse_duration(probe.initial_delay))
         failures, why = 0, ""
@@ -688,11 +701,9 @@ class Controller:
             if cur is None or cur.phase != Phase.RUN or cur.attempt != n.attempt:
                 return  # ended or restarted meanwhile
             native = None
-            if probe.command is None:  # the backend's cluster may probe it (blocking call)
-                try:
-                    native = await self.loop.run_in_executor(
-                        None, self._backend(job.id).node_ready, job.id, n.task_idx, n.rank,
-                        n.attempt)
+            if probe.command is None and backend.capabilities.native_readiness:
+                try:  # the backend's cluster probes it (a blocking call)
+                    native = await self.loop.run_in_executor(None, backend.node_ready, ref)
                 except Unreachable:  # unknown: ask again later, it is no failed attempt
                     await asyncio.sleep(max(interval, RETRY_UNREACHABLE))
                     continue
@@ -714,33 +725,31 @@ class Controller:
                 return
             await asyncio.sleep(interval)
 
-    def _status(self, job_id: int, n: NodeRec) -> Path:
-        return paths.status_path(self.home, job_id, n.task_idx, n.rank, n.phase.value, n.attempt)
-
     def _watch(self, job_id: int, n: NodeRec) -> None:
         key = (job_id, n.task_idx, n.rank, n.phase.value, n.attempt)
         if key in self._watched:
             return
         self._watched.add(key)
-        handle = Handle(n.pid, n.pid_start or 0) if n.pid else None
+        ref = _ref(job_id, n)
+        backend = self._backend(job_id)
+        handle = n.handle
         if handle is None:
             # Started but not recorded: the previous controller died in between.
-            handle = self._backend(job_id).find(self._status(job_id, n))
-            if handle is None:  # it never started: start it again
+            found = backend.recover(ref)
+            if found is None:  # it never started: start it again
                 back = Phase.WAITING if n.phase == Phase.SETUP else Phase.READY
                 self.store.update_node(job_id, n.task_idx, n.rank, phase=back)
                 self._watched.discard(key)
                 self._mark(job_id)
                 return
-            if handle.pid == 0:
-                handle = None
-            else:  # found running: record it, or stopping it later would not reach it
+            if found is not ENDED:  # found running: record it, or stopping it would miss it
+                handle = found
                 try:
                     self.store.record(
-                        job_id, nodes=[(n.task_idx, n.rank,
-                                        {"pid": handle.pid, "pid_start": handle.pid_start})],
+                        job_id, nodes=[(n.task_idx, n.rank, {"handle": handle})],
                         events=[(n.task_idx, n.rank, f"{n.phase.value}-started",
-                                 f"pid {handle.pid} (found after a controller restart)")])
+                                 f"{backend.describe(handle)} (found after a controller "
+                                 "restart)")])
                 except StateUnwritable as e:
                     self._cannot_write(job_id, e)
 
@@ -751,13 +760,12 @@ class Controller:
         if handle is None:
             self.loop.call_soon(ended)
         else:
-            self._backend(job_id).watch(self.loop, handle, ended)
+            backend.watch(self.loop, ref, handle, ended)
 
     def _settle(self, job_id: int, n: NodeRec, handle: Handle | None) -> None:
         """The phase `n` was in has ended: record how, then reconcile the job."""
-        status_file = self._status(job_id, n)
         try:
-            out = self._backend(job_id).outcome(handle, status_file)
+            out = self._backend(job_id).outcome(_ref(job_id, n), handle)
         except Unreachable:  # the cluster did not answer: ask again, the node is not lost
             self.loop.call_later(RETRY_UNREACHABLE, self._settle, job_id, n, handle)
             return
@@ -792,7 +800,7 @@ class Controller:
         events: list[tuple[int | None, int | None, str, str]] = [
             (n.task_idx, n.rank, f"{n.phase.value}-ended", what)]
         if n.phase == Phase.SETUP and out.exit_code == 0 and not out.stopped:
-            fields: dict[str, object] = {"phase": Phase.READY, "pid": None}
+            fields: dict[str, object] = {"phase": Phase.READY, "handle": None}
         else:
             stopped = out.stopped or cur.stop_requested_at is not None
             fields = {"phase": Phase.ENDED, "exit_code": out.exit_code, "signal": out.signal,
@@ -809,32 +817,6 @@ class Controller:
         self._mark(job_id)
 
 
-def _ended_shims() -> list[int]:
-    """Our children that are shims (`jobgroup-shim-*`) and have exited (zombies)."""
-    out: list[int] = []
-    try:
-        threads = os.listdir("/proc/self/task")
-    except OSError:
-        return out
-    for tid in threads:
-        try:
-            with open(f"/proc/self/task/{tid}/children", "rb") as f:
-                children = f.read().split()
-        except OSError:
-            continue
-        for child in children:
-            try:
-                with open(b"/proc/" + child + b"/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            close = stat.rfind(b")")
-            comm = stat[stat.find(b"(") + 1:close]
-            if stat[close + 2:close + 3] == b"Z" and comm.startswith(b"jobgroup-shim"):
-                out.append(int(child))
-    return out
-
-
 def _user_name() -> str:
     import pwd
 
@@ -846,6 +828,50 @@ def _user_name() -> str:
 
 def _fields(n: NodeRec) -> dict[str, object]:
     return {f: getattr(n, f) for f in n.__struct_fields__}
+
+
+def _ref(job_id: int, n: NodeRec) -> NodeRef:
+    """The phase node `n` is in (setup or run), as backends name it."""
+    return NodeRef(job_id, n.task_idx, n.rank, n.phase.value, n.attempt)
+
+
+def _context(job: JobRec, group: JobGroup) -> JobContext:
+    return JobContext(job_id=job.id, group=group, options=job.options,
+                      base_dir=Path(job.base_dir))
+
+
+class BackendJobs:
+    """What the controller tells its backends about jobs they were not handed (`base.Jobs`):
+    read with a connection of its own each time (a backend may ask from a worker thread; it
+    asks rarely: after a controller restart, or when another job holds a name it needs)."""
+
+    def __init__(self, home: Path, specs: dict[int, tuple[JobGroup, list[TaskInfo]]]) -> None:
+        self.home = home
+        self._specs = specs  # the controller's parsed specs, by job id
+
+    def _job(self, job_id: int) -> JobRec | None:
+        store = Store(self.home)
+        try:
+            return store.job(job_id)
+        finally:
+            store.close()
+
+    def context(self, job_id: int) -> JobContext | None:
+        job = self._job(job_id)
+        if job is None:
+            return None
+        cached = self._specs.get(job_id)
+        return _context(job, cached[0] if cached else load(job.spec))
+
+    def state(self, job_id: int) -> str:
+        job = self._job(job_id)
+        if job is None:
+            return "unknown"
+        if job.status.terminal:
+            return "ended"
+        if job.cancel_requested or job.status == Status.CANCELLING:
+            return "ending"
+        return "live"
 
 
 def _workdir(base_dir: str, workdir: object) -> str | None:

@@ -6,7 +6,10 @@ Contract:
 - Writers use `BEGIN IMMEDIATE` and a long busy timeout: 20 concurrent `launch` commands queue up
   on the write lock instead of failing with "database is locked".
 - Status columns are changed only through `jobgroup.state.transitions` (one place, with events);
-  everything else here writes plain facts (pids, exit codes, timestamps, intents).
+  everything else here writes plain facts (handles, exit codes, timestamps, intents).
+- A node's `handle` is its backend's opaque JSON (what `Backend.start` returned); the store
+  keeps it as it is. State directories made before handles existed stored a local shim's
+  `pid`/`pid_start`: such rows read as the local handle `{"pid": P, "start": S}`.
 """
 
 from __future__ import annotations
@@ -66,8 +69,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     task_idx INTEGER NOT NULL,
     rank INTEGER NOT NULL,
     phase TEXT NOT NULL DEFAULT 'waiting',
-    pid INTEGER,
-    pid_start INTEGER,
+    handle TEXT,
     exit_code INTEGER,
     signal INTEGER,
     stopped INTEGER NOT NULL DEFAULT 0,
@@ -135,8 +137,7 @@ class NodeRec(msgspec.Struct, kw_only=True):
     task_idx: int
     rank: int
     phase: Phase
-    pid: int | None
-    pid_start: int | None
+    handle: dict[str, Any] | None  # the backend's handle of the phase it runs (None: none yet)
     exit_code: int | None
     signal: int | None
     stopped: bool
@@ -213,10 +214,21 @@ def _task(row: sqlite3.Row) -> TaskRec:
     )
 
 
+def _handle(row: sqlite3.Row) -> dict[str, Any] | None:
+    text = row["handle"]
+    if text:
+        return json.loads(text)
+    try:  # a row of an older jobgroup (or written by one still running): a local shim's pid
+        pid = row["pid"]
+    except IndexError:  # a state directory made with handles: no such column
+        return None
+    return {"pid": pid, "start": row["pid_start"] or 0} if pid else None
+
+
 def _node(row: sqlite3.Row) -> NodeRec:
     return NodeRec(
         job_id=row["job_id"], task_idx=row["task_idx"], rank=row["rank"],
-        phase=Phase(row["phase"]), pid=row["pid"], pid_start=row["pid_start"],
+        phase=Phase(row["phase"]), handle=_handle(row),
         exit_code=row["exit_code"], signal=row["signal"], stopped=bool(row["stopped"]),
         stop_requested_at=row["stop_requested_at"], started_at=row["started_at"],
         ended_at=row["ended_at"], address=row["address"], hostname=row["hostname"],
@@ -308,6 +320,7 @@ class Store:
         self.path = self.home / "state.db"
         # Why this store can only be read (a read-only or full file system), else None.
         self.read_only: str | None = None
+        self._legacy_pid = False  # the nodes table has the pid columns of older jobgroups
         try:
             self.conn = self._open()
         except sqlite3.OperationalError as e:
@@ -339,6 +352,8 @@ class Store:
                 conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
             self.conn = conn
             self._migrate()
+            # Made by a jobgroup that stored pids: writing a handle clears them (`record`).
+            self._legacy_pid = "pid" in {r[1] for r in conn.execute("PRAGMA table_info(nodes)")}
         except BaseException:
             conn.close()
             raise
@@ -358,6 +373,14 @@ class Store:
                 have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
                 if name not in have:  # another process may have just added it
                     c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                    if (table, name) == ("nodes", "handle") and "pid" in have:
+                        # pids of local shims become their handles (`_handle` reads both)
+                        rows = c.execute("SELECT rowid, pid, pid_start FROM nodes "
+                                         "WHERE pid IS NOT NULL").fetchall()
+                        c.executemany(
+                            "UPDATE nodes SET handle=?, pid=NULL, pid_start=NULL WHERE rowid=?",
+                            [(json.dumps({"pid": pid, "start": start or 0}), rowid)
+                             for rowid, pid, start in rows])
 
     def close(self) -> None:
         self.conn.close()
@@ -526,7 +549,7 @@ class Store:
         ]
 
     def update_node(self, job_id: int, task_idx: int, rank: int, **fields: Any) -> None:
-        """Write facts about one node (phase, pid, exit status, timestamps, address)."""
+        """Write facts about one node (phase, handle, exit status, timestamps, address)."""
         self.record(job_id, nodes=[(task_idx, rank, fields)])
 
     def record(
@@ -545,7 +568,11 @@ class Store:
                 if bad:
                     raise ValueError(f"not a node field: {sorted(bad)}")
                 cols = ", ".join(f"{k}=?" for k in fields)
-                vals = [v.value if isinstance(v, (Phase, Status)) else v for v in fields.values()]
+                vals = [v.value if isinstance(v, (Phase, Status)) else
+                        json.dumps(v) if k == "handle" and v is not None else v
+                        for k, v in fields.items()]
+                if "handle" in fields and self._legacy_pid:
+                    cols += ", pid=NULL, pid_start=NULL"
                 c.execute(
                     f"UPDATE nodes SET {cols} WHERE job_id=? AND task_idx=? AND rank=?",
                     (*vals, job_id, task_idx, rank),

@@ -39,9 +39,11 @@ How the process-shaped interface maps onto pods (one pod per node, see `driver.p
   Both first give the pods' log followers the time to get what the pods printed, since a pod's
   log goes with it (`_keep_logs`; a node stopped right after it started, while its follower
   still waits for the container to start, keeps its output).
-- Handles: `Handle(pid=<node number + 1>, pid_start=<attempt>)`; pods are found by name and
-  labels and the group by the job's stored spec, so a restarted controller rebuilds everything
-  from the cluster and the store.
+- Handles: `{"pod": NAME}`; every call names its node (`NodeRef`), pods are found by name and
+  labels, and a job this process was not handed (a restarted controller) is asked of `jobs`
+  (the controller), so a restarted controller rebuilds everything from the cluster and its
+  store. An API request the server refuses while admitting a group (403 forbidden by RBAC, ...)
+  raises `Refused`: the group fails FAILED_PRECHECKS with the server's message.
 
 Requires `pip install 'jobgroup[kubernetes]'` (imported when a backend is created) and kubectl
 on PATH for logs and exec_argv. Kubeconfig contexts work like kubectl's (`context:` in
@@ -66,18 +68,21 @@ from typing import Any, Callable, NamedTuple
 
 import msgspec
 
-from jobgroup.backends.base import Admission, Backend, Handle, Outcome, PhaseLaunch, Unreachable
+from jobgroup.backends.base import (
+    ENDED, Admission, Backend, Capabilities, Ended, Handle, JobContext, NodeNote, NodeRef,
+    Outcome, PhaseLaunch, Refused, Unreachable,
+)
 from jobgroup.backends.kubernetes import render, status
 from jobgroup.backends.kubernetes.client import (
     TIMEOUT, Connection, api_message, call, connect, describe,
 )
 from jobgroup.backends.kubernetes.config import KubernetesConfig, home_uid, load_config
 from jobgroup.spec.models import JobGroup
+from jobgroup.state import layout
 
 log = logging.getLogger("jobgroup.kubernetes")
 GATE_RETRY = 2.0  # seconds before a phase whose run gate failed at `start` is looked at again
 LOG_WAIT = 10.0  # seconds a deletion may wait for log followers to have the pods' output
-_STATUS = re.compile(r"(\d+)-(\d+)\.(\w+)\.(\d+)\.status$")
 
 
 _READERS = {"Pod": "read_namespaced_pod", "Service": "read_namespaced_service",
@@ -96,20 +101,10 @@ class _Busy(RuntimeError):
     """A name this job needs is still held by another job's object on its way out: wait."""
 
 
-def _parse_status_path(path: Path) -> tuple[int, int, int, str, int]:
-    """(job id, task index, rank, phase, attempt) from the controller's status path
-    `.../jobs/JOB/nodes/TASK-RANK.PHASE.ATTEMPT.status`."""
-    m = _STATUS.search(path.name)
-    if not m:
-        raise ValueError(f"not a node status path: {path}")
-    return (int(path.parent.parent.name), int(m.group(1)), int(m.group(2)), m.group(3),
-            int(m.group(4)))
-
-
 class KubernetesBackend(Backend):
     name = "kubernetes"
-    schedules_itself = True
     level = "pods"
+    capabilities = Capabilities(self_scheduling=True, native_readiness=True, exec=True)
 
     def __init__(self, home: Path, config: KubernetesConfig | None = None, *,
                  core: Any = None, custom: Any = None) -> None:
@@ -121,8 +116,7 @@ class KubernetesBackend(Backend):
             self.config = msgspec.structs.replace(self.config, home_uid=home_uid(home))
         self._core, self._custom = core, custom
         self._server = ""
-        self._groups: dict[int, JobGroup] = {}
-        self._opts: dict[int, dict] = {}
+        self._jobs: dict[int, JobContext] = {}  # handed by admit/prepare, or asked of `jobs`
         self._created: dict[int, float] = {}
         # The pod cache, fed by the watch thread (see `_watch_loop`), and the callbacks it
         # wakes: all guarded by `_lock` (written by the watch thread, read on the loop).
@@ -131,7 +125,7 @@ class KubernetesBackend(Backend):
         self._version = 0  # pod changes the watch thread has seen (a sequence number)
         self._changed: dict[str, int] = {}  # pod name -> `_version` at its last change
         self._looked = 0  # `_version` when the controller last read a pod (outcome / start)
-        self._looks: dict[Handle, dict[str, int]] = {}  # handle -> {pod: `_version` when read}
+        self._looks: dict[NodeRef, dict[str, int]] = {}  # phase -> {pod: `_version` when read}
         self._waiting: dict[str, list[_Waiter]] = {}  # pod name -> callbacks it wakes
         self._anywhere: list[_Waiter] = []  # callbacks of no known pod: woken by any change
         self._stopping: set[str] = set()
@@ -139,7 +133,7 @@ class KubernetesBackend(Backend):
         self._gated: set[str] = set()  # pods whose run gate this process has opened
         self._refused: dict[str, str] = {}  # pod -> why the API server refuses exec into it
         self._gate_failed: set[str] = set()  # pods whose gate failed (warned once)
-        self._retry: set[Handle] = set()  # phases to look at again soon: their gate failed
+        self._retry: set[NodeRef] = set()  # phases to look at again soon: their gate failed
         self._followers: dict[str, _Follower] = {}  # pod -> its log follower
         self._followers_stuck = False  # one got no stream in time: do not wait (`_keep_logs`)
         self._lock = threading.Lock()
@@ -236,29 +230,11 @@ class KubernetesBackend(Backend):
         raise RuntimeError(f"{kind} {name} already exists in namespace {ns} and belongs to "
                            f"{owner}, which has not ended; cancel it or use --name")
 
-    def _job_record(self, job_id: int) -> Any:
-        """Job `job_id` as this state directory's store has it (a JobRec), None if unknown."""
-        from jobgroup.state.store import Store
-
-        store = Store(self.home)
-        try:
-            return store.job(job_id)
-        finally:
-            store.close()
-
     def _job_state(self, job_id: int) -> str:
         """Job `job_id` of this state directory: "ended", "ending" (cancel requested: its
-        objects go once its pods have stopped), "live", or "unknown" (not in the store)."""
-        from jobgroup.state.status import Status
-
-        rec = self._job_record(job_id)
-        if rec is None:
-            return "unknown"
-        if rec.status.terminal:
-            return "ended"
-        if rec.cancel_requested or rec.status == Status.CANCELLING:
-            return "ending"
-        return "live"
+        objects go once its pods have stopped), "live", or "unknown" (the controller does not
+        know it); asked of the controller (`jobs`)."""
+        return self.jobs.state(job_id)
 
     def _cleanup_leftover(self, job_id: int, group: str) -> None:
         """Delete what an ended job of this state directory left in the namespace."""
@@ -310,29 +286,38 @@ class KubernetesBackend(Backend):
         return render.job_selector(job_id, group, self.config.home_uid)
 
     # --- what a job is -----------------------------------------------------------------------
-    def _job(self, job_id: int) -> tuple[JobGroup, dict]:
-        """The job's group and options: remembered from admit/prepare, else read from the
-        store (a restarted controller watches running pods before anything else is called)."""
-        if job_id not in self._groups:
-            from jobgroup.spec import load
-
-            rec = self._job_record(job_id)
-            if rec is None:
+    def _job(self, job_id: int) -> JobContext:
+        """The job as admit/prepare handed it, else as the controller describes it (a restarted
+        controller watches running pods before anything else is called); KeyError when
+        unknown."""
+        ctx = self._jobs.get(job_id)
+        if ctx is None:
+            ctx = self.jobs.context(job_id)
+            if ctx is None:
                 raise KeyError(f"no job {job_id} in {self.home}")
-            self._groups[job_id] = load(rec.spec)
-            self._opts[job_id] = {**rec.options, "base_dir": rec.base_dir}
-        return self._groups[job_id], self._opts.get(job_id, {})
+            self._jobs[job_id] = ctx
+        return ctx
 
     # --- admission and preparation ---------------------------------------------------------
-    def admit(self, job_id: int, group: JobGroup, options: dict) -> Admission:
-        self._groups[job_id] = group
-        self._opts[job_id] = dict(options)
+    def admit(self, ctx: JobContext) -> Admission:
+        try:
+            return self._admit(ctx)
+        except (Unreachable, Refused):
+            raise
+        except Exception as e:
+            if self._status_code(e) is None:
+                raise  # not the API server's answer: a bug
+            raise Refused(api_message(e)) from None
+
+    def _admit(self, ctx: JobContext) -> Admission:
+        job_id, group, options = ctx.job_id, ctx.group, ctx.options
+        self._jobs[job_id] = ctx
         selector = self._selector(job_id, group.name)
         created = float(options.get("k8s_created_at") or self._created.get(job_id) or 0)
         if not created:
             try:
                 objs = render.render_objects(
-                    group, job_id, self.config, base_dir=options.get("base_dir"),
+                    group, job_id, self.config, base_dir=ctx.base_dir,
                     env=options.get("env") or {}, gated=True)
                 for obj in objs:
                     self._create(obj)
@@ -361,28 +346,35 @@ class KubernetesBackend(Backend):
                              f"{self.config.schedule_timeout:g}s: {reason}")
         return Admission("waiting", reason)
 
-    def prepare(self, job_id: int, group: JobGroup, base_dir: Path) -> dict[tuple[int, int], str]:
-        self._groups[job_id] = group
-        self._opts.setdefault(job_id, {})["base_dir"] = str(base_dir)
-        return render.addresses(group, self.config)
+    def prepare(self, ctx: JobContext) -> dict[tuple[int, int], str]:
+        self._jobs[ctx.job_id] = ctx
+        return render.addresses(ctx.group, self.config)
 
     # --- phases -------------------------------------------------------------------------------
-    def _pod_name(self, status_path: Path) -> tuple[str, str]:
-        job_id, task_idx, rank, phase, attempt = _parse_status_path(status_path)
-        group, _ = self._job(job_id)
-        return render.pod_name(group.name, group.tasks[task_idx].name or "", rank, attempt), phase
+    def _pod_name(self, ref: NodeRef) -> str:
+        """The pod of node `ref` in its attempt (the node's stable name; `-aN` from the 2nd)."""
+        group = self._job(ref.job_id).group
+        return render.pod_name(group.name, group.tasks[ref.task_idx].name or "", ref.rank,
+                               ref.attempt)
 
-    def _handle(self, job_id: int, task_idx: int, rank: int, attempt: int) -> Handle:
-        group, _ = self._job(job_id)
-        index = sum(t.num_nodes for t in group.tasks[:task_idx]) + rank
-        return Handle(pid=index + 1, pid_start=attempt)
+    def _pod_of(self, ref: NodeRef, handle: Handle | None) -> str:
+        """The pod a handle names (handles of a jobgroup before pods were named in them: the
+        pod computed from `ref`)."""
+        pod = handle.get("pod") if handle else None
+        return pod if isinstance(pod, str) else self._pod_name(ref)
+
+    def describe(self, handle: Handle) -> str:
+        return f"pod {handle.get('pod')}"
 
     def start(self, launch: PhaseLaunch) -> Handle:
         with self._lock:
             self._looked = self._version
-        group, opts = self._job(launch.job_id)
-        name, phase = self._pod_name(launch.status_path)
-        job_id, task_idx, rank, _, attempt = _parse_status_path(launch.status_path)
+        ref = launch.ref
+        ctx = self._job(ref.job_id)
+        group, opts = ctx.group, ctx.options
+        job_id, task_idx, rank, phase, attempt = (ref.job_id, ref.task_idx, ref.rank, ref.phase,
+                                                  ref.attempt)
+        name = self._pod_name(ref)
         self._graces[name] = launch.grace
         if attempt > 1 and not launch.log_path.exists() and \
                 self._pod(name, fresh=True) is None:
@@ -391,19 +383,17 @@ class KubernetesBackend(Backend):
             # still terminating would answer to that name too)
             self._remove_previous(render.pod_name(group.name, group.tasks[task_idx].name or "",
                                                   rank, attempt - 1))
-            base = Path(opts.get("base_dir") or Path.cwd())
-            files = render._Files(group, base)
+            files = render._Files(group, ctx.base_dir)
             self._create(render.pod_object(group, job_id, task_idx, rank, self.config,
                                            files, attempt=attempt, env=opts.get("env") or {},
                                            gated=True))
         self._follow_logs(name, launch.log_path)
-        handle = self._handle(job_id, task_idx, rank, attempt)
         # the controller has seen nothing of the pod yet: a change the watch saw before this
         # start (the pod ran since `admit`) wakes it too, at once (one `outcome`, from the cache)
-        self._look(handle, name, 0)
+        self._look(ref, name, 0)
         if phase != "setup" and not self._open_gate(name):
-            self._retry.add(handle)  # `watch` has `outcome` asked soon, pod change or not
-        return handle
+            self._retry.add(ref)  # `watch` has `outcome` asked soon, pod change or not
+        return {"pod": name}
 
     def _remove_previous(self, pod: str) -> None:
         """Delete the previous attempt's pod at once (grace 0: it has ended, or is being
@@ -603,9 +593,10 @@ class KubernetesBackend(Backend):
         log.log(level, "run gate of pod %s not opened (tried again): %s", pod, why)
         return False
 
-    def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
-        group, _ = self._job(job_id)
-        selector = (f"{self._selector(job_id, group.name)},"
+    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
+        group = self._job(ref.job_id).group
+        task_idx, rank = ref.task_idx, ref.rank
+        selector = (f"{self._selector(ref.job_id, group.name)},"
                     f"{render.LABEL}/task-index={task_idx},{render.LABEL}/rank={rank}")
         try:
             pods = self._pods(selector)
@@ -621,18 +612,18 @@ class KubernetesBackend(Backend):
             if os.environ.get("KUBECONFIG") else []
         return pin + self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
 
-    def outcome(self, handle: Handle | None, status_path: Path) -> Outcome | None:
-        name, phase = self._pod_name(status_path)
+    def outcome(self, ref: NodeRef, handle: Handle | None) -> Outcome | None:
+        name, phase = self._pod_of(ref, handle), ref.phase
         with self._lock:
             self._looked = seen = self._version
         try:
             seen, pod = self._read(name)
         except Unreachable:  # unknown yet: the watch wakes the controller once it answers
             if handle is not None:  # again (a list, or any pod's change: see `watch`)
-                self._look(handle, _ANY, seen)
+                self._look(ref, _ANY, seen)
             return None
         if handle is not None:
-            self._look(handle, name, seen)
+            self._look(ref, name, seen)
         out = status.phase_outcome(pod, phase, stop_requested=name in self._stopping)
         if out is None and phase == "run" and name not in self._gated and \
                 status.container_running(pod) and name not in self._stopping:
@@ -643,65 +634,72 @@ class KubernetesBackend(Backend):
                 else:  # the controller asks again every few seconds (a shut gate changes no pod)
                     raise Unreachable(f"the run gate of pod {name} is not open yet")
         if out is not None and handle is not None:
-            self._forget(handle, name)  # settled: not watched again
+            self._forget(ref, name)  # settled: not watched again
         return out
 
-    def node_ready(self, job_id: int, task_idx: int, rank: int, attempt: int) -> bool | None:
+    def node_ready(self, ref: NodeRef) -> bool | None:
         """The kubelet's word on the node's readiness probe (rendered as the pod's native
         readinessProbe): True once the container is ready, False while not; raises Unreachable
         while the API server does not answer (not a failed probe: the controller waits)."""
-        group, _ = self._job(job_id)
-        name = render.pod_name(group.name, group.tasks[task_idx].name or "", rank, attempt)
+        name = self._pod_name(NodeRef(ref.job_id, ref.task_idx, ref.rank, "run", ref.attempt))
         return status.container_ready(self._pod(name))  # Unreachable: the caller waits
 
-    def alive(self, handle: Handle) -> bool:
-        return True  # pods have no supervisor process here; `outcome` is the truth
-
-    def find(self, status_path: Path) -> Handle | None:
-        name, _ = self._pod_name(status_path)
+    def recover(self, ref: NodeRef) -> Handle | Ended | None:
+        """The node's pod: None when it does not exist (never created, or deleted), ENDED when
+        the phase is over by the pod's status, else its handle; a pod that cannot be read
+        (the API server does not answer) is assumed to exist: `outcome` settles it once the
+        server answers. The previous controller may have died before it started the pod's
+        log follower (its `start` never ran): one is started here unless the node's log file
+        says it was (the run gate is opened by `outcome`, as for any adopted pod)."""
+        name = self._pod_name(ref)
+        group = self._job(ref.job_id).group
+        log_path = layout.log_path(self.home, ref.job_id, group.tasks[ref.task_idx].name or "",
+                                   ref.rank, ref.attempt)
         with self._lock:
             seen = self._version
         try:
-            if self._pod(name) is None:
+            pod = self._pod(name)
+            if pod is None:
                 return None
+            self._follow_logs(name, log_path)
+            if status.phase_outcome(pod, ref.phase, stop_requested=name in self._stopping) \
+                    is not None:
+                return ENDED
             seen = 0  # what it says is for `outcome`: any change the watch saw counts
         except Unreachable:
-            name = _ANY  # assume it exists: `outcome` settles it once the server answers
-        job_id, task_idx, rank, _, attempt = _parse_status_path(status_path)
-        handle = self._handle(job_id, task_idx, rank, attempt)
-        self._look(handle, name, seen)
-        return handle
+            self._follow_logs(name, log_path)  # (it waits for the API server itself)
+            name = _ANY
+        self._look(ref, name, seen)
+        return {"pod": self._pod_name(ref)}
 
-    def _look(self, handle: Handle, name: str, seen: int) -> None:
-        """The controller read pod `name` for `handle` at `seen` (`_version` before the read):
-        its next `watch(handle)` is woken by a change of that pod after it (see `watch`).
+    def _look(self, ref: NodeRef, name: str, seen: int) -> None:
+        """The controller read pod `name` for phase `ref` at `seen` (`_version` before the
+        read): its next `watch(ref)` is woken by a change of that pod after it (see `watch`).
         `_ANY`: the pod could not be read (the API server did not answer): woken by the next
         change of any pod, or the next list."""
         with self._lock:
-            looks = self._looks.setdefault(handle, {})
+            looks = self._looks.setdefault(ref, {})
             looks[name] = min(seen, looks.get(name, seen))
 
-    def _forget(self, handle: Handle, name: str) -> None:
-        """`name` has ended for `handle`: the controller watches it no more."""
+    def _forget(self, ref: NodeRef, name: str) -> None:
+        """`name` has ended for phase `ref`: the controller watches it no more."""
         with self._lock:
-            looks = self._looks.get(handle)
+            looks = self._looks.get(ref)
             if looks is not None:
                 looks.pop(name, None)
                 if not looks:
-                    del self._looks[handle]
+                    del self._looks[ref]
 
-    def watch(self, loop: asyncio.AbstractEventLoop, handle: Handle,
+    def watch(self, loop: asyncio.AbstractEventLoop, ref: NodeRef, handle: Handle,
               on_end: Callable[[], None]) -> None:
-        """Calls `on_end` (in the loop) at the first change of the handle's pod that the watch
-        sees after the controller last read that pod (`start`/`outcome`/`find` for this
-        handle), so a change in between is not missed; the controller then asks `outcome` and
-        re-watches if the phase still runs (after `start`/`find`, which say nothing of the
-        pod's state, any change the watch ever saw of it counts: woken at once). A handle whose
+        """Calls `on_end` (in the loop) at the first change of the phase's pod that the watch
+        sees after the controller last read that pod (`start`/`outcome`/`recover` for this
+        phase), so a change in between is not missed; the controller then asks `outcome` and
+        re-watches if the phase still runs (after `start`/`recover`, which say nothing of the
+        pod's state, any change the watch ever saw of it counts: woken at once). A phase whose
         pod was not read here (a restarted controller adopting running pods) or could not be
         read (the API server did not answer) is woken by the next change of any jobgroup pod
-        or the next list. Handles carry no job id, so one handle may stand for pods of
-        several jobs: it is woken by a change of any of the pods read for it (spurious
-        wake-ups only cost an `outcome` from the cache)."""
+        or the next list (spurious wake-ups only cost an `outcome` from the cache)."""
         called = False
 
         def once() -> None:  # woken by a pod change or by a gate retry, whichever is first
@@ -711,7 +709,7 @@ class KubernetesBackend(Backend):
                 on_end()
         waiter = _Waiter(lambda: loop.call_soon_threadsafe(once))
         with self._lock:
-            looks = self._looks.pop(handle, None)
+            looks = self._looks.pop(ref, None)
             if looks and _ANY not in looks:
                 fire = any(self._changed.get(n, 0) > v for n, v in looks.items())
                 if not fire:
@@ -722,8 +720,8 @@ class KubernetesBackend(Backend):
                 fire = since < self._version
                 if not fire:
                     self._anywhere.append(waiter)
-            if handle in self._retry:  # its run gate failed at `start`: look again soon
-                self._retry.discard(handle)
+            if ref in self._retry:  # its run gate failed at `start`: look again soon
+                self._retry.discard(ref)
                 loop.call_later(GATE_RETRY, once)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch_loop, daemon=True,
@@ -805,13 +803,13 @@ class KubernetesBackend(Backend):
                 log.debug("pod watch broke (%s); listing again", describe(e))
                 time.sleep(1)
 
-    def stop(self, handle: Handle, status_path: Path, *, kill: bool = False) -> None:
+    def stop(self, ref: NodeRef, handle: Handle, *, kill: bool = False) -> None:
         """Delete the pod with the launch's grace period (`--grace`; whole seconds, rounded
-        up), or at once with kill=True; once its log follower has what it printed so far
-        (`_keep_logs`: a pod's log goes with it)."""
-        name, _ = self._pod_name(status_path)
+        up), or at once with kill=True, quiet when it is gone; once its log follower has what it
+        printed so far (`_keep_logs`: a pod's log goes with it)."""
+        name = self._pod_of(ref, handle)
         self._stopping.add(name)
-        grace = 0 if kill else self._grace(name, _parse_status_path(status_path)[0])
+        grace = 0 if kill else self._grace(name, ref.job_id)
         follower = self._followers.get(name)
         if follower is not None and follower.proc.poll() is None:
             pod = self._pod(name)
@@ -832,20 +830,19 @@ class KubernetesBackend(Backend):
         grace = self._graces.get(pod)
         if grace is None:
             try:
-                grace = self._job(job_id)[1].get("grace")
+                grace = self._job(job_id).options.get("grace")
             except KeyError:
                 return None
         return None if grace is None else max(0, math.ceil(float(grace)))
 
-    def cleanup(self, job_id: int) -> None:
+    def cleanup(self, job_id: int) -> list[NodeNote]:
         """Delete every object labelled with the job (not the PVCs); harmless twice."""
-        group = self._groups.get(job_id)
-        if group is None:
-            try:
-                group, _ = self._job(job_id)
-            except KeyError:
-                group = None
+        try:
+            group: JobGroup | None = self._job(job_id).group
+        except KeyError:
+            group = None
         self._delete_job(job_id, self._selector(job_id, group.name) if group else None)
+        return []
 
     def _delete_job(self, job_id: int, selector: str | None) -> None:
         api, ns = self._api(), self.config.namespace

@@ -365,24 +365,14 @@ def forwarding_left() -> dict[str, str]:
 
 # ---- what the local backend asks ----------------------------------------------------------------
 
-def wanted(home: Path, job_id: int) -> bool:
-    """Whether the job was launched without --no-egress (recorded in its options)."""
-    from jobgroup.state.store import Store
-
-    store = Store(home)
-    try:
-        rec = store.job(job_id)
-    finally:
-        store.close()
-    return not (rec is not None and rec.options.get("no_egress"))
-
-
-def group_network(home: Path, job_id: int, nodes: int):  # type: ignore[no-untyped-def]
-    """The group's network (`network.ensure`) with egress unless the job was launched with
-    --no-egress, and the text of its nodes' /etc/resolv.conf."""
+def group_network(home: Path, job_id: int, nodes: int, *,  # type: ignore[no-untyped-def]
+                  egress: bool = True):
+    """The group's network (`network.ensure`) with a way out unless `egress` is False (the
+    job was launched with --no-egress: its options, handed to the backend by the
+    controller), and the text of its nodes' /etc/resolv.conf."""
     from jobgroup.backends.local import network
 
-    on = wanted(home, job_id)
+    on = egress
     text, servers, note = resolv_for_nodes() if on else (NO_DNS, [], "")
     if note and note not in _said:
         _said.add(note)

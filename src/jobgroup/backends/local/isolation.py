@@ -131,6 +131,20 @@ def hosts_text(entries: list[tuple[str, list[str]]], host_hosts: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_hosts(path: Path, entries: list[tuple[str, list[str]]]) -> None:
+    """Write a group's hosts file at `path` atomically (readers never see half of it): this
+    machine's localhost lines, then `address name...` for every node (`hosts_text`). The one
+    writer of hosts files, for the local and the Slurm backend."""
+    try:
+        machine_hosts = Path("/etc/hosts").read_text()
+    except OSError:
+        machine_hosts = ""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(hosts_text(entries, machine_hosts))
+    os.chmod(tmp, 0o644)  # read by every user of the node (nothing secret in it)
+    os.replace(tmp, path)
+
+
 # In a node's own network namespace no DNS server is reachable (nodes talk only to each other).
 # Without a nameserver line glibc tries 127.0.0.1, which refuses at once: a name that is not in
 # the hosts file fails in milliseconds instead of after two 5 s time-outs (getent hosts asks for

@@ -8,8 +8,13 @@ How a group runs:
    Slurm's reason (Resources, Priority, ...); a request Slurm refuses outright fails the group
    FAILED_NO_RESOURCE with Slurm's message.
 2. Each node phase runs as a job step: `srun --jobid J --het-group T -w NODE -N1 -n1 --overlap`,
-   started by the same local shim as on the local backend (the step's output lands in the node's
-   log file; stopping the shim signals srun, which forwards the signal to the step).
+   named after the phase (`--job-name jobgroup-J-TASK-RANK-PHASE-ATTEMPT`), started and
+   supervised by the same local shim runner as on the local backend (the step's output lands
+   in the node's log file). Stopping sends SIGTERM to the step's tasks through Slurm (`scancel --signal=TERM
+   J.STEP`: srun itself answers SIGTERM by killing its tasks at once, so the shim is not
+   signalled); a detached watcher cancels the step after the launch's grace if it still runs
+   (Slurm then sends SIGTERM again and SIGKILL after its KillWait), so the kill comes even if
+   the controller dies meanwhile. `kill=True` kills the shim's srun at once.
 3. Inside the step, a private mount and UTS namespace (where the cluster allows it) give the node
    its hostname `{task}-{rank}` and the group's hosts file, so `{task}-{rank}.{group}` resolves;
    where it does not, a warning goes into the node's log and only the variables work.
@@ -19,18 +24,23 @@ All Slurm commands run with timeouts (a client blocks for long while slurmctld i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import msgspec
 
-from jobgroup.backends.base import Admission, PhaseLaunch, Unreachable
+from jobgroup.backends.base import (
+    Admission, Backend, Capabilities, Ended, Handle, JobContext, NodeNote, NodeRef, Outcome,
+    PhaseLaunch, Refused, Unreachable,
+)
 from jobgroup.backends.local import isolation
-from jobgroup.backends.local.backend import LocalBackend
+from jobgroup.backends.local.runner import ShimRunner
 from jobgroup.spec.models import JobGroup
 from jobgroup.spec.resources import parse_accelerators, parse_cpus, parse_memory
 
@@ -164,18 +174,33 @@ exec "$@"
 '''
 
 
-class SlurmBackend(LocalBackend):
-    """Slurm through its commands; node phases are job steps supervised by local shims."""
+@dataclass
+class _Allocation:
+    """A prepared group: where each node runs in the Slurm job (rebuilt by `prepare` from the
+    job's recorded facts after a controller restart)."""
+
+    group: JobGroup
+    base_dir: Path
+    slurm_id: str | None
+    hostnames: dict[tuple[int, int], str]  # (task, rank) -> the Slurm node it runs on
+    addresses: dict[tuple[int, int], str]
+    hosts_file: Path
+
+
+class SlurmBackend(Backend):
+    """Slurm through its commands; node phases are job steps (`srun`) supervised by local
+    shims (`ShimRunner`, as on the local backend; Slurm enforces the limits)."""
 
     name = "slurm"
-    schedules_itself = True
+    level = "slurm"
+    capabilities = Capabilities(self_scheduling=True, exec=True)
 
     def __init__(self, home: Path) -> None:
-        super().__init__(home)
-        self.level = "slurm"
+        self.home = home
+        self.runner = ShimRunner(home, limits=False)
         self.env = dict(os.environ)
         self.partition: str | None = None
-        self._nodes: dict[int, tuple[str | None, dict[tuple[int, int], str]]] = {}
+        self._jobs: dict[int, _Allocation] = {}
         cluster = home / "devcluster" / "slurm" / "cluster.json"
         if "SLURM_CONF" not in self.env and cluster.exists():
             # `jobgroup dev slurm up` is running: use it unless the user points elsewhere.
@@ -201,14 +226,20 @@ class SlurmBackend(LocalBackend):
                 return jid.strip().split("+")[0]
         return None
 
-    def admit(self, job_id: int, group: JobGroup, options: dict) -> Admission:
-        slurm_id = options.get("slurm_job_id")
+    def admit(self, ctx: JobContext) -> Admission:
+        job_id, group = ctx.job_id, ctx.group
+        slurm_id = ctx.options.get("slurm_job_id")
         if slurm_id is None:
             slurm_id = self._find(job_id)
         if slurm_id is None:
             job_dir = self._job_dir(job_id)
             job_dir.mkdir(parents=True, exist_ok=True)
-            settings = load_settings(self.home)
+            from jobgroup.errors import UsageError
+
+            try:
+                settings = load_settings(self.home)
+            except UsageError as e:  # a bad slurm.yaml: nothing can be submitted
+                raise Refused(str(e)) from None
             if settings.partition is None and self.partition:
                 settings = msgspec.structs.replace(settings, partition=self.partition)
             script = batch_script(group, job_id, self._tag(), job_dir, settings=settings)
@@ -239,48 +270,43 @@ class SlurmBackend(LocalBackend):
         return Admission("waiting", f"Slurm job {slurm_id} pending: {reason}",
                          {"slurm_job_id": slurm_id})
 
-    def prepare(self, job_id: int, group: JobGroup, base_dir: Path) -> dict[tuple[int, int], str]:
-        plan = self._jobs.get(job_id)
-        if plan is not None:
-            return plan.addresses
-        from jobgroup.backends.local.backend import _JobPlan
-        from jobgroup.state.store import Store
-
-        store = Store(self.home)
-        try:
-            rec = store.job(job_id)
-        finally:
-            store.close()
-        opts = rec.options if rec else {}
-        nodes = opts.get("slurm_nodes", {})
+    def prepare(self, ctx: JobContext) -> dict[tuple[int, int], str]:
+        """Each node's address is that of the Slurm node it was allocated (`admit` recorded
+        the node lists in the job's options); the group's hosts file names every node."""
+        job_id, group = ctx.job_id, ctx.group
+        alloc = self._jobs.get(job_id)
+        if alloc is not None:
+            return alloc.addresses
+        nodes = ctx.options.get("slurm_nodes") or {}
         addr_of = node_addresses(self.env)
-        index, addresses, hostnames = {}, {}, {}
+        addresses, hostnames = {}, {}
         for i, t in enumerate(group.tasks):
             names = nodes.get(str(i), [])
             for r in range(t.num_nodes):
-                index[(i, r)] = len(index)
                 host = names[r] if r < len(names) else ""
                 hostnames[(i, r)] = host
                 addresses[(i, r)] = addr_of.get(host, host)
         job_dir = self._job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         hosts_file = job_dir / "hosts"
-        entries = [(addresses[(i, r)], [f"{t.name}-{r}.{group.name}", f"{t.name}-{r}",
-                                         hostnames[(i, r)]])
-                   for i, t in enumerate(group.tasks) for r in range(t.num_nodes)]
-        try:
-            machine = Path("/etc/hosts").read_text()
-        except OSError:
-            machine = ""
-        hosts_file.write_text(isolation.hosts_text(entries, machine))
-        self._jobs[job_id] = _JobPlan(group, base_dir, index, addresses, hosts_file, None)
-        self._nodes[job_id] = (opts.get("slurm_job_id"), hostnames)
+        isolation.write_hosts(hosts_file, [
+            (addresses[(i, r)], [f"{t.name}-{r}.{group.name}", f"{t.name}-{r}",
+                                 hostnames[(i, r)]])
+            for i, t in enumerate(group.tasks) for r in range(t.num_nodes)])
+        self._jobs[job_id] = _Allocation(group, ctx.base_dir, ctx.options.get("slurm_job_id"),
+                                         hostnames, addresses, hosts_file)
         return addresses
 
-    def _step_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
-        slurm_id, hostnames = self._nodes[job_id]
-        plan = self._jobs[job_id]
-        task = plan.group.tasks[task_idx]
+    @staticmethod
+    def _step_name(slurm_id: str | None, ref: NodeRef) -> str:
+        """The job step's name of phase `ref` (unique in the cluster: it names the job)."""
+        return f"jobgroup-{slurm_id}-{ref.task_idx}-{ref.rank}-{ref.phase}-{ref.attempt}"
+
+    def _step_argv(self, ref: NodeRef, argv: list[str], *, name: str | None = None
+                   ) -> list[str]:
+        alloc = self._jobs[ref.job_id]
+        task_idx, rank = ref.task_idx, ref.rank
+        task = alloc.group.tasks[task_idx]
         if task.volumes or task.file_mounts:
             # Volumes live on the shared filesystem ($JOBGROUP_HOME/volumes/NAME) and appear at
             # their mount path through bubblewrap on the node (mount points are created inside
@@ -288,34 +314,109 @@ class SlurmBackend(LocalBackend):
             from jobgroup.backends.local import mounts
 
             view = isolation.NodeView(
-                hostname=f"{task.name}-{rank}", hosts_file=str(plan.hosts_file),
-                binds=mounts.node_binds(task, plan.base_dir, self.home, os.path.expanduser("~")))
+                hostname=f"{task.name}-{rank}", hosts_file=str(alloc.hosts_file),
+                binds=mounts.node_binds(task, alloc.base_dir, self.home,
+                                        os.path.expanduser("~")))
             inner = ["bwrap", *isolation.bwrap_args(view), "--", *argv]
         else:
-            inner = ["/bin/sh", "-c", _NODE_WRAP, "jobgroup-node", str(plan.hosts_file),
+            inner = ["/bin/sh", "-c", _NODE_WRAP, "jobgroup-node", str(alloc.hosts_file),
                      f"{task.name}-{rank}", *argv]
         # A one-task group is an ordinary (not heterogeneous) job: no --het-group then.
-        het = [f"--het-group={task_idx}"] if len(plan.group.tasks) > 1 else []
-        return ["srun", f"--jobid={slurm_id}", *het, "-N1", "-n1",
-                f"--nodelist={hostnames[(task_idx, rank)]}", "--overlap", "--export=ALL",
+        het = [f"--het-group={task_idx}"] if len(alloc.group.tasks) > 1 else []
+        named = [f"--job-name={name}"] if name else []
+        return ["srun", f"--jobid={alloc.slurm_id}", *het, *named, "-N1", "-n1",
+                f"--nodelist={alloc.hostnames[(task_idx, rank)]}", "--overlap", "--export=ALL",
                 "--quiet", "--kill-on-bad-exit=1", *inner]
 
-    def inner_argv(self, launch: PhaseLaunch) -> list[str]:
-        return self._step_argv(launch.job_id, launch.task_idx, launch.rank,
-                               ["/bin/bash", "-c", launch.script])
+    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
+        return self._step_argv(ref, argv)
 
-    def exec_argv(self, job_id: int, task_idx: int, rank: int, argv: list[str]) -> list[str]:
-        return self._step_argv(job_id, task_idx, rank, argv)
-
-    def launch_env(self, env: dict[str, str]) -> dict[str, str]:
-        out = dict(env)
+    def start(self, launch: PhaseLaunch) -> Handle:
+        """The phase as a job step, started (and supervised) by a local shim: stopping the
+        shim signals srun, which forwards the signal to the step."""
+        env = dict(launch.env)
         if "SLURM_CONF" in self.env:
-            out.setdefault("SLURM_CONF", self.env["SLURM_CONF"])
-        return out
+            env.setdefault("SLURM_CONF", self.env["SLURM_CONF"])
+        ref, alloc = launch.ref, self._jobs[launch.ref.job_id]
+        inner = self._step_argv(ref, ["/bin/bash", "-c", launch.script],
+                                name=self._step_name(alloc.slurm_id, ref))
+        return self._step_handle(ref, self.runner.start(launch, inner, env), alloc.slurm_id,
+                                 launch.grace)
 
-    def cleanup(self, job_id: int) -> None:
-        entry = self._nodes.pop(job_id, None)
-        slurm_id = entry[0] if entry else None
+    def _step_handle(self, ref: NodeRef, handle: Handle, slurm_id: str | None,
+                     grace: float) -> Handle:
+        """The shim's handle plus what `stop` needs, even in a controller that never prepared
+        the group: the step's name, the job it runs in (a heterogeneous job's component T
+        has the job id J + T and lists its steps under it) and the launch's grace."""
+        job = str(int(slurm_id) + ref.task_idx) if slurm_id and str(slurm_id).isdigit() \
+            else slurm_id
+        return {**handle, "slurm": job, "step": self._step_name(slurm_id, ref),
+                "grace": grace}
+
+    def describe(self, handle: Handle) -> str:
+        return self.runner.describe(handle)
+
+    def reap(self) -> None:
+        self.runner.reap()
+
+    def watch(self, loop: asyncio.AbstractEventLoop, ref: NodeRef, handle: Handle,
+              on_end: Callable[[], None]) -> None:
+        self.runner.watch(loop, handle, on_end)
+
+    def outcome(self, ref: NodeRef, handle: Handle | None) -> Outcome | None:
+        return self.runner.outcome(ref, handle)
+
+    def recover(self, ref: NodeRef) -> Handle | Ended | None:
+        found = self.runner.recover(ref)
+        if not isinstance(found, dict):
+            return found
+        alloc = self._jobs.get(ref.job_id)
+        ctx = self.jobs.context(ref.job_id)
+        options = ctx.options if ctx is not None else {}
+        slurm_id = alloc.slurm_id if alloc else options.get("slurm_job_id")
+        grace = options.get("grace", 10.0)
+        return self._step_handle(ref, found, slurm_id,
+                                 float(grace) if isinstance(grace, (int, float)) else 10.0)
+
+    def stop(self, ref: NodeRef, handle: Handle, *, kill: bool = False) -> None:
+        """SIGTERM to the step's tasks through Slurm, and the kill after the grace (see the
+        module's docstring); the shim's way (srun killed, its tasks with it) with `kill`, for
+        a step Slurm does not list (not registered yet, or ended), or a handle that names
+        none (made before steps were named). Quiet when the phase is gone."""
+        slurm_id, step = handle.get("slurm"), handle.get("step")
+        step_id = None
+        if not kill and slurm_id and step and self.runner.running(handle):
+            step_id = self._step_id(str(slurm_id), str(step))
+        if step_id is None:
+            self.runner.stop(ref, handle, kill=kill)
+            return
+        run(["scancel", "--signal=TERM", step_id], env=self.env)
+        grace = handle.get("grace")
+        grace = float(grace) if isinstance(grace, (int, float)) else 10.0
+        # Cancel the step once the grace is over, unless it ended (looked at every second).
+        watcher = ('end=$(( $(date +%s) + $0 )); '
+                   'while [ "$(date +%s)" -lt "$end" ]; do '
+                   '[ -n "$(squeue -h --steps="$1" -o %i 2>/dev/null)" ] || exit 0; sleep 1; '
+                   'done; exec scancel --quiet "$1"')
+        subprocess.Popen(["/bin/sh", "-c", watcher, str(max(0, int(-(-grace // 1)))), step_id],
+                         env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def _step_id(self, slurm_id: str, step: str) -> str | None:
+        """`JOB.STEP` of the running step named `step` of Slurm job `slurm_id`, or None."""
+        p = run(["squeue", "-h", "-s", "-j", slurm_id, "-o", "%i|%j"], env=self.env)
+        for line in p.stdout.splitlines():
+            sid, _, name = line.partition("|")
+            if name.strip() == step:
+                return sid.strip()
+        return None
+
+    def cleanup(self, job_id: int) -> list[NodeNote]:
+        """Cancel the group's Slurm job (found by its comment when this controller never
+        prepared it) and remove its hosts file. Idempotent; a Slurm that does not answer is
+        not waited for (its job ends with its time limit)."""
+        alloc = self._jobs.pop(job_id, None)
+        slurm_id = alloc.slurm_id if alloc else None
         if slurm_id is None:
             try:
                 slurm_id = self._find(job_id)
@@ -326,6 +427,7 @@ class SlurmBackend(LocalBackend):
                 run(["scancel", str(slurm_id)], env=self.env)
             except SlurmError:
                 pass
-        self._jobs.pop(job_id, None)
-        self._made.pop(job_id, None)
-        (self._job_dir(job_id) / "hosts").unlink(missing_ok=True)
+        self.runner.forget(job_id)
+        for name in ("hosts", "hosts.tmp"):
+            (self._job_dir(job_id) / name).unlink(missing_ok=True)
+        return []
