@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,9 +29,12 @@ from jobgroup.backends.local.runner import ShimRunner
 from jobgroup.spec.models import JobGroup
 
 
-def loopback_address(job_id: int, index: int) -> str:
-    """A distinct 127/8 address per node of a job (index < 254)."""
-    block = job_id % (64 * 256)
+def loopback_address(job_id: int, index: int, home: Path | None = None) -> str:
+    """A distinct 127/8 address per node of a job (index < 254), for levels without network
+    namespaces. The block also depends on the state directory, so job 1 of two state
+    directories (two users of one machine) do not share addresses and ports."""
+    salt = zlib.crc32(os.fsencode(home.absolute())) if home is not None else 0
+    block = (job_id + salt) % (64 * 256)
     return f"127.{64 + block // 256}.{block % 256}.{index % 254 + 1}"
 
 
@@ -80,7 +84,8 @@ class LocalBackend(Backend):
             faults.hit("prepare.saved")
             addresses = {key: net.addresses[n] for key, n in index.items()}
         else:
-            addresses = {key: loopback_address(job_id, n) for key, n in index.items()}
+            addresses = {key: loopback_address(job_id, n, self.home)
+                         for key, n in index.items()}
         hosts_file = job_dir / "hosts"
         isolation.write_hosts(hosts_file, [
             (addresses[(i, r)], [f"{t.name}-{r}.{group.name}", f"{t.name}-{r}"])
