@@ -255,6 +255,41 @@ def test_shared_paths_stay_shared_and_the_shm_size_is_set(jenv, host):
     host.assert_clean()
 
 
+@root
+@needs_root
+def test_a_command_probe_runs_in_the_node_s_own_namespaces_from_its_first_try(jenv, host):
+    """A command probe joins the node's running namespaces each time it runs, from the first
+    try on (one asked before the node had made them used to mount a second overlay on the
+    node's upper layer, which made the node's own start fail now and then with ENOENT)."""
+    out = jenv.tmp / "ns"  # the workdir: the nodes' /tmp is their own
+    out.mkdir()
+    job = jenv.launch_d(f"""
+        name: probens
+        execution: parallel
+        ---
+        name: a
+        workdir: {out}
+        readiness_probe:
+          command: readlink /proc/self/ns/mnt >> {out}/probe; test -f /tmp/ready
+          interval: 0.1s
+          failure_threshold: 1000
+        run: |
+          readlink /proc/self/ns/mnt > node
+          sleep 1; touch /tmp/ready; sleep 1
+        ---
+        name: b
+        depends_on: {{a: ready}}
+        run: echo b ran
+        """)
+    final = jenv.wait(job)
+    assert final["status"] == "SUCCEEDED", (final, jenv.log(job, "a"))
+    node = (out / "node").read_text().strip()
+    tries = (out / "probe").read_text().split()
+    assert len(tries) >= 3 and set(tries) == {node}, (node, tries)
+    assert node != os.readlink("/proc/self/ns/mnt")
+    host.assert_clean()
+
+
 # --- a way out ----------------------------------------------------------------------------------
 
 def _package_index() -> tuple[str, int] | None:

@@ -232,9 +232,12 @@ class Backend(ABC):
         it: local). Returns the phase's handle."""
 
     @abstractmethod
-    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
+    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str] | None:
         """argv that runs a short command as if on the node (same network, names, mounts),
-        e.g. a readiness probe; the group must be prepared (`capabilities.exec`)."""
+        e.g. a readiness probe; the group must be prepared (`capabilities.exec`). None when
+        the node has no running process to run it beside (not started yet, or ended) and a
+        view made afresh would not be the node's own: ask again later. May block (a
+        cluster's API): the controller calls it off its loop."""
 
     @abstractmethod
     def watch(self, loop: asyncio.AbstractEventLoop, ref: NodeRef, handle: Handle,

@@ -686,12 +686,11 @@ class Controller:
         address = addrs[(n.task_idx, n.rank)]
         timeout = parse_duration(probe.timeout)
         interval = parse_duration(probe.interval)
-        argv = env = None
+        env = None
         backend = self._backend(job.id)
         ref = NodeRef(job.id, n.task_idx, n.rank, Phase.RUN.value, n.attempt)
         if probe.command is not None:
             env = self._env(job, group, n.task_idx, n.rank, addrs, attempt=n.attempt)
-            argv = backend.exec_argv(ref, ["/bin/bash", "-c", probe.command])
         what = probes.describe(probe, address)
         await asyncio.sleep(parse_duration(probe.initial_delay))
         failures, why = 0, ""
@@ -707,8 +706,17 @@ class Controller:
                 except Unreachable:  # unknown: ask again later, it is no failed attempt
                     await asyncio.sleep(max(interval, RETRY_UNREACHABLE))
                     continue
-            if native is None:
+            if native is None and probe.command is not None:
+                # Asked afresh each time: the node's processes (whose namespaces a local
+                # probe joins, or the pod it execs into) change as it starts and restarts.
+                argv = await self.loop.run_in_executor(
+                    None, backend.exec_argv, ref, ["/bin/bash", "-c", probe.command])
+                if argv is None:  # not started yet (or just ended): no failed attempt
+                    await asyncio.sleep(interval)
+                    continue
                 ok, why = await probes.probe_once(probe, address, timeout, argv, env)
+            elif native is None:
+                ok, why = await probes.probe_once(probe, address, timeout, None, env)
             else:
                 ok, why = native, "the pod's readinessProbe has not passed"
             if ok:

@@ -593,7 +593,7 @@ class KubernetesBackend(Backend):
         log.log(level, "run gate of pod %s not opened (tried again): %s", pod, why)
         return False
 
-    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
+    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str] | None:
         group = self._job(ref.job_id).group
         task_idx, rank = ref.task_idx, ref.rank
         selector = (f"{self._selector(ref.job_id, group.name)},"

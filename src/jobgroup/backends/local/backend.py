@@ -118,11 +118,13 @@ class LocalBackend(Backend):
                 shared=[b.src for b in binds if not b.readonly] + ([workdir] if workdir else [])),
         )
 
-    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
-        pid = rootfs.running_pid(self.home, ref.job_id, ref.task_idx, ref.rank) \
-            if self.level == isolation.NAMESPACES else None
-        if pid is not None:  # the node's own files, not a view made afresh
-            return isolation.join_argv(pid, argv)
+    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str] | None:
+        if self.level == isolation.NAMESPACES:
+            # Only ever the node's own namespaces: a view made afresh would mount a second
+            # overlay on the node's upper layer, and overlayfs recreates its work directory
+            # at each mount, so one racing the node's own start fails that start (ENOENT).
+            pid = rootfs.running_pid(self.home, ref.job_id, ref.task_idx, ref.rank)
+            return None if pid is None else isolation.join_argv(pid, argv)
         return isolation.wrap(argv, self._view(ref.job_id, ref.task_idx, ref.rank, None,
                                                os.path.expanduser("~")))
 

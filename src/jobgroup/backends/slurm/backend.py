@@ -328,7 +328,7 @@ class SlurmBackend(Backend):
                 f"--nodelist={alloc.hostnames[(task_idx, rank)]}", "--overlap", "--export=ALL",
                 "--quiet", "--kill-on-bad-exit=1", *inner]
 
-    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str]:
+    def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str] | None:
         return self._step_argv(ref, argv)
 
     def start(self, launch: PhaseLaunch) -> Handle:
