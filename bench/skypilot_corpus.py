@@ -1,7 +1,7 @@
 """How many of SkyPilot's own YAML files pass `jobgroup validate`?
 
 usage: python bench/skypilot_corpus.py SKYPILOT_CHECKOUT [--sky-python PY] [--json OUT]
-                                       [--dirs examples llm tests] [--cli]
+                                       [--dirs examples llm tests] [--cli] [--dryrun]
 
 SKYPILOT_CHECKOUT is a checkout (or `git archive` export) of SkyPilot's repository. Every
 `*.yaml`/`*.yml` under its examples/, llm/ and tests/ is loaded
@@ -11,6 +11,16 @@ SKYPILOT_CHECKOUT is a checkout (or `git archive` export) of SkyPilot's reposito
 2. by jobgroup's loader, exactly what `jobgroup validate FILE` runs (in-process; --cli runs the
    `jobgroup validate` command for each file instead, slower, same answers),
 both from the checkout's root (the folder SkyPilot's docs run them from).
+
+--dryrun measures launch instead of validate: each file goes through what
+`jobgroup launch FILE --dryrun --infra local --cpu-only` runs from the checkout's root (every
+launch check: paths against the current directory, substitutions, mounts, this machine's
+backend), with the entries the file leaves without a value filled as SkyPilot's oracle fills
+them (`--env K=x`, `--secret K=x`); in-process, in a state directory of its own (removed).
+With --home-files, HOME is a scratch folder in which the files and folders each file mounts
+from the user's home (`~/.kaggle/kaggle.json`, `~/tmpfile`) are created empty first, as they
+exist on the machine of the file's author: this separates "jobgroup cannot launch it" from
+"this machine lacks the author's files" (both figures are printed).
 
 Prints how many files SkyPilot accepts, how many of those jobgroup accepts (the figure that
 must reach 98%), each file SkyPilot accepts and jobgroup refuses with jobgroup's first error,
@@ -88,6 +98,55 @@ def jobgroup_answer(path: str, cli: bool) -> tuple[bool, str | None]:
     return True, None
 
 
+def _home_sources(group) -> list[str]:  # noqa: ANN001 - a spec.models.JobGroup
+    """Local paths under ~ that the group's workdirs and file_mounts name."""
+    out = []
+    for t in group.tasks:
+        srcs = [t.workdir] if isinstance(t.workdir, str) else []
+        for spec in t.file_mounts.values():
+            srcs.append(spec if isinstance(spec, str) else (spec or {}).get("source"))
+        out += [s for s in srcs if isinstance(s, str) and s.startswith("~/")]
+    return out
+
+
+def _make_home_files(group) -> None:  # noqa: ANN001
+    for src in _home_sources(group):
+        p = os.path.expanduser(src)
+        if os.path.exists(p):
+            continue
+        if "." in os.path.basename(p.rstrip("/")):
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            open(p, "a").close()
+        else:
+            os.makedirs(p, exist_ok=True)
+
+
+def dryrun_answer(path: str, home: str, home_files: bool = False) -> tuple[bool, str | None]:
+    """`jobgroup launch PATH --dryrun --infra local --cpu-only` with null entries filled."""
+    from jobgroup import api, launchreq
+    from jobgroup.errors import JobGroupError
+    from jobgroup.spec import SpecError
+    from jobgroup.spec.loader import load_path
+
+    try:
+        loaded = load_path(path)
+        if home_files:
+            _make_home_files(loaded.group)
+        env = {u.name: "x" for u in loaded.unfilled if u.field == "envs"}
+        secrets = {u.name: "x" for u in loaded.unfilled if u.field == "secrets"}
+        request = launchreq.make(path=os.path.abspath(path), infra="local", cpu_only=True,
+                                 env=env, secret=secrets, cwd=os.getcwd())
+        api.dryrun(path, request=request, home=home, on_warning=lambda w: None)
+    except SpecError as e:
+        first = next((p for p in e.problems if p.severity == "error"), e.problems[0])
+        return False, str(first)
+    except JobGroupError as e:
+        return False, str(e).replace("\n", " ")
+    except Exception as e:  # noqa: BLE001 - a traceback is a finding, not a crash of the bench
+        return False, f"CRASH {type(e).__name__}: {e}"
+    return True, None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkout")
@@ -95,6 +154,11 @@ def main() -> int:
     ap.add_argument("--dirs", nargs="+", default=["examples", "llm", "tests"])
     ap.add_argument("--json", dest="json_out", help="write every answer to this file")
     ap.add_argument("--cli", action="store_true", help="run `jobgroup validate` per file")
+    ap.add_argument("--dryrun", action="store_true",
+                    help="measure `launch --dryrun --infra local --cpu-only` instead")
+    ap.add_argument("--home-files", action="store_true",
+                    help="with --dryrun: HOME is a scratch folder holding the ~/ files each "
+                    "file mounts (created empty)")
     ap.add_argument("--verbose", "-v", action="store_true",
                     help="also list the files SkyPilot refuses, with its reason")
     args = ap.parse_args()
@@ -105,8 +169,26 @@ def main() -> int:
     t_sky = time.monotonic() - t0
     os.chdir(checkout)
     t0 = time.monotonic()
-    ours = {f: jobgroup_answer(f, args.cli) for f in files}
+    if args.dryrun:
+        import shutil
+        import tempfile
+
+        home = tempfile.mkdtemp(prefix="jg-corpus-home-")
+        scratch = tempfile.mkdtemp(prefix="jg-corpus-user-") if args.home_files else None
+        if scratch:
+            os.environ["HOME"] = scratch
+        try:
+            ours = {f: dryrun_answer(f, home, bool(scratch)) for f in files}
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        ours = {f: jobgroup_answer(f, args.cli) for f in files}
     t_ours = time.monotonic() - t0
+    what = "launch --dryrun --infra local --cpu-only" if args.dryrun else "validate"
+    if args.home_files:
+        what += " (the ~/ files they mount present)"
     accepted = [f for f in files if sky[f]["accepted"]]
     passing = [f for f in accepted if ours[f][0]]
     failing = [f for f in accepted if not ours[f][0]]
@@ -114,7 +196,7 @@ def main() -> int:
     pct = 100.0 * len(passing) / max(1, len(accepted))
     print(f"files: {len(files)} YAML under {', '.join(args.dirs)} of {checkout}")
     print(f"SkyPilot's loader accepts: {len(accepted)}  ({t_sky:.1f} s)")
-    print(f"jobgroup validate accepts: {len(passing)} of those = {pct:.1f}%  ({t_ours:.1f} s)")
+    print(f"jobgroup {what} accepts: {len(passing)} of those = {pct:.1f}%  ({t_ours:.1f} s)")
     no_remote = [f for f in accepted if f not in remote]
     pass_nr = [f for f in no_remote if ours[f][0]]
     print(f"  without remote object storage: {len(pass_nr)} of {len(no_remote)} = "

@@ -20,7 +20,7 @@ SPEC = "name: fast\nrun: echo hi\n"
     ["--help"], ["-h"], ["f.yaml", "--dryrun"], ["f.yaml", "-o", "yaml"], ["f.yaml", "--bogus"],
     ["f.yaml", "--env", "1A=x"], ["f.yaml", "--env", "JOBGROUP_SURELY_UNSET_XYZ"],
     ["f.yaml", "--grace", "soon"], ["f.yaml", "--inherit-env=yes"],
-    ["f.yaml", "--gpus", "all"], ["a.yaml", "b.yaml"], [], ["f.yaml", "--name"],
+    ["f.yaml", "--num-nodes", "two"], ["f.yaml", "--env-file", "x.env"], ["a.yaml", "b.yaml"], [], ["f.yaml", "--name"],
     ["f.yaml", "-dh"], ["f.yaml", "--detach=yes"], ["--", "f.yaml"], ["f.yaml", "--infra"],
 ])
 def test_declines_what_click_must_answer(args: list[str]) -> None:
@@ -34,10 +34,12 @@ def test_declines_a_directory(tmp_path: Path) -> None:
 def test_parses_every_plain_option(tmp_path: Path) -> None:
     opts = parse(["x.yaml", "-d", "--name=n1", "--env", "A=1", "--env=B=2=3", "--env", "A=4",
                   "--infra", "local", "--grace", "2.5", "--gpus", "any", "--cpu-only",
-                  "--env", "HOME", "--inherit-env"])
+                  "--env", "HOME", "--inherit-env", "--cpus", "4+", "--memory=16",
+                  "--num-nodes", "3", "--workdir", "src"])
     given = {"name": "n1", "env": {"A": "4", "B": "2=3", "HOME": os.environ["HOME"]},
              "infra": "local", "grace": 2.5, "gpus": "any", "cpu_only": True, "detach": True,
-             "inherit_env": True, "path": str(Path("x.yaml").absolute())}
+             "inherit_env": True, "path": str(Path("x.yaml").absolute()), "cpus": "4+",
+             "memory": "16", "num_nodes": 3, "workdir": "src"}
     assert {k: opts[k] for k in given} == given
     # every other flag the short road takes is at its default
     from jobgroup.launchflags import FLAGS

@@ -166,21 +166,40 @@ def launch(
     return job
 
 
-def dryrun(spec: str | os.PathLike[str], *, name: str | None = None,
-           env: dict[str, str] | None = None, infra: str | None = None) -> str:
-    """What `launch` would create, without launching: for Kubernetes, the objects as YAML
-    (secret values redacted), ready for `kubectl apply -f -`."""
-    from jobgroup.spec import load_file
+def dryrun(spec: JobGroup | str | os.PathLike[str], *, request: LaunchRequest | None = None,
+           home: Path | str | None = None, on_warning: Callable[[str], None] | None = None,
+           fmt: str = "yaml", **fields: object) -> str:
+    """What `launch` would do with `spec` and the same options (`request`, or keyword fields
+    as for `launch`), without recording or starting anything, as text in `fmt` ("yaml" or
+    "json"): every check launch makes (UsageError, exit 2, for what it would refuse; warnings
+    to `on_warning`), then the plan (`dryplan`: nodes, names, resources, mounts, variable
+    names, the backend's part), or, on Kubernetes, the objects it would create. Secret values
+    are never in it."""
+    from jobgroup import dryplan, launchreq, submit
+    from jobgroup.backends import registry
 
-    loaded = load_file(spec, name=name)
-    kinds = {infra_kind(t, infra) for t in loaded.group.tasks}
-    if kinds != {"kubernetes"}:
-        raise UsageError("--dryrun prints the Kubernetes objects of a group: add --infra "
-                         "kubernetes (the local backend creates nothing to print)")
-    from jobgroup.backends.kubernetes import load_config, render_yaml
+    if request is None:
+        request = launchreq.make(**fields)
+    elif fields:
+        raise UsageError(f"give the launch's options in `request` or as keywords, not both "
+                         f"({', '.join(fields)})")
+    def say(note: str) -> None:
+        if on_warning is not None:
+            on_warning(note)
+        else:
+            import warnings
 
-    return render_yaml(loaded.group, 0, load_config(default_home()), base_dir=loaded.base_dir,
-                       env=dict(env or {}))
+            warnings.warn(note, stacklevel=3)
+
+    p = submit.prepare(spec, request, home=_home(home), on_warning=say)
+    said = registry.dryrun(p.kind, p.group, p.options, _home(home), p.base_dir, p.level)
+    for note in said.notes:
+        say(note)
+    if said.documents is not None:
+        if fmt == "yaml" and said.yaml is not None:
+            return said.yaml
+        return dryplan.to_text(said.documents, fmt)
+    return dryplan.to_text(dryplan.plan(p, said.part), fmt)
 
 
 def get_job(job_id: int, *, home: Path | str | None = None, store: Store | None = None) -> Job:

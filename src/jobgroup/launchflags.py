@@ -8,8 +8,9 @@ Each `Flag` here becomes, with no other edit:
 so a new flag is one entry here, then read as `request.<field>` where it acts. Stdlib only: the
 short road imports this and must stay free of click, msgspec and YAML.
 
-Kinds: "text" (a string or None), "number" (a float), "switch" (a bool flag), "env" (repeated
-K=V or K, a dict; K alone takes the caller's value), "choice" (one of `choices`, or None).
+Kinds: "text" (a string or None), "number" (a float), "count" (a whole number or None), "switch"
+(a bool flag), "env" (repeated K=V or K, a dict; K alone takes the caller's value), "choice" (one
+of `choices`, or None), "file" (a path the CLI reads itself: not sent, not on the short road).
 """
 
 from __future__ import annotations
@@ -46,8 +47,22 @@ FLAGS: tuple[Flag, ...] = (
          "kubernetes/k8s), whatever the YAML says."),
     Flag("grace", ("--grace",), "number", "Seconds between SIGTERM and SIGKILL when stopping a "
          "node.", default=10.0),
-    Flag("gpus", ("--gpus",), "choice", "'any': accept any GPU type for the YAML's "
-         "accelerators.", choices=("any",)),
+    Flag("env_file", ("--env-file",), "file", "A dotenv file of variables for every node "
+         "(--env wins); its values also fill secrets (as SkyPilot's --env-file).",
+         sent=False, fast=False, metavar="FILE"),
+    Flag("secret_file", ("--secret-file",), "file", "A dotenv file of secrets for every node "
+         "(--secret wins).", sent=False, fast=False, metavar="FILE"),
+    Flag("workdir", ("--workdir",), "text", "Use this directory as every task's workdir "
+         "(relative to the current directory)."),
+    Flag("gpus", ("--gpus",), "text", "TYPE[:N]: a single-task file's accelerators (as sky "
+         "jobs launch; ignored for a job group). 'any': accept any GPU type for the YAML's "
+         "accelerators.", metavar="TYPE[:N]|any"),
+    Flag("cpus", ("--cpus",), "text", "vCPUs per node of a single-task file, e.g. 4 or 4+ (as "
+         "sky jobs launch; ignored for a job group).", metavar="N[+]"),
+    Flag("memory", ("--memory",), "text", "Memory per node of a single-task file in GB, e.g. "
+         "16 or 16+ (as sky jobs launch; ignored for a job group).", metavar="N[+]"),
+    Flag("num_nodes", ("--num-nodes",), "count", "Nodes of a single-task file (as sky jobs "
+         "launch; ignored for a job group).", metavar="N"),
     Flag("cpu_only", ("--cpu-only",), "switch", "Run tasks that ask for GPUs without GPUs "
          "(smoke tests of cluster YAML).", default=False),
     Flag("best_effort", ("--best-effort",), "switch", "A group sized for a cluster (more CPUs "
@@ -56,10 +71,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("no_egress", ("--no-egress",), "switch", "Nodes get no way out (no NAT, no DNS): "
          "only each other and this machine (sandboxed workloads; local backend).",
          default=False),
-    Flag("dryrun", ("--dryrun",), "switch", "Launch nothing: print what would be created (with "
-         "--infra kubernetes: the Kubernetes objects).", default=False, sent=False, fast=False),
+    Flag("dryrun", ("--dryrun",), "switch", "Launch nothing: check everything launch checks, "
+         "then print the plan (nodes, names, resources, mounts, variable names; the sbatch "
+         "script on Slurm, the objects on Kubernetes). Exit 0, or 2 as validate.",
+         default=False, sent=False, fast=False),
     Flag("output", ("-o", "--output"), "choice", "Format of --dryrun's output.", default="yaml",
-         choices=("yaml",), sent=False, fast=False),
+         choices=("yaml", "json"), sent=False, fast=False),
 )
 
 SENT = tuple(f for f in FLAGS if f.sent)

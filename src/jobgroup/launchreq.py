@@ -20,8 +20,8 @@ from jobgroup.errors import UsageError
 from jobgroup.launchflags import SENT, Flag
 
 _TYPES: dict[str, Any] = {
-    "text": str | None, "number": float, "switch": bool, "env": dict[str, str],
-    "choice": str | None,
+    "text": str | None, "number": float, "count": int | None, "switch": bool,
+    "env": dict[str, str], "choice": str | None,
 }
 
 

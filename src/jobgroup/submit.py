@@ -6,6 +6,7 @@ API, and the API does not reach into the controller). Pure of side effects but t
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -26,23 +27,62 @@ if TYPE_CHECKING:
 _NOT_INHERITED = ("JOBGROUP_HOME", "JOBGROUP_LOG_MAX")
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A launch checked and ready to record: the group as it will run (overrides applied,
+    paths absolute), the backend kind it runs on, the folder relative paths resolved against,
+    the job's stored options, and the isolation level recorded for this state directory."""
+
+    group: JobGroup
+    kind: str
+    base_dir: Path
+    options: dict
+    level: str
+
+
 def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, home: Path,
            store: Store, on_warning: Callable[[str], None] | None = None) -> int:
-    """Check `spec` with `request` as `jobgroup launch` does — the spec, the state directory,
-    each backend's preflight, mounts, workdirs — say the warnings (to `on_warning`, else
-    Python's `warnings`), and record the job PENDING in `store`; its id. Raises UsageError
-    (exit 2) for what the user must fix, StateUnwritable (exit 1) when nothing can be recorded.
-    Wakes nobody: the caller does (or is the controller)."""
+    """Check `spec` with `request` as `jobgroup launch` does (`prepare`), say the warnings (to
+    `on_warning`, else Python's `warnings`), and record the job PENDING in `store`; its id.
+    Raises UsageError (exit 2) for what the user must fix, StateUnwritable (exit 1) when
+    nothing can be recorded. Wakes nobody: the caller does (or is the controller)."""
+    unwritable = _state_problem(home)
+    if unwritable is not None:  # nothing could be recorded, started or logged
+        raise StateUnwritable(f"cannot launch: the state directory {home}: {unwritable}")
+    p = prepare(spec, request, home=home, on_warning=on_warning)
+    from jobgroup.spec import dump
+
+    primaries = set(p.group.primaries)
+    return store.create_job(
+        name=p.group.name, execution=p.group.execution, spec=dump(p.group),
+        base_dir=str(p.base_dir), options=p.options,
+        tasks=[(t.name or "", t.num_nodes, (t.name in primaries)) for t in p.group.tasks],
+    )
+
+
+def _state_problem(home: Path) -> str | None:
+    from jobgroup.home import state_problem
+
+    return state_problem(home)
+
+
+def prepare(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, home: Path,
+            on_warning: Callable[[str], None] | None = None) -> Prepared:
+    """Everything `jobgroup launch` checks before recording — the spec with the launch-time
+    values and overrides, each backend's preflight, mounts, workdirs — with the warnings said
+    (to `on_warning`, else Python's `warnings`); what `launch --dryrun` shows. Records and
+    starts nothing. Raises UsageError (exit 2) for what the user must fix."""
     name, env, infra, grace = request.name, request.env, request.infra, request.grace
     secrets = request.secret
     base_env, cpu_only, gpus_any = request.base_env, request.cpu_only, request.gpus == "any"
     # The spec package (YAML, models) is imported here only: queue/cancel/wait/logs skip it.
-    from jobgroup.spec import Loaded, check, dump, load_file
+    from jobgroup.spec import Loaded, check, load_file
     from jobgroup.spec.models import JobGroup
 
     if isinstance(spec, JobGroup):
         group = check(spec)
-        loaded = Loaded(group=group, warnings=[], path=None, base_dir=Path.cwd())
+        loaded = Loaded(group=group, warnings=[], path=None, base_dir=Path.cwd(),
+                        single_task=len(group.tasks) == 1)
     else:
         # --env/--secret fill the file's entries left without a value, and are substituted in
         # paths; one still unfilled is an error naming the flag to give (complete=True).
@@ -50,6 +90,14 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
         group = loaded.group
     if name and isinstance(spec, JobGroup):
         group = check(msgspec.structs.replace(group, name=name))
+    # `sky jobs launch`'s --workdir/--gpus/--cpus/--memory/--num-nodes (`overrides`).
+    from jobgroup import overrides
+
+    wanted = overrides.from_request(request)
+    override_notes: list[str] = []
+    if wanted != overrides.Overrides():
+        group, override_notes = overrides.apply(group, wanted, single_task=loaded.single_task)
+        group = check(group)
     # Relative paths against the launcher's current directory, as SkyPilot does (`relpaths`).
     from jobgroup import relpaths
 
@@ -59,11 +107,6 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
     base_dir = Path(cwd)
     if grace < 0:
         raise UsageError("--grace must be 0 or more seconds")
-    from jobgroup.home import state_problem
-
-    unwritable = state_problem(home)
-    if unwritable is not None:  # nothing could be recorded, started or logged
-        raise StateUnwritable(f"cannot launch: the state directory {home}: {unwritable}")
     level = recorded_level(home)
 
     said = registry.preflight(group, infra)
@@ -76,7 +119,7 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
         problems = mount_problems(group, base_dir, level)
     if problems:
         raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
-    notes = [str(w) for w in loaded.warnings] + path_notes + [
+    notes = [str(w) for w in loaded.warnings] + override_notes + path_notes + [
         f"warning: {w}" for w in said.warnings]
     if any(t.resources.cpus is not None or t.resources.memory is not None for t in group.tasks):
         from jobgroup.resources.cgroups import availability
@@ -117,12 +160,7 @@ def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, h
                "best_effort": request.best_effort, "no_egress": request.no_egress}
     if request.best_effort and kind == "local":
         _say_best_effort(group, options, home, on_warning)
-    primaries = set(group.primaries)
-    return store.create_job(
-        name=group.name, execution=group.execution, spec=dump(group),
-        base_dir=str(base_dir), options=options,
-        tasks=[(t.name or "", t.num_nodes, (t.name in primaries)) for t in group.tasks],
-    )
+    return Prepared(group=group, kind=kind, base_dir=base_dir, options=options, level=level)
 
 
 def _say_best_effort(group: JobGroup, options: dict, home: Path,

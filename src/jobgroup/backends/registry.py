@@ -30,11 +30,25 @@ class Preflight:
 
 
 @dataclass(frozen=True)
+class DryRun:
+    """A backend's part of `launch --dryrun`: `part` goes under `backend:` in the plan
+    (`dryplan`), `notes` are said like launch's warnings; `documents`, when set, are printed
+    instead of the plan (objects the backend would create, ready for its own tools)."""
+
+    part: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    documents: list | None = None
+    yaml: str | None = None  # the documents as the backend writes YAML (comments included)
+
+
+@dataclass(frozen=True)
 class Entry:
     """One backend. `backend`: "module:Class" created as `Class(home)`; `preflight`: the module
     whose `preflight(group, tasks) -> Preflight` checks the tasks that run on it (light: no
-    client libraries at import). `on_this_machine`: its nodes run here (volumes, workdirs and
-    file mounts must exist on this machine)."""
+    client libraries at import), and whose `dryrun(group, options, home, base_dir, level) ->
+    DryRun` says what `launch --dryrun` adds for it (called after every launch check passed).
+    `on_this_machine`: its nodes run here (volumes, workdirs and file mounts must exist on this
+    machine)."""
 
     name: str
     backend: str
@@ -106,3 +120,10 @@ def preflight(group: JobGroup, infra: str | None = None) -> Preflight:
         out.problems.extend(said.problems)
         out.warnings.extend(said.warnings)
     return out
+
+
+def dryrun(kind_name: str, group: JobGroup, options: dict, home: Path, base_dir: Path,
+           level: str) -> DryRun:
+    """The backend `kind_name`'s part of a dry run of `group` (already checked for launch)."""
+    e = BACKENDS[kind(kind_name)]
+    return importlib.import_module(e.preflight).dryrun(group, options, home, base_dir, level)

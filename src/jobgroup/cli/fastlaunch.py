@@ -61,6 +61,10 @@ def parse(args: list[str]) -> dict | None:
                 opts[flag.field] = float(value)
             except ValueError:
                 return None
+        elif flag.kind == "count":
+            if not value.isdigit():
+                return None
+            opts[flag.field] = int(value)
         elif flag.kind == "choice":
             if value not in flag.choices:
                 return None
@@ -120,7 +124,7 @@ def try_launch(args: list[str]) -> int | None:
     base_env = dict(os.environ) if opts["inherit_env"] else inherited(os.environ)
     # The LaunchRequest's fields (launchreq), as plain JSON: the controller checks their types.
     request = {"op": "launch", "path": opts["path"], "base_env": base_env, "cwd": os.getcwd(),
-               **{f.field: opts[f.field] for f in SENT}}
+               **{f.field: opts.get(f.field, f.default) for f in SENT}}
     from jobgroup.controller import rpc  # json + socket only
 
     answer = rpc.call(home, request)

@@ -46,6 +46,12 @@ def _launch_options(fn):  # type: ignore[no-untyped-def]
         elif f.kind == "choice":
             kw.update(type=click.Choice(list(f.choices)), default=f.default,
                       show_default=f.default is not None)
+        elif f.kind == "count":
+            kw.update(type=click.IntRange(min=1), metavar=f.metavar)
+        elif f.kind == "file":
+            kw.update(type=click.Path(exists=True, dir_okay=False), metavar=f.metavar)
+        elif f.kind == "text" and f.metavar:
+            kw.update(metavar=f.metavar)
         elif f.kind == "env":
             kw.update(multiple=True, metavar=f.metavar)
         fn = click.option(*f.names, f.field, **kw)(fn)
@@ -73,17 +79,30 @@ def launch(file: str, **opts: object) -> None:
     for f in FLAGS:
         if f.kind == "env":
             opts[f.field] = parse_env(opts[f.field], flag=f.names[0])  # type: ignore[arg-type]
-    if opts["dryrun"]:
-        from jobgroup import api
-
-        click.echo(api.dryrun(file, name=opts["name"], env=opts["env"],  # type: ignore[arg-type]
-                              infra=opts["infra"]), nl=False)  # type: ignore[arg-type]
-        return
-    from jobgroup.cli.fastlaunch import detach_hint, submitted_lines
-
+    # As SkyPilot's CLI: --env-file's values are variables and secrets too (so never
+    # printed), below --secret-file's and --secret's; --env wins over --env-file. (SkyPilot
+    # lets a secret win over any variable, so its --env loses to its own --env-file's copy in
+    # the secrets: here a name given by --env is left out of the file's secrets.)
+    env_file = _dotenv(opts["env_file"], "--env-file")  # type: ignore[arg-type]
+    secret_file = _dotenv(opts["secret_file"], "--secret-file")  # type: ignore[arg-type]
+    flags_env, flags_secret = dict(opts["env"]), dict(opts["secret"])  # type: ignore[arg-type]
+    secret = {**{k: v for k, v in env_file.items() if k not in flags_env}, **secret_file,
+              **flags_secret}
+    opts["env"] = {**{k: v for k, v in env_file.items() if k not in secret or k in flags_env},
+                   **flags_env}
+    opts["secret"] = secret
     request = {f.field: opts[f.field] for f in SENT}
     request["base_env"] = dict(os.environ) if opts["inherit_env"] else inherited(os.environ)
     request["cwd"] = os.getcwd()
+    if opts["dryrun"]:
+        from jobgroup import api, launchreq
+
+        text = api.dryrun(file, request=launchreq.make(path=os.path.abspath(file), **request),
+                          fmt=str(opts["output"]), on_warning=lambda w: click.echo(w, err=True))
+        click.echo(text, nl=False)
+        return
+    from jobgroup.cli.fastlaunch import detach_hint, submitted_lines
+
     job, level, note = _submit(file, request)
     out, err = submitted_lines(job, level, note)
     click.echo(out)
@@ -92,6 +111,32 @@ def launch(file: str, **opts: object) -> None:
         click.echo(detach_hint(job["id"]))
         return
     sys.exit(follow_until_end(job["id"]))
+
+
+def _dotenv(path: str | None, flag: str) -> dict[str, str]:
+    """The variables of a dotenv file (python-dotenv's format, as SkyPilot's CLI reads it); a
+    name given without a value takes the caller's own value, as `--env NAME` does."""
+    if path is None:
+        return {}
+    from dotenv import dotenv_values
+
+    from jobgroup.launchflags import valid_env_name
+
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.UsageError(f"{flag} {path}: {e}") from None
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if not valid_env_name(key):
+            raise click.UsageError(f"{flag} {path}: {key!r} is not a variable name")
+        if value is None:
+            if key not in os.environ:
+                raise click.UsageError(f"{flag} {path}: {key} has no value there and is not "
+                                       "set in your environment")
+            value = os.environ[key]
+        out[key] = value
+    return out
 
 
 def follow_until_end(job_id: int) -> int:

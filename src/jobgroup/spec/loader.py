@@ -53,12 +53,15 @@ class Loaded:
     that `jobgroup validate` does not pay for importing pathlib).
     """
 
-    __slots__ = ("group", "warnings", "_path", "_base_dir", "unfilled")
+    __slots__ = ("group", "warnings", "_path", "_base_dir", "unfilled", "single_task")
 
     def __init__(self, group: JobGroup, warnings: list[Problem],
                  path: str | os.PathLike[str] | None, base_dir: str | os.PathLike[str],
-                 unfilled: list[Unfilled] | None = None):
+                 unfilled: list[Unfilled] | None = None, single_task: bool = False):
         self.group = group
+        # One task document and no header: what `sky jobs launch` applies its resource
+        # overrides to (`--cpus`, `--gpus`, `--num-nodes`, ...); it ignores them otherwise.
+        self.single_task = single_task
         self.warnings = warnings
         self._path = path
         self._base_dir = base_dir
@@ -167,12 +170,12 @@ def parse(text: str, *, label: str = sources.TEXT_NAME, stem: str | None = None,
     """Parse spec `text` (named `label` in messages; `stem` names the group by default;
     `overrides`: launch-time values, see `prepare.Overrides`). Returns the group and its
     warnings; raises SpecError with every error (and warning)."""
-    group, warnings, _ = _parse(text, label, stem, name, overrides or Overrides())
+    group, warnings, _, _ = _parse(text, label, stem, name, overrides or Overrides())
     return group, warnings
 
 
 def _parse(text: str, label: str, stem: str | None, name: str | None,
-           overrides: Overrides) -> tuple[JobGroup, list[Problem], list[Unfilled]]:
+           overrides: Overrides) -> tuple[JobGroup, list[Problem], list[Unfilled], bool]:
     report = Report(label)
     try:
         docs = yamlnodes.documents(text)
@@ -228,7 +231,7 @@ def _parse(text: str, label: str, stem: str | None, name: str | None,
         inter_connection=True if header.inter_connection is None else header.inter_connection,
         max_group_restarts=header.max_group_restarts or 0,
     )
-    return group, warnings, unfilled
+    return group, warnings, unfilled, header_doc is None and len(task_docs) == 1
 
 
 def _tasks(task_docs: list[yamlnodes.Document], report: Report, group_job: bool,
@@ -339,9 +342,9 @@ def _load(src: sources.Source, name: str | None, overrides: Overrides) -> Loaded
     stem = None
     if src.path is not None:
         stem = os.path.splitext(os.path.basename(src.path))[0]
-    group, warnings, unfilled = _parse(src.text, src.label, stem, name, overrides)
+    group, warnings, unfilled, single = _parse(src.text, src.label, stem, name, overrides)
     base_dir = os.path.dirname(os.path.abspath(src.path)) if src.path is not None else os.getcwd()
-    return Loaded(group, warnings, src.path, base_dir, unfilled)
+    return Loaded(group, warnings, src.path, base_dir, unfilled, single)
 
 
 def load(source: str | os.PathLike[str], *, name: str | None = None,

@@ -6,9 +6,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobgroup.backends.registry import Preflight
+from jobgroup.backends.registry import DryRun, Preflight
 from jobgroup.errors import UsageError
 
 if TYPE_CHECKING:
@@ -57,3 +58,16 @@ def preflight(group: JobGroup, tasks: list[Task]) -> Preflight:
         out.problems.append("the kubeconfig has no current context: run `kubectl config "
                             "use-context NAME` or set `context:` in $JOBGROUP_HOME/kubernetes.yaml")
     return out
+
+
+def dryrun(group: JobGroup, options: dict, home: Path, base_dir: Path, level: str) -> DryRun:
+    """The Kubernetes backend's dry run: the objects launch would create (job id 0), secret
+    values `<redacted>`, ready for `kubectl apply -f -`; printed instead of the plan."""
+    from jobgroup.backends.kubernetes import load_config
+    from jobgroup.backends.kubernetes.render import render_objects, render_yaml
+
+    config, env = load_config(home), dict(options.get("env") or {})
+    objects = render_objects(group, 0, config, base_dir=base_dir, env=env, reveal_secrets=False)
+    text = render_yaml(group, 0, config, base_dir=base_dir, env=env)
+    return DryRun(documents=objects, yaml=text)
+
