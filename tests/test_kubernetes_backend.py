@@ -204,6 +204,15 @@ def test_admit_ready_start_stop(tmp_path: Path) -> None:
     assert followed[-1] == ("g-a-1", tmp_path / "jobs" / "6" / "logs" / "a-1.log")
     assert be.recover(NodeRef(6, 0, 1, "run", 2)) is None  # attempt 2 never started
     assert be.exec_argv(NodeRef(6, 1, 0, "run"), ["true"])[-4:] == ["-c", "node", "--", "true"]
+    # `jobgroup exec` (issue 20): stdin, and a terminal when the caller has one
+    shell = be.attach_argv(NodeRef(6, 0, 1, "run"), ["bash"], tty=True)
+    assert shell[shell.index("exec"):] == ["exec", "-i", "-t", "g-a-1", "-c", "node", "--", "bash"]
+    assert "-t" not in be.attach_argv(NodeRef(6, 0, 1, "run"), ["ls"], tty=False)
+    # `jobgroup port-forward`: pod addresses are the cluster's, so the API's forwarder
+    assert not be.capabilities.reachable
+    fwd = be.forward_argv(NodeRef(6, 0, 1, "run"), 8000, 80)
+    assert fwd[fwd.index("port-forward"):] == ["port-forward", "--address", "127.0.0.1",
+                                               "pod/g-a-1", "8000:80"]
     be.stop(run, handle)
     be.stop(run, handle)  # already gone: quiet
     assert be.outcome(run, handle).stopped

@@ -792,3 +792,20 @@ def test_cancel_stops_pods_within_the_launchs_grace(k8s: K8s) -> None:
              timeout=30)
     assert k8s.jenv.jg("cancel", str(job)).returncode == 0
     wait_for(lambda: _status(k8s, job) == "CANCELLED", timeout=10)
+
+
+def test_exec_and_top_go_through_the_api(k8s: K8s) -> None:
+    """Issue 20 on Kubernetes: `jobgroup exec` is the pod's exec (kubectl, through the API
+    server), with the exit code back; `top` asks the metrics API and says when the cluster has
+    none (the fake has no metrics-server)."""
+    job = k8s.launch_d("name: kx\nresources: {cpus: 0.5}\nrun: echo up > /tmp/up; exec sleep 60\n")
+    wait_for(lambda: k8s.jenv.job(job)["status"] == "RUNNING", timeout=30)
+    p = wait_for(lambda: (lambda q: q if q.returncode == 3 else None)(
+        k8s.jenv.jg("exec", str(job), "--", "sh", "-c", "hostname; exit 3", timeout=30)),
+        timeout=30)
+    assert p.stdout.strip().startswith("kx-0"), p.stdout + p.stderr
+    top = json.loads(k8s.jenv.jg("top", str(job), "--json", check=True).stdout)
+    use = top["nodes"][0]["usage"]
+    assert use["source"] == "metrics API" and "metrics-server" in use["note"], use
+    events = json.loads(k8s.jenv.jg("events", str(job), "--json", check=True).stdout)
+    assert any(e["kind"] == "exec" and "ran sh -c" in e["message"] for e in events)

@@ -124,3 +124,55 @@ def test_the_seed_rl_example_runs_on_slurm(senv, cluster):
     # Its /checkpoints volume lived on the shared filesystem, never on the nodes' disks.
     assert not os.path.exists("/checkpoints")
     assert list((senv.home / "volumes" / "rl-post-training").glob("run-*/reward.png"))
+
+
+def test_exec_port_forward_and_top_on_slurm(senv, cluster):
+    """Issue 20 on Slurm: `exec` is a step of its own beside the node's (`srun --overlap`) that
+    sees the node's name and peers, with the node's environment and the exit code back;
+    `port-forward` relays to the node's address; `top` answers from sstat (the dev cluster
+    gathers no accounting: it says so)."""
+    import sys
+    import urllib.request
+
+    job = senv.launch_d("""
+        name: sops
+        execution: parallel
+        ---
+        name: web
+        run: |
+          echo "web page" > index.html
+          exec python3 -m http.server 18932 --bind 0.0.0.0
+        ---
+        name: peer
+        run: exec sleep 120
+        """, "--infra", "slurm")
+    wait_for(lambda: senv.job(job)["status"] == "RUNNING", timeout=60)
+    p = senv.jg("exec", str(job), "web", "--", "sh", "-c",
+                'hostname; getent hosts peer-0.sops | wc -l; echo "rank=$SKYPILOT_NODE_RANK"; '
+                "exit 4", timeout=60)
+    assert p.returncode == 4, p.stderr
+    assert p.stdout.split("\n")[:3] == ["web-0", "1", "rank=0"], p.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "jobgroup", "port-forward", str(job), "web",
+                             "0:18932"], env=senv.env, cwd=senv.tmp, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stderr.readline()
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        body = wait_for(lambda: _get(urllib.request, port), timeout=30)
+        assert body == b"web page\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    top = json.loads(senv.jg("top", str(job), "--json", check=True).stdout)
+    assert {n["node"] for n in top["nodes"]} == {"web-0", "peer-0"}
+    web = next(n for n in top["nodes"] if n["node"] == "web-0")
+    assert web["usage"]["source"] == "sstat" and web["usage"]["note"], web
+    senv.jg("cancel", str(job), check=True)
+    assert senv.wait(job, timeout=60)["status"] == "CANCELLED"
+
+
+def _get(request, port: int) -> bytes | None:
+    try:
+        return request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=3).read()
+    except OSError:
+        return None

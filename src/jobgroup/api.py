@@ -243,6 +243,37 @@ def cancel(job_ids: Iterable[int] | int, *, home: Path | str | None = None) -> d
                 out[job_id] = "cancelling"
             else:
                 rec = st.job(job_id)
+def latest_job(*, home: Path | str | None = None) -> int:
+    """The id of the newest job; NotFound when there is none yet."""
+    st = _store(home)
+    try:
+        job_id = st.latest_job_id()
+    finally:
+        st.close()
+    if job_id is None:
+        raise NotFound("there are no jobs yet (jobgroup launch FILE starts one).")
+    return job_id
+
+
+def usage(job_id: int, *, home: Path | str | None = None) -> dict:
+    """What each node of job `job_id` uses now (`jobgroup top --json`): the controller's answer
+    (`controller.operate`), {"job", "time", "nodes": [{"node", "phase", "requested", "usage"?}]};
+    a node without `usage` is not running or its backend cannot tell. NotFound for no such job;
+    JobGroupError when no controller answers."""
+    from jobgroup.controller import rpc
+    from jobgroup.errors import JobGroupError
+
+    answer = rpc.call(_home(home), {"op": "top", "job": job_id})
+    if answer is None:
+        raise JobGroupError("no controller runs for this state directory")
+    if not answer.get("ok"):
+        message = str(answer.get("error", "the controller refused"))
+        if message.startswith("no job "):
+            raise NotFound(message)
+        raise JobGroupError(message)
+    return {k: v for k, v in answer.items() if k != "ok"}
+
+
                 out[job_id] = f"already ended ({rec.status.value if rec else '?'})"
     finally:
         st.close()

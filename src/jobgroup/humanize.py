@@ -22,3 +22,14 @@ def human_duration(seconds: float | None) -> str:
 def human_ago(ts: float) -> str:
     """`12s ago`, `3m ago`, ..."""
     return human_duration(max(0.0, time.time() - ts)).split(" ")[0] + " ago"
+
+
+def human_bytes(n: int | float) -> str:
+    """Sizes of memory in binary units, as limits are given: `812 B`, `3.4 KiB`, `512.0 MiB`,
+    `1.50 GiB`."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if abs(value) < 1024:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.2f} GiB"

@@ -145,12 +145,43 @@ class Capabilities:
       pending group instead of admitting it against this machine's resources.
     - `native_readiness`: `node_ready` gives the cluster's own verdict on http/tcp readiness
       probes (node addresses may resolve only inside the cluster).
-    - `exec`: `exec_argv` runs a command as if on a node (command readiness probes).
+    - `exec`: `exec_argv` runs a command as if on a node (command readiness probes), and
+      `attach_argv` an interactive one (`jobgroup exec`).
+    - `reachable`: node addresses can be connected to from the controller's machine
+      (`jobgroup port-forward` relays to them itself); otherwise `forward_argv` gives the
+      cluster's own forwarder.
     """
 
     self_scheduling: bool = False
     native_readiness: bool = False
     exec: bool = True
+    reachable: bool = True
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One process of a node, as `jobgroup top` lists it."""
+
+    pid: int
+    command: str
+    rss_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one node uses now (`Backend.usage`). `cpu_seconds`: CPU time used by the node's
+    processes so far (a caller samples twice for a rate); None where unknown. `memory_bytes`:
+    resident memory now; `memory_limit_bytes`: the node's limit (None: none). `gpus`: GPU
+    index -> memory used in bytes, where NVML (nvidia-smi) says. `source` says where the figures
+    come from ("cgroup", "sstat", "metrics API"); `note` what is missing and why."""
+
+    cpu_seconds: float | None = None
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    processes: tuple[Proc, ...] = ()
+    gpus: dict[int, int] = field(default_factory=dict)
+    source: str = ""
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,6 +269,25 @@ class Backend(ABC):
         the node has no running process to run it beside (not started yet, or ended) and a
         view made afresh would not be the node's own: ask again later. May block (a
         cluster's API): the controller calls it off its loop."""
+
+    def attach_argv(self, ref: NodeRef, argv: list[str], *, tty: bool,
+                    workdir: str | None = None) -> list[str] | None:
+        """argv that runs `argv` in the node's view (network, names, mounts, files) with the
+        caller's stdin/stdout/stderr, on the caller's terminal when `tty` (`jobgroup exec`);
+        started in `workdir` where the backend can. The caller runs it with the node's
+        environment. None when the node has no running process (not started, or ended).
+        May block."""
+        return self.exec_argv(ref, argv)
+
+    def forward_argv(self, ref: NodeRef, local_port: int, remote_port: int) -> list[str] | None:
+        """Where node addresses are not `capabilities.reachable`: argv of the cluster's own
+        forwarder of 127.0.0.1:`local_port` to the node's `remote_port`. May block."""
+        return None
+
+    def usage(self, ref: NodeRef, handle: Handle | None) -> Usage | None:
+        """What the node's current phase uses now; None when this backend cannot tell (the
+        default). May block."""
+        return None
 
     @abstractmethod
     def watch(self, loop: asyncio.AbstractEventLoop, ref: NodeRef, handle: Handle,

@@ -27,6 +27,9 @@ _COMMANDS = {
     "doctor": ("jobgroup.cli.doctor", "doctor"),
     "dashboard": ("jobgroup.cli.dashboard", "dashboard"),
     "dev": ("jobgroup.cli.dev", "dev"),
+    "exec": ("jobgroup.cli.operate", "exec_"),
+    "port-forward": ("jobgroup.cli.operate", "port_forward"),
+    "top": ("jobgroup.cli.operate", "top"),
 }
 
 

@@ -142,7 +142,15 @@ class Controller:
                 writer.close()
                 return
             line = await reader.readline()
-            answer = self._launch_for_client(json.loads(line))
+            req = json.loads(line)
+            from jobgroup.controller import operate
+
+            if isinstance(req, dict) and req.get("op") in operate.OPS:
+                from jobgroup.controller.sockname import peer_uid
+
+                answer = await operate.answer(self, req, peer_uid(writer.get_extra_info("socket")))
+            else:
+                answer = self._launch_for_client(req)
         except Exception as e:  # never let a client's request take the controller down
             log.exception("rpc request failed")
             answer = {"ok": False, "error": f"the controller could not launch: {e}",

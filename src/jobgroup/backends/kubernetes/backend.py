@@ -70,7 +70,7 @@ import msgspec
 
 from jobgroup.backends.base import (
     ENDED, Admission, Backend, Capabilities, Ended, Handle, JobContext, NodeNote, NodeRef,
-    Outcome, PhaseLaunch, Refused, Unreachable,
+    Outcome, PhaseLaunch, Refused, Unreachable, Usage,
 )
 from jobgroup.backends.kubernetes import render, status
 from jobgroup.backends.kubernetes.client import (
@@ -104,7 +104,9 @@ class _Busy(RuntimeError):
 class KubernetesBackend(Backend):
     name = "kubernetes"
     level = "pods"
-    capabilities = Capabilities(self_scheduling=True, native_readiness=True, exec=True)
+    # Pod addresses are the cluster's: port-forward goes through the API (`forward_argv`).
+    capabilities = Capabilities(self_scheduling=True, native_readiness=True, exec=True,
+                                reachable=False)
 
     def __init__(self, home: Path, config: KubernetesConfig | None = None, *,
                  core: Any = None, custom: Any = None) -> None:
@@ -613,6 +615,44 @@ class KubernetesBackend(Backend):
         return pin + self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
 
     def outcome(self, ref: NodeRef, handle: Handle | None) -> Outcome | None:
+    def attach_argv(self, ref: NodeRef, argv: list[str], *, tty: bool,
+                    workdir: str | None = None) -> list[str] | None:
+        """`kubectl exec` into the node's container with stdin (`-i`) and a TTY (`-t`) when
+        the caller has one; it starts in the container's working directory."""
+        base = self.exec_argv(ref, argv)
+        if base is None:
+            return None
+        at = base.index("exec") + 1
+        return base[:at] + (["-i", "-t"] if tty else ["-i"]) + base[at:]
+
+    def forward_argv(self, ref: NodeRef, local_port: int, remote_port: int) -> list[str] | None:
+        """`kubectl port-forward` of the node's pod (the API server's portforward)."""
+        pin = ["env", f"KUBECONFIG={os.environ['KUBECONFIG']}"] \
+            if os.environ.get("KUBECONFIG") else []
+        return pin + self._kubectl() + ["port-forward", "--address", "127.0.0.1",
+                                        f"pod/{self._pod_name(ref)}",
+                                        f"{local_port}:{remote_port}"]
+
+    def usage(self, ref: NodeRef, handle: Handle | None) -> Usage | None:
+        """The pod's figures from the metrics API (metrics-server), when the cluster has one."""
+        pod = self._pod_of(ref, handle)
+        self._api()
+        try:
+            m = self._call("reading the pod's metrics", self._custom.get_namespaced_custom_object,
+                           "metrics.k8s.io", "v1beta1", self.config.namespace, "pods", pod)
+        except Unreachable:
+            raise
+        except Exception as e:  # 404: no metrics API (or no figures yet)
+            return Usage(source="metrics API", note=f"no metrics for pod {pod} "
+                         f"({api_message(e)}): is metrics-server installed in the cluster?")
+        cpu = mem = 0.0
+        for c in m.get("containers") or []:
+            cpu += _cpu_cores(str((c.get("usage") or {}).get("cpu", "0")))
+            mem += _bytes(str((c.get("usage") or {}).get("memory", "0")))
+        return Usage(memory_bytes=int(mem), source="metrics API",
+                     note=f"CPU now {cpu:.2f} core(s) (the metrics API gives a rate, not a "
+                          "total)")
+
         name, phase = self._pod_of(ref, handle), ref.phase
         with self._lock:
             self._looked = seen = self._version
@@ -950,3 +990,28 @@ def _quote(s: str) -> str:
 def backend_from_env(home: Path) -> KubernetesBackend:
     """The backend as the controller would create it ($JOBGROUP_HOME/kubernetes.yaml)."""
     return KubernetesBackend(home, load_config(home))
+
+
+def _cpu_cores(q: str) -> float:
+    """A Kubernetes CPU quantity ("250m", "1", "1500000n") in cores."""
+    scale = {"n": 1e-9, "u": 1e-6, "m": 1e-3}.get(q[-1:], 1.0)
+    try:
+        return float(q[:-1] if scale != 1.0 else q) * scale
+    except ValueError:
+        return 0.0
+
+
+def _bytes(q: str) -> float:
+    """A Kubernetes memory quantity ("128974848", "129e6", "123Mi", "1G") in bytes."""
+    for suffix, scale in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("Ti", 2**40),
+                          ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)):
+        if q.endswith(suffix):
+            try:
+                return float(q[:-len(suffix)]) * scale
+            except ValueError:
+                return 0.0
+    try:
+        return float(q)
+    except ValueError:
+        return 0.0
+

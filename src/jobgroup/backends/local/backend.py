@@ -23,6 +23,7 @@ from typing import Callable
 from jobgroup import faults
 from jobgroup.backends.base import (
     Backend, Capabilities, Ended, Handle, JobContext, NodeRef, NodeNote, Outcome, PhaseLaunch,
+    Usage,
 )
 from jobgroup.backends.local import egress, isolation, mounts, network, rootfs
 from jobgroup.backends.local.runner import ShimRunner
@@ -129,6 +130,22 @@ class LocalBackend(Backend):
                                                os.path.expanduser("~")))
 
     def start(self, launch: PhaseLaunch) -> Handle:
+    def attach_argv(self, ref: NodeRef, argv: list[str], *, tty: bool,
+                    workdir: str | None = None) -> list[str] | None:
+        if self.level == isolation.NAMESPACES:
+            # The node's own namespaces, as its probes (the terminal is the caller's own).
+            pid = rootfs.running_pid(self.home, ref.job_id, ref.task_idx, ref.rank)
+            return None if pid is None else isolation.join_argv(pid, argv, cwd=workdir)
+        if self.level != isolation.NONE and ref.job_id not in self._jobs:
+            return None  # (a group this process never prepared has no view to rebuild)
+        return isolation.wrap(argv, self._view(ref.job_id, ref.task_idx, ref.rank, workdir,
+                                               os.path.expanduser("~")))
+
+    def usage(self, ref: NodeRef, handle: Handle | None) -> Usage | None:
+        from jobgroup.backends.local.usage import node_usage
+
+        return node_usage(self.runner.status_path(ref))
+
         ref = launch.ref
         view = self._view(ref.job_id, ref.task_idx, ref.rank, launch.workdir,
                           launch.env.get("HOME", os.path.expanduser("~")), launch)

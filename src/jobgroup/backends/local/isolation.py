@@ -302,9 +302,10 @@ def wrap(argv: list[str], view: NodeView | None) -> list[str]:
     return inner
 
 
-def join_argv(pid: int, argv: list[str]) -> list[str]:
+def join_argv(pid: int, argv: list[str], cwd: str | None = None) -> list[str]:
     """`argv` run in the namespaces (network, hostname, IPC, mounts) of a node's running
-    process `pid`: a probe sees the node's own files, not a view made afresh."""
+    process `pid` (in `cwd` there, when given): a probe sees the node's own files, not a view
+    made afresh."""
     from jobgroup.backends.local.rootfs import helper_path
 
-    return [helper_path(), "-j", str(pid), "--", *argv]
+    return [helper_path(), "-j", str(pid), *(["-C", cwd] if cwd else []), "--", *argv]

@@ -37,7 +37,7 @@ import msgspec
 
 from jobgroup.backends.base import (
     Admission, Backend, Capabilities, Ended, Handle, JobContext, NodeNote, NodeRef, Outcome,
-    PhaseLaunch, Refused, Unreachable,
+    PhaseLaunch, Refused, Unreachable, Usage,
 )
 from jobgroup.backends.local import isolation
 from jobgroup.backends.local.runner import ShimRunner
@@ -331,6 +331,42 @@ class SlurmBackend(Backend):
     def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str] | None:
         return self._step_argv(ref, argv)
 
+    def attach_argv(self, ref: NodeRef, argv: list[str], *, tty: bool,
+                    workdir: str | None = None) -> list[str] | None:
+        """A step of its own beside the node's (`srun --overlap` on the node's Slurm node),
+        with a pseudo-terminal when `tty` (`--pty`); srun passes the caller's stdio."""
+        if ref.job_id not in self._jobs:
+            return None
+        step = self._step_argv(ref, argv)
+        at = step.index("--overlap")
+        extra = (["--pty"] if tty else []) + ([f"--chdir={workdir}"] if workdir else [])
+        # The caller runs it with the node's environment, which need not name the cluster.
+        pin = ["env", f"SLURM_CONF={self.env['SLURM_CONF']}"] if "SLURM_CONF" in self.env \
+            else []
+        return pin + step[:at] + extra + step[at:]
+
+    def usage(self, ref: NodeRef, handle: Handle | None) -> Usage | None:
+        """The step's figures from `sstat` (Slurm's job accounting gatherer): CPU time and
+        memory of its tasks; the cluster lists no processes. A cluster whose
+        JobAcctGatherType is none measures nothing: said in the note."""
+        slurm_id, step = (handle or {}).get("slurm"), (handle or {}).get("step")
+        if not slurm_id or not step:
+            return None
+        step_id = self._step_id(str(slurm_id), str(step))
+        if step_id is None:
+            return None
+        p = run(["sstat", "-n", "-P", "-j", step_id, "--format=TRESUsageInTot,MaxRSS"],
+                env=self.env)
+        tres = dict(kv.split("=", 1) for line in p.stdout.splitlines()[:1]
+                    for kv in line.split("|")[0].split(",") if "=" in kv)
+        if not tres:
+            why = (p.stderr.strip() or "sstat gave no figures (is JobAcctGatherType set on the "
+                   "cluster? `scontrol show config | grep JobAcctGather`)")
+            return Usage(source="sstat", note=why[:300])
+        return Usage(cpu_seconds=_slurm_seconds(tres.get("cpu", "")),
+                     memory_bytes=_slurm_bytes(tres.get("mem", "")), source="sstat",
+                     note="processes are not listed on Slurm")
+
     def start(self, launch: PhaseLaunch) -> Handle:
         """The phase as a job step, started (and supervised) by a local shim: stopping the
         shim signals srun, which forwards the signal to the step."""
@@ -431,3 +467,30 @@ class SlurmBackend(Backend):
         for name in ("hosts", "hosts.tmp"):
             (self._job_dir(job_id) / name).unlink(missing_ok=True)
         return []
+
+
+def _slurm_seconds(text: str) -> float | None:
+    """Slurm's CPU time ("[D-]HH:MM:SS[.mmm]" or "MM:SS.mmm") in seconds."""
+    if not text:
+        return None
+    days, _, rest = text.rpartition("-")
+    try:
+        parts = [float(x) for x in rest.split(":")]
+    except ValueError:
+        return None
+    seconds = 0.0
+    for x in parts:
+        seconds = seconds * 60 + x
+    return seconds + (int(days) * 86400 if days.isdigit() else 0)
+
+
+def _slurm_bytes(text: str) -> int | None:
+    """Slurm's sizes ("123456", "1.5M", "2G") in bytes."""
+    if not text:
+        return None
+    unit = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:].upper(), 1)
+    try:
+        return int(float(text[:-1] if unit != 1 else text) * unit)
+    except ValueError:
+        return None
+
