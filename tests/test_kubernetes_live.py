@@ -358,7 +358,8 @@ def test_volume_create_ls_rm_on_kubernetes(k8s: K8s) -> None:
 
 
 def test_launch_refuses_what_kubernetes_cannot_run(k8s: K8s) -> None:
-    p = k8s.launch(SIMPLE.replace("name: simple", "name: Not_A_Label"))  # fine locally
+    # ('_' and upper case get a DNS-safe form: tests/test_k8s_names.py; other scripts do not)
+    p = k8s.launch(SIMPLE.replace("name: simple", "name: Grüße"))  # fine locally
     assert p.returncode == 2, p.stdout + p.stderr
     assert "not a valid DNS label" in p.stderr and "Traceback" not in p.stderr
     # (the controller reads the kubeconfig of the environment it was started from)

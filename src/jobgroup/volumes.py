@@ -1,5 +1,7 @@
 """Named local volumes: directories under `$JOBGROUP_HOME/volumes`, created on first use by the
-nodes that name them and kept after their jobs, until `jobgroup volume rm`."""
+nodes that name them (`{name: N, sub_path: D}` mounts the folder D of volume N) and kept after
+their jobs, until `jobgroup volume rm`. Volumes made for a job (`{size: ...}`) are not named
+volumes: they live with their job and are not listed here (`backends/local/mounts.py`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from jobgroup.backends.local.mounts import VOLUME_NAME, volume_dir, volumes_root
+from jobgroup.backends.local.mounts import VOLUME_NAME, volume_dir, volume_names, volumes_root
 from jobgroup.errors import JobGroupError, NotFound, UsageError
 from jobgroup.spec import load
 from jobgroup.state.store import Store
@@ -45,11 +47,8 @@ def users(store: Store) -> dict[str, list[int]]:
     for job in store.jobs(active_only=True):
         group = load(job.spec)
         names: set[str] = set()
-        for t in group.tasks:
-            names.update(str(v) for v in t.volumes.values())
-            for spec in t.file_mounts.values():
-                if isinstance(spec, dict) and not spec.get("source") and spec.get("name"):
-                    names.add(str(spec["name"]))
+        for t in group.tasks:  # `{name: N, sub_path: D}` uses N; `{size: ...}` none of them
+            names.update(volume_names(t))
         for n in names:
             out.setdefault(n, []).append(job.id)
     return out

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ from jobgroup import discovery
 from jobgroup.backends.kubernetes.config import KubernetesConfig
 from jobgroup.backends.kubernetes.driver import DRIVER
 from jobgroup.backends.kubernetes.files import Bundle, FilesTooBig, collect, configmap_data
+from jobgroup.backends.kubernetes.names import (
+    ALIAS_SCRIPT, ALIASES_KEY, RUN_PREAMBLE, changed, dns_name, name_problem, service_name_ok,
+)
 from jobgroup.errors import UsageError
 from jobgroup.spec.models import JobGroup, Task
 from jobgroup.spec.names import dns_label_problem
@@ -59,7 +62,6 @@ KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"
 KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 COSCHED_GROUP = "scheduling.x-k8s.io/pod-group"
-_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # DNS-1035 label (<= 63: checked above)
 _URL_PREFIXES = ("s3://", "gs://", "gcs://", "r2://", "az://", "https://", "http://", "cos://",
                  "oci://", "nebius://")
 
@@ -76,14 +78,15 @@ class RenderError(UsageError):
 def labels(group: str, job_id: int, task: str | None = None, task_idx: int | None = None,
            rank: int | None = None, attempt: int | None = None, *,
            home: str | None = None) -> dict[str, str]:
-    """The labels of a job's objects. `home`: the state directory's uid (`config.home_uid`),
-    so two state directories whose job ids both start at 1 never take each other's objects;
-    left out when None (rendering without a backend, e.g. the goldens)."""
-    out = {**MANAGED_BY, f"{LABEL}/group": group, f"{LABEL}/job-id": str(job_id)}
+    """The labels of a job's objects (group and task in their DNS-safe form, `names.py`).
+    `home`: the state directory's uid (`config.home_uid`), so two state directories whose job
+    ids both start at 1 never take each other's objects; left out when None (rendering without
+    a backend, e.g. the goldens)."""
+    out = {**MANAGED_BY, f"{LABEL}/group": dns_name(group), f"{LABEL}/job-id": str(job_id)}
     if home:
         out[f"{LABEL}/home"] = home
     if task is not None:
-        out[f"{LABEL}/task"] = task
+        out[f"{LABEL}/task"] = dns_name(task)
         out[f"{LABEL}/task-index"] = str(task_idx)
     if rank is not None:
         out[f"{LABEL}/rank"] = str(rank)
@@ -95,17 +98,24 @@ def labels(group: str, job_id: int, task: str | None = None, task_idx: int | Non
 def job_selector(job_id: int, group: str, home: str | None = None) -> str:
     """Label selector of everything of one job (what `cleanup` deletes); `home` as in
     `labels`."""
-    out = f"{LABEL}/group={group},{LABEL}/job-id={job_id}"
+    out = f"{LABEL}/group={dns_name(group)},{LABEL}/job-id={job_id}"
     return f"{out},{LABEL}/home={home}" if home else out
 
 
 def pod_name(group: str, task: str, rank: int, attempt: int = 1) -> str:
-    base = f"{group}-{task}-{rank}"
+    """The pod of node `rank` of `task` in its attempt (names as written; DNS-safe here)."""
+    base = f"{dns_name(group)}-{dns_name(task)}-{rank}"
     return base if attempt == 1 else f"{base}-a{attempt}"
 
 
+def hostname(task: str, rank: int) -> str:
+    """The pod's `hostname` (DNS-safe form of `{task}-{rank}`)."""
+    return f"{dns_name(task)}-{rank}"
+
+
 def node_fqdn(group: str, task: str, rank: int, config: KubernetesConfig) -> str:
-    return f"{task}-{rank}.{group}.{config.namespace}.svc.{config.cluster_domain}"
+    return (f"{hostname(task, rank)}.{dns_name(group)}.{config.namespace}.svc."
+            f"{config.cluster_domain}")
 
 
 def addresses(group: JobGroup, config: KubernetesConfig) -> dict[tuple[int, int], str]:
@@ -120,30 +130,44 @@ def addresses(group: JobGroup, config: KubernetesConfig) -> dict[tuple[int, int]
 def problems(group: JobGroup, config: KubernetesConfig) -> list[str]:
     """Why this group cannot run on kubernetes (empty: it can). Every problem, in spec order."""
     out: list[str] = []
-    why = dns_label_problem(group.name)
+    why = name_problem(group.name, "group")
     if why:
-        out.append(f"group name {group.name!r} is not a valid DNS label ({why}); on kubernetes it "
-                   "names the headless Service that resolves the nodes: use lower-case a-z, 0-9 "
-                   "and '-' (at most 63 characters), e.g. with --name")
-    elif not _SERVICE_NAME.fullmatch(group.name):  # DNS-1035: what the API server checks
-        out.append(f"group name {group.name!r} does not start with a letter; on kubernetes it "
-                   "names the headless Service that resolves the nodes, and a Service name "
-                   "must start with a lower-case letter (a-z), e.g. with --name")
+        out.append(f"{why}: use letters, digits, '-' and '_' (at most 63 characters), e.g. with "
+                   "--name")
+    elif not service_name_ok(dns_name(group.name)):  # DNS-1035: what the API server checks
+        shown = "" if not changed(group.name) else f" (as {dns_name(group.name)!r})"
+        out.append(f"group name {group.name!r}{shown} does not start with a letter; on "
+                   "kubernetes it names the headless Service that resolves the nodes, and a "
+                   "Service name must start with a lower-case letter (a-z), e.g. with --name")
+    safe: dict[str, str] = {}
     for t in group.tasks:
         name = t.name or ""
-        why = dns_label_problem(name)
+        why = name_problem(name, "task")
         if why:
-            out.append(f"task name {name!r} is not a valid DNS label ({why}); on kubernetes it "
-                       "is the pods' hostname: use lower-case a-z, 0-9 and '-'")
-        elif len(f"{name}-{t.num_nodes - 1}") > 63:
-            out.append(f"task '{name}': hostname {name}-{t.num_nodes - 1} is longer than 63 "
-                       "characters")
+            out.append(f"{why}: use letters, digits, '-' and '_' (at most 63 characters)")
+        elif len(hostname(name, t.num_nodes - 1)) > 63:
+            out.append(f"task '{name}': hostname {hostname(name, t.num_nodes - 1)} is longer "
+                       "than 63 characters")
+        elif dns_name(name) in safe and safe[dns_name(name)] != name:
+            out.append(f"tasks '{safe[dns_name(name)]}' and '{name}' would both be named "
+                       f"{dns_name(name)!r} on kubernetes; rename one")
+        safe.setdefault(dns_name(name), name)
         if not why and len(pod_name(group.name, name, t.num_nodes - 1, 99)) > 253:
             out.append(f"task '{name}': pod names would exceed 253 characters")
         out.extend(_resource_problems(t, config))
         for dst, vol in t.volumes.items():
-            if not isinstance(vol, str) or dns_label_problem(vol):
-                out.append(f"task '{name}': volumes {dst}: {vol!r} cannot name a "
+            claim = volume_claim(vol)
+            if claim is None and isinstance(vol, dict) and "size" in vol:
+                out.append(f"task '{name}': volumes {dst}: a volume made for the job ({{size: "
+                           "...}) is not supported on kubernetes yet; create a claim (`jobgroup "
+                           "volume create NAME --size 10Gi --infra kubernetes`) and name it")
+            elif claim is None:
+                shown = vol.get("sub_path") if isinstance(vol, dict) else None
+                out.append(f"task '{name}': volumes {dst}: " + (
+                    f"sub_path {shown!r} must be a relative path inside the volume (no '..')"
+                    if shown is not None else "expected a volume name or {name: NAME}"))
+            elif dns_label_problem(claim[0]):
+                out.append(f"task '{name}': volumes {dst}: {claim[0]!r} cannot name a "
                            "PersistentVolumeClaim (lower-case a-z, 0-9 and '-')")
             if not dst.startswith("/"):
                 out.append(f"task '{name}': volumes {dst}: the mount path must be absolute")
@@ -165,6 +189,23 @@ def problems(group: JobGroup, config: KubernetesConfig) -> list[str]:
             out.append(f"task '{name}': image_id per region is not supported on kubernetes; "
                        "give one image")
     return out
+
+
+def volume_claim(vol: object) -> tuple[str, str | None] | None:
+    """(claim, subPath or None) of a `volumes` value: `NAME` or `{name: NAME, sub_path: DIR}`
+    (the claim's folder DIR, which the kubelet creates when missing); None for any other
+    (a volume made for the job, `{size: ...}`, or a bad sub_path)."""
+    if isinstance(vol, str):
+        return vol, None
+    if not isinstance(vol, dict) or "size" in vol or not isinstance(vol.get("name"), str):
+        return None
+    sub = vol.get("sub_path")
+    if sub is None:
+        return vol["name"], None
+    if not isinstance(sub, str) or sub.startswith("/") or ".." in sub.split("/"):
+        return None
+    sub = posixpath.normpath(sub)
+    return vol["name"], None if sub == "." else sub
 
 
 def _resource_problems(t: Task, config: KubernetesConfig) -> list[str]:
@@ -299,6 +340,9 @@ def _env(group: JobGroup, job_id: int, task_idx: int, rank: int, config: Kuberne
     t = task.name or ""
     peers = " ".join(addresses(group, config).values())
     env.update({"JOBGROUP_PEERS": peers, "JOBGROUP_DNS_WAIT": str(config.dns_wait_timeout)})
+    if changed(t) or changed(group.name):  # the pod's real names (names.py)
+        env["JOBGROUP_HOSTNAME"] = hostname(t, rank)
+        env["JOBGROUP_FQDN"] = f"{hostname(t, rank)}.{dns_name(group.name)}"
     if task.workdir is not None:
         env["JOBGROUP_WORKDIR"] = WORKDIR
     out: list[Obj] = []
@@ -312,11 +356,11 @@ def _env(group: JobGroup, job_id: int, task_idx: int, rank: int, config: Kuberne
 
 
 def secret_name(group: str) -> str:
-    return f"{group}-secrets"
+    return f"{dns_name(group)}-secrets"
 
 
 def job_configmap_name(group: str) -> str:
-    return f"{group}-job"
+    return f"{dns_name(group)}-job"
 
 
 class _Files:
@@ -350,14 +394,15 @@ class _Files:
             return None
         digest = bundle.digest()
         self.bundles.setdefault(digest, bundle)
-        return f"{self.group.name}-files-{digest}", bundle
+        return f"{dns_name(self.group.name)}-files-{digest}", bundle
 
     def objects(self, job_id: int, config: KubernetesConfig) -> list[Obj]:
         out = []
         for digest in sorted(self.bundles):
             data, binary = configmap_data(self.bundles[digest])
             cm: Obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-                "name": f"{self.group.name}-files-{digest}", "namespace": config.namespace,
+                "name": f"{dns_name(self.group.name)}-files-{digest}",
+                "namespace": config.namespace,
                 "labels": labels(self.group.name, job_id, home=config.home_uid)}}
             if data:
                 cm["data"] = data
@@ -389,9 +434,11 @@ def _mounts(group: JobGroup, task: Task, files: _Files, config: KubernetesConfig
         files.problems.append(f"task '{name}': workdir as a git repository is not supported on "
                               "kubernetes; use a local folder")
     for dst in sorted(task.volumes):
+        claim, sub_path = volume_claim(task.volumes[dst]) or (str(task.volumes[dst]), None)
         vname = f"vol-{len(vols)}"
-        vols.append({"name": vname, "persistentVolumeClaim": {"claimName": str(task.volumes[dst])}})
-        mounts.append({"name": vname, "mountPath": dst})
+        vols.append({"name": vname, "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": vname, "mountPath": dst, **({"subPath": sub_path}
+                                                           if sub_path else {})})
     for dst in sorted(task.file_mounts):
         spec = task.file_mounts[dst]
         if isinstance(spec, dict) and not spec.get("source"):
@@ -444,17 +491,32 @@ def service_object(group: JobGroup, job_id: int, config: KubernetesConfig) -> Ob
         spec["ports"] = [{"name": f"p{p}", "port": p, "targetPort": p, "protocol": "TCP"}
                          for p in all_ports]
     return {"apiVersion": "v1", "kind": "Service", "metadata": {
-        "name": group.name, "namespace": config.namespace,
+        "name": dns_name(group.name), "namespace": config.namespace,
         "labels": labels(group.name, job_id, home=config.home_uid)}, "spec": spec}
+
+
+def host_aliases(group: JobGroup, config: KubernetesConfig) -> str | None:
+    """`safe-fqdn {task}-{rank}.{group} {task}-{rank}` per node, when some name of the group
+    is not DNS-safe (names.py); None when every name is."""
+    if not (changed(group.name) or any(changed(t.name or "") for t in group.tasks)):
+        return None
+    return "".join(f"{node_fqdn(group.name, t.name or '', r, config)} "
+                   f"{discovery.fqdn(t.name or '', r, group.name)} "
+                   f"{discovery.hostname(t.name or '', r)}\n"
+                   for t in group.tasks for r in range(t.num_nodes))
 
 
 def job_configmap(group: JobGroup, job_id: int, config: KubernetesConfig) -> Obj:
     data = {"topology.json": json.dumps(
         discovery.topology(group, job_id, addresses(group, config)), indent=2, sort_keys=True)}
+    aliases = host_aliases(group, config)
+    if aliases:
+        data[ALIASES_KEY] = aliases
+        data[f"{ALIASES_KEY}.sh"] = ALIAS_SCRIPT
     for t in group.tasks:
         if t.setup:
             data[f"{t.name}.setup.sh"] = t.setup
-        data[f"{t.name}.run.sh"] = t.run or "true\n"
+        data[f"{t.name}.run.sh"] = (RUN_PREAMBLE if aliases else "") + (t.run or "true\n")
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
         "name": job_configmap_name(group.name), "namespace": config.namespace,
         "labels": labels(group.name, job_id, home=config.home_uid)}, "data": data}
@@ -472,7 +534,7 @@ def secret_object(group: JobGroup, job_id: int, config: KubernetesConfig, *,
 
 
 def pod_group_name(group: str, job_id: int) -> str:
-    return f"{group}-{job_id}"
+    return f"{dns_name(group)}-{job_id}"
 
 
 def pod_object(group: JobGroup, job_id: int, task_idx: int, rank: int, config: KubernetesConfig,
@@ -525,8 +587,8 @@ def pod_object(group: JobGroup, job_id: int, task_idx: int, rank: int, config: K
     if annotations:
         metadata["annotations"] = annotations
     spec: Obj = {
-        "hostname": f"{name}-{rank}",
-        "subdomain": group.name,
+        "hostname": hostname(name, rank),
+        "subdomain": dns_name(group.name),
         "restartPolicy": "Never",
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
@@ -578,7 +640,8 @@ def render_objects(group: JobGroup, job_id: int = 0, config: KubernetesConfig | 
         raise RenderError(files.problems)
     out: list[Obj] = []
     if config.create_volumes:
-        names = sorted({str(v) for t in group.tasks for v in t.volumes.values()} |
+        names = sorted({c[0] for t in group.tasks for v in t.volumes.values()
+                        if (c := volume_claim(v))} |
                        {str(s["name"]) for t in group.tasks for s in t.file_mounts.values()
                         if isinstance(s, dict) and not s.get("source")})
         out.extend(pvc_object(n, None, config) for n in names)

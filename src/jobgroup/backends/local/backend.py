@@ -104,7 +104,8 @@ class LocalBackend(Backend):
             return None
         task = plan.group.tasks[task_idx]
         node = plan.index[(task_idx, rank)]
-        binds = mounts.node_binds(task, plan.base_dir, self.home, user_home)
+        binds = mounts.node_binds(task, plan.base_dir, self.home, user_home, job_id=job_id,
+                                  cwd=workdir)
         return isolation.NodeView(
             hostname=f"{task.name}-{rank}",
             hosts_file=str(plan.hosts_file),
@@ -129,7 +130,6 @@ class LocalBackend(Backend):
         return isolation.wrap(argv, self._view(ref.job_id, ref.task_idx, ref.rank, None,
                                                os.path.expanduser("~")))
 
-    def start(self, launch: PhaseLaunch) -> Handle:
     def attach_argv(self, ref: NodeRef, argv: list[str], *, tty: bool,
                     workdir: str | None = None) -> list[str] | None:
         if self.level == isolation.NAMESPACES:
@@ -146,6 +146,7 @@ class LocalBackend(Backend):
 
         return node_usage(self.runner.status_path(ref))
 
+    def start(self, launch: PhaseLaunch) -> Handle:
         ref = launch.ref
         view = self._view(ref.job_id, ref.task_idx, ref.rank, launch.workdir,
                           launch.env.get("HOME", os.path.expanduser("~")), launch)
@@ -183,6 +184,7 @@ class LocalBackend(Backend):
         if self.level == isolation.NAMESPACES or network.record_path(self.home, job_id).exists():
             network.teardown(self.home, job_id)  # (no network at the other levels)
         faults.hit("network.destroyed")
+        mounts.release(self.home, job_id)  # volumes made for the job, mount points it made
         job_dir = self._job_dir(job_id)
         for name in ("hosts", "hosts.tmp", "resolv.conf"):
             (job_dir / name).unlink(missing_ok=True)
