@@ -326,13 +326,19 @@ def resolve_task(job: Job, task: str | int) -> int:
 def logs(job_id: int, task: str | int | None = None, *, rank: int | None = None,
          follow: bool = False, tail: int | None = None,
          on_idle: Callable[[], None] | None = None,
-         home: Path | str | None = None) -> Iterator["LogLine"]:
-    """Log lines (`.task`, `.rank`, `.text`, `.attempt`, `.more`) of a job, or of one task
-    (index or name) / node, in bounded memory: a line longer than 1 MiB comes in pieces, all but
-    the last with `.more` (see `jobgroup.logfiles.follow`).
+         home: Path | str | None = None, since: float | None = None,
+         timestamps: bool = False) -> Iterator["LogLine"]:
+    """Log lines (`.task`, `.rank`, `.text`, `.attempt`, `.more`, `.at`) of a job, or of one
+    task (index or name) / node, in bounded memory: a line longer than 1 MiB comes in pieces, all
+    but the last with `.more` (see `jobgroup.logfiles.follow`).
 
     With `follow=True`, keeps yielding while the selected tasks run and returns once they ended.
     `tail=N`: start with the last N lines of each selected node (read from the end of its files).
+    `since`: only lines that came at or after this time (seconds since the epoch), the files
+    entered where their times index says. With `tail` or `since`, what is there when reading
+    starts comes merged across nodes in time order. `timestamps`: every line's `.at` is when it
+    came (None where no index says: logs written before the index existed, Kubernetes pods);
+    with `tail`/`since` it always is (see `jobgroup.logfiles.times`).
     `on_idle`: called whenever everything there is has been yielded and the reader waits.
     """
     from jobgroup.logfiles.follow import lines
@@ -347,7 +353,7 @@ def logs(job_id: int, task: str | int | None = None, *, rank: int | None = None,
             top = max(job.tasks[i].num_nodes for i in selected) - 1
             raise NotFound(f"no node {rank}: the selected task(s) have ranks 0-{top}.")
         yield from lines(st, job_id, task_indices=selected, rank=rank, follow=follow, tail=tail,
-                         on_idle=on_idle)
+                         on_idle=on_idle, since=since, times=timestamps)
     finally:
         st.close()
 

@@ -39,6 +39,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Callable, Iterator
 
+from jobgroup.logfiles.times import Times
 from jobgroup.state import layout as paths
 from jobgroup.state.store import Store
 
@@ -59,6 +60,7 @@ class LogLine:
     text: str
     attempt: int = 1  # restarts of a node write to a new file: attempt 2, 3, ...
     more: bool = False  # a piece of a line longer than MAX_LINE; the node's next piece goes on
+    at: float | None = None  # when it came (seconds since the epoch; `times.py`), if asked
 
 
 Piece = tuple[bytes, bool]  # (bytes, more)
@@ -155,6 +157,8 @@ class _Source:
     split: _Splitter = field(default_factory=_Splitter)
     eof: bool = False  # the last read stopped because there was nothing more (not its budget)
     done: bool = False  # finished (or skipped by a tail): never read again
+    fpos: int = 0  # offset in the open file where the next read starts
+    times: Times | None = None  # the open file's times, once asked for
 
     def files(self) -> bool:
         """Open this attempt's files, oldest first: NAME.log.1 (if any), then NAME.log. False
@@ -170,6 +174,7 @@ class _Source:
         if not chain:
             return False
         (self.fd, self.ident), self.queue = chain[0], chain[1:]
+        self.fpos = 0
         return True
 
     def _successors(self) -> list[tuple[int, tuple[int, int]]]:
@@ -212,6 +217,7 @@ class _Source:
             chunk = os.read(self.fd, CHUNK)
             if chunk:
                 used += len(chunk)
+                self.fpos += len(chunk)
                 yield self.split.feed(chunk)
                 continue
             if not self.queue:
@@ -222,9 +228,32 @@ class _Source:
                 continue  # drain what was written before the rotation, then move on
             os.close(self.fd)
             self.fd, self.ident = self.queue.pop(0)
+            self._new_file(0)
 
     def flush(self) -> list[Piece]:
         return self.split.flush()
+
+    def _new_file(self, offset: int) -> None:
+        self.fpos = offset
+        if self.times is not None:
+            self.times.close()
+            self.times = None
+
+    def stamp(self, pieces: list[Piece]) -> list[float | None]:
+        """When each of `pieces` came (the pieces the last read or flush gave, in order): the
+        time of the open file's index record covering its end (see `times.py`)."""
+        if self.fd is None:
+            return [None] * len(pieces)
+        if self.times is None:
+            self.times = Times(self.fd, self.path)
+        if not self.times.present:
+            return [None] * len(pieces)
+        end = self.fpos - self.split.size - sum(len(b) + (not more) for b, more in pieces)
+        out = []
+        for b, more in pieces:
+            end += len(b) + (not more)
+            out.append(self.times.at(max(end, 0)))
+        return out
 
     def seek(self, index: int, offset: int) -> None:
         """Start reading at `offset` of the index-th open file (0 = the current one)."""
@@ -233,12 +262,16 @@ class _Source:
             os.close(fd)  # type: ignore[arg-type]
         (self.fd, self.ident), self.queue = chain[index], chain[index + 1:]  # type: ignore[assignment]
         os.lseek(self.fd, offset, os.SEEK_SET)  # type: ignore[arg-type]
+        self._new_file(offset)
 
     def close(self) -> None:
         for fd in [self.fd, *(f for f, _ in self.queue)]:
             if fd is not None:
                 os.close(fd)
         self.fd, self.queue = None, []
+        if self.times is not None:
+            self.times.close()
+            self.times = None
 
 
 def _last_lines(fds: list[int], want: int) -> tuple[int, int, int]:
@@ -287,6 +320,52 @@ def _tail(attempts: list[_Source], n: int) -> None:
         remaining -= found
 
 
+def _line_start(fd: int, off: int, floor: int) -> int:
+    """Where the line holding byte `off` starts (not before `floor`; looked for at most
+    MAX_LINE bytes back: a longer line is read from the middle, in pieces)."""
+    end, stop = off, max(floor, off - MAX_LINE)
+    while end > stop:
+        start = max(stop, end - CHUNK)
+        k = os.pread(fd, end - start, start).rfind(b"\n")
+        if k >= 0:
+            return start + k + 1
+        end = start
+    return stop
+
+
+def _since(attempts: list[_Source], t: float) -> None:
+    """Move a node's sources (oldest attempt first; placed by a tail, or at their starts)
+    forward to the start of the line holding their first bytes that may have come at or after
+    `t` (by their times index): what is older is never read. A file without an index is read
+    from where it is (its lines' times are unknown)."""
+    for s in attempts:
+        if s.done or not s.files():
+            continue
+        chain = [s.fd, *(f for f, _ in s.queue)]
+        for i, fd in enumerate(chain):
+            assert fd is not None
+            tm = Times(fd, s.path)
+            try:
+                if not tm.present:
+                    break
+                size = os.fstat(fd).st_size
+                off = tm.offset_since(t)
+                if off >= size and i < len(chain) - 1:
+                    continue  # all of this file is older: the next one
+                floor = s.fpos if i == 0 else 0
+                s.seek(i, _line_start(fd, max(off, floor), floor))
+                break
+            finally:
+                tm.close()
+
+
+def _remaining(s: _Source) -> int:
+    """Bytes the source's open files hold beyond where it reads now."""
+    if s.fd is None:
+        return 0
+    return max(0, os.fstat(s.fd).st_size - s.fpos) + sum(os.fstat(f).st_size for f, _ in s.queue)
+
+
 def lines(
     store: Store,
     job_id: int,
@@ -297,15 +376,25 @@ def lines(
     poll: float = 0.1,
     tail: int | None = None,
     on_idle: Callable[[], None] | None = None,
+    since: float | None = None,
+    times: bool = False,
 ) -> Iterator[LogLine]:
     """Lines of the selected tasks (and node `rank`, if given), interleaved as they arrive.
-    Every attempt of a restarted node is read in order (attempt 1's file, then 2's, ...)."""
+    Every attempt of a restarted node is read in order (attempt 1's file, then 2's, ...).
+
+    `times`: each line's `at` is when it came (`times.py`; None where no index says). With
+    `tail` or `since` (seconds since the epoch: only lines that came then or later, the files
+    entered where their index says, not read from their start), lines carry their time, and
+    what is there when reading starts comes merged across nodes in time order (lines of
+    unknown time first, each node's own order kept); what comes later is interleaved as it
+    arrives."""
+    timed = times or tail is not None or since is not None
     tasks = {t.idx: t for t in store.tasks(job_id)}
     wanted = {(i, r) for i in task_indices for r in range(tasks[i].num_nodes)
               if rank is None or r == rank}
     sources: dict[tuple[int, int, int], _Source] = {}
 
-    def discover(tail: int | None) -> None:
+    def discover(tail: int | None, since: float | None) -> None:
         fresh: dict[tuple[int, int], list[_Source]] = {}
         for n in store.nodes(job_id):
             if (n.task_idx, n.rank) not in wanted:
@@ -317,31 +406,54 @@ def lines(
                     sources[key] = _Source(n.task_idx, name, n.rank, paths.log_path(
                         store.home, job_id, name, n.rank, attempt), attempt)
                     fresh.setdefault((n.task_idx, n.rank), []).append(sources[key])
-        if tail is not None:
-            for attempts in fresh.values():
+        for attempts in fresh.values():
+            if tail is not None:
                 _tail(attempts, tail)
+            if since is not None:
+                _since(attempts, since)
+
+    def emit(s: _Source, pieces: list[Piece]) -> Iterator[LogLine]:
+        ats = s.stamp(pieces) if timed else repeat(None)
+        for (raw, more), at in zip(pieces, ats):
+            if since is not None and at is not None and at < since:
+                continue
+            yield LogLine(s.task, s.rank, raw.decode(errors="replace"), s.attempt, more, at)
+
+    def backlog(s: _Source, final: bool) -> Iterator[LogLine]:
+        """What the source holds now (and, when its writer is gone, its last unfinished
+        line), with times."""
+        for pieces in s.read(_remaining(s)):
+            yield from emit(s, pieces)
+        if final:
+            yield from emit(s, s.flush())
 
     try:
         first = True
         while True:
             ended = {t.idx for t in store.tasks(job_id) if t.status.terminal}
-            discover(tail if first else None)  # a tail applies to what is there at the start
-            first = False
+            # a tail or --since applies to what is there at the start
+            discover(tail if first else None, since if first else None)
             finished = not follow or all(i in ended for i, _ in wanted)
+            if first and (tail is not None or since is not None):
+                import heapq
+
+                streams = [backlog(s, s.task_idx in ended or
+                                   (s.task_idx, s.rank, s.attempt + 1) in sources)
+                           for _, s in sorted(sources.items()) if not s.done]
+                yield from heapq.merge(*streams, key=lambda ln: -1.0 if ln.at is None
+                                       else ln.at)
+            first = False
             got = False
             for key in sorted(sources):
                 s = sources[key]
                 if s.done:
                     continue
                 newer = (s.task_idx, s.rank, s.attempt + 1) in sources
-                name, rank_, attempt = s.task, s.rank, s.attempt
                 for pieces in s.read(None if finished else ROUND):
                     got = True
-                    for raw, more in pieces:
-                        yield LogLine(name, rank_, raw.decode(errors="replace"), attempt, more)
+                    yield from emit(s, pieces)
                 if s.eof and (finished or newer or s.task_idx in ended):
-                    for raw, more in s.flush():
-                        yield LogLine(name, rank_, raw.decode(errors="replace"), attempt, more)
+                    yield from emit(s, s.flush())
                     if newer:  # a later attempt exists: this one's writer is gone for good
                         s.close()
                         s.done = True

@@ -165,6 +165,9 @@ class ShimRunner:
                 "-g", f"{launch.grace:g}"]
         if launch.log_max:
             argv += ["-L", str(launch.log_max)]  # the shim copies and rotates (see shim.c)
+        # When each piece of output came, in LOG.times beside the log (`logs --timestamps`,
+        # `--since`, tails merged in time order): the shim's copier records it (see shim.c).
+        argv.append("-T")
         if launch.workdir:
             self.mkdir(ref.job_id, launch.workdir)
             argv += ["-C", launch.workdir]

@@ -2,7 +2,7 @@
  * jobgroup-shim: the tiny per-node supervisor of jobgroup's local backend.
  *
  * usage: jobgroup-shim -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS] [-C DIR]
- *                      [-G CGROUP_DIR] [-m UMASK] [-L MAX_BYTES]
+ *                      [-G CGROUP_DIR] [-m UMASK] [-L MAX_BYTES] [-T]
  *                      -- PROGRAM [ARGS...]
  *
  * One shim runs per node phase. It owns the node's process tree and records
@@ -76,9 +76,9 @@
  * -m UMASK (octal) is the file-creation mask PROGRAM runs with; the shim's
  * own files are created with the mask it inherited (the controller's 077).
  *
- * -L MAX_BYTES (at least 65536) caps LOG_FILE. Without it PROGRAM writes
- * LOG_FILE itself (no copy anywhere). With it, PROGRAM's stdout and stderr
- * are one pipe, and a copier process (forked before PROGRAM, a child of the
+ * -L MAX_BYTES (at least 65536) caps LOG_FILE. Without it (and without -T)
+ * PROGRAM writes LOG_FILE itself (no copy anywhere). With it (or -T),
+ * PROGRAM's stdout and stderr are one pipe, and a copier process (forked before PROGRAM, a child of the
  * shim outside the node's session and cgroup, never signalled by a stop)
  * appends what it reads (blocks of at most 64 KiB) to LOG_FILE. Once LOG_FILE
  * is within min(64 KiB, MAX_BYTES / 2) of MAX_BYTES, it ends at the next line
@@ -91,6 +91,18 @@
  * output is in the file(s) when the shim is seen to end. If the shim is
  * SIGKILLed the copier still drains the pipe, then exits. A write error
  * (full disk) drops that output rather than block the node.
+ *
+ * -T records when the output came: the copier (started as for -L, with or
+ * without a cap) appends to LOG_FILE.times, after a 24-byte header
+ * ("JGTIMES1", then LOG_FILE's st_dev and st_ino, little-endian 64-bit), one
+ * 16-byte record (LOG_FILE's size, the CLOCK_REALTIME in ns when the copier
+ * had received those bytes; little-endian signed 64-bit each) at most every
+ * TIMES_EVERY_NS while output comes, and one when it pauses or ends: every
+ * byte up to SIZE had arrived by TIME, every byte after it arrived later. The
+ * log itself is unchanged (no prefix). A rotation (-L) renames
+ * LOG_FILE.times to LOG_FILE.1.times with its file and starts a new one; a
+ * reader matches an index to its file by the header, not by the name. A
+ * header naming another file (a log made again) starts the index afresh.
  *
  * A stale STATUS_FILE (and STATUS_FILE.pid) left by an earlier run is removed
  * at start-up, so a present STATUS_FILE always describes this run.
@@ -110,6 +122,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -139,7 +152,12 @@ static const char *log_file;  /* LOG_FILE */
 static char *log_rotated;     /* LOG_FILE.1 (-L) */
 static long long log_max;     /* -L: LOG_FILE's cap in bytes; 0: none */
 static int out_fd = -1;       /* PROGRAM's stdout/stderr: log_fd, or the copier's pipe */
-static pid_t copier_pid = -1; /* -L: the process copying out_fd into LOG_FILE */
+static pid_t copier_pid = -1; /* -L/-T: the process copying out_fd into LOG_FILE */
+static int log_times;         /* -T: record LOG_FILE.times */
+static char *times_file, *times_rotated; /* LOG_FILE.times, LOG_FILE.1.times (-T) */
+
+/* -T: a record at most this often while output keeps coming (and one when it pauses). */
+#define TIMES_EVERY_NS 10000000L
 
 /* Room for the longest status line, reserved before the node starts. */
 #define STATUS_RESERVE 512
@@ -155,7 +173,7 @@ static void die_usage(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, "\nusage: %s -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS]"
-                    " [-C DIR] [-G CGROUP_DIR] [-m UMASK] [-L MAX_BYTES]"
+                    " [-C DIR] [-G CGROUP_DIR] [-m UMASK] [-L MAX_BYTES] [-T]"
                     " -- PROGRAM [ARGS...]\n", prog);
     exit(EXIT_USAGE);
 }
@@ -198,7 +216,7 @@ static void log_note(const char *fmt, ...)
     va_end(ap);
     size_t len = strnlen(buf, sizeof buf - 2);
     buf[len++] = '\n';
-    if (log_max > 0) { /* the file log_fd names may have been rotated away */
+    if (log_max > 0 || log_times) { /* rotated away, or copied: go through its name */
         int fd = open(log_file, O_WRONLY | O_APPEND | O_CLOEXEC);
         if (fd >= 0) {
             (void)write_all(fd, buf, len);
@@ -562,13 +580,97 @@ static void run_child(int null_fd, const char *workdir, char **argv)
     _exit(EXIT_EXEC);
 }
 
-/* ---- the log copier (-L) -------------------------------------------------- */
+/* ---- the log copier (-L, -T) ------------------------------------------------ */
+
+/* -T: the index of the file being written (LOG_FILE.times). */
+static int times_fd = -1;
+static int times_pending;          /* bytes written since the last record */
+static int64_t times_pending_ns;   /* when the last of them arrived */
+static int64_t times_last_ns;      /* when the last record was written */
+
+static int64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Open (or start afresh) the index of the log open as `fd`. Without it the
+ * log is still written: the times are lost, never the output. */
+static void times_open(int fd)
+{
+    struct stat st, ist;
+    unsigned char head[24], have[24];
+    if (times_fd >= 0)
+        close(times_fd);
+    times_fd = -1;
+    if (fstat(fd, &st) < 0)
+        return;
+    memcpy(head, "JGTIMES1", 8);
+    put64(head + 8, (uint64_t)st.st_dev);
+    put64(head + 16, (uint64_t)st.st_ino);
+    int t;
+    do
+        t = open(times_file, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    while (t < 0 && errno == EINTR);
+    if (t < 0)
+        return;
+    if (fstat(t, &ist) < 0 || (ist.st_size >= 24 && (pread(t, have, 24, 0) != 24 ||
+                                                    memcmp(have, head, 24) != 0))) {
+        if (ftruncate(t, 0) < 0) { /* an index of another file: start again */
+            close(t);
+            return;
+        }
+        ist.st_size = 0;
+    }
+    if (ist.st_size < 24 && (ftruncate(t, 0) < 0 || write_all(t, (char *)head, 24) < 0)) {
+        close(t);
+        return;
+    }
+    times_fd = t;
+}
+
+/* One record: the log's size now, and when its last bytes arrived. */
+static void times_record(int fd, int64_t at)
+{
+    struct stat st;
+    unsigned char rec[16];
+    times_pending = 0;
+    times_last_ns = at;
+    if (times_fd < 0 || fstat(fd, &st) < 0)
+        return;
+    put64(rec, (uint64_t)st.st_size);
+    put64(rec + 8, (uint64_t)at);
+    (void)write_all(times_fd, (char *)rec, sizeof rec);
+}
+
+/* Bytes just went to the log open as `fd`. */
+static void times_wrote(int fd)
+{
+    if (!log_times)
+        return;
+    int64_t now = realtime_ns();
+    if (now - times_last_ns >= TIMES_EVERY_NS)
+        times_record(fd, now);
+    else {
+        times_pending = 1;
+        times_pending_ns = now;
+    }
+}
 
 /* LOG_FILE -> LOG_FILE.1 (replacing it), then a new LOG_FILE; returns its
  * descriptor, or `fd` itself when no new file can be made (the file then
- * grows past the cap rather than lose output). */
+ * grows past the cap rather than lose output). The index goes with it. */
 static int rotate_log(int fd)
 {
+    if (log_times && times_pending)
+        times_record(fd, times_pending_ns);
     if (rename(log_file, log_rotated) < 0 && errno != ENOENT)
         return fd;
     int nfd;
@@ -578,21 +680,39 @@ static int rotate_log(int fd)
     if (nfd < 0)
         return fd;
     close(fd);
+    if (log_times) {
+        if (rename(times_file, times_rotated) < 0 && errno != ENOENT) {
+            close(times_fd); /* the old index under the new file's name: start again */
+            times_fd = -1;
+        }
+        times_open(nfd);
+    }
     return nfd;
 }
 
-/* The copier: `in` (the node's output) into LOG_FILE, rotated at log_max.
- * Never returns. */
+/* The copier: `in` (the node's output) into LOG_FILE, rotated at log_max
+ * (-L; never without it), its times recorded (-T). Never returns. */
 static void copy_log(int in, int fd)
 {
     static char buf[1 << 16]; /* <= the smallest cap: a block fits a new file */
     /* Past `soft`, the file ends at the next line end the cap leaves room for. */
-    const long long soft = log_max - (log_max / 2 < (long long)sizeof buf
-                                      ? log_max / 2 : (long long)sizeof buf);
+    const long long cap = log_max > 0 ? log_max : LLONG_MAX;
+    const long long soft = log_max <= 0 ? LLONG_MAX
+                           : log_max - (log_max / 2 < (long long)sizeof buf
+                                        ? log_max / 2 : (long long)sizeof buf);
     struct stat st;
     long long size = fstat(fd, &st) == 0 ? (long long)st.st_size : 0;
     int full = 0; /* rotate before the next write (never leave an empty file) */
+    if (log_times)
+        times_open(fd);
     for (;;) {
+        if (times_pending) { /* output paused: its record is due when the wait is over */
+            int64_t left = times_last_ns + TIMES_EVERY_NS - realtime_ns();
+            struct pollfd pfd = {.fd = in, .events = POLLIN};
+            int r = left > 0 ? poll(&pfd, 1, (int)(left / 1000000) + 1) : 0;
+            if (r == 0)
+                times_record(fd, times_pending_ns);
+        }
         ssize_t r = read(in, buf, sizeof buf);
         if (r < 0 && errno == EINTR)
             continue;
@@ -611,7 +731,7 @@ static void copy_log(int in, int fd)
                 size += (long long)left;
                 break;
             }
-            size_t room = size < log_max ? (size_t)(log_max - size) : 0;
+            size_t room = size < cap ? (size_t)(cap - size) : 0;
             char *nl = memrchr(p, '\n', left < room ? left : room);
             size_t cut;
             if (nl)
@@ -628,7 +748,10 @@ static void copy_log(int in, int fd)
             left -= cut;
             full = 1;
         }
+        times_wrote(fd);
     }
+    if (times_pending)
+        times_record(fd, times_pending_ns);
     _exit(0);
 }
 
@@ -722,11 +845,12 @@ int main(int argc, char **argv)
     close_inherited_fds();
 
     /* '+': stop at PROGRAM, so its own options are not parsed as ours. */
-    while ((opt = getopt(argc, argv, "+s:o:g:C:G:m:L:")) != -1) {
+    while ((opt = getopt(argc, argv, "+s:o:g:C:G:m:L:T")) != -1) {
         switch (opt) {
         case 's': status_path = optarg; break;
         case 'o': log_path = optarg; break;
         case 'C': workdir = optarg; break;
+        case 'T': log_times = 1; break;
         case 'G': cgroup = optarg; break;
         case 'm': {
             char *end;
@@ -795,6 +919,10 @@ int main(int argc, char **argv)
     out_fd = log_fd;
     if (log_max > 0)
         log_rotated = concat(log_path, ".1");
+    if (log_times) {
+        times_file = concat(log_path, ".times");
+        times_rotated = concat(log_path, ".1.times");
+    }
     int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null_fd < 0)
         die_startup("cannot open /dev/null: %s", strerror(errno));
@@ -819,7 +947,7 @@ int main(int argc, char **argv)
                      cgroup, strerror(errno));
     }
 
-    if (log_max > 0)
+    if (log_max > 0 || log_times)
         start_copier(cg_fd);
     fflush(NULL);
     pid_t child = -1;

@@ -225,11 +225,13 @@ def shim_command(
     cgroup: str | os.PathLike[str] | None = None,
     umask: int | None = None,
     log_max: int = 0,
+    times: bool = False,
 ) -> list[str]:
     """The argument list that runs `argv` under a shim (compiles it if needed). `cgroup`: a
     cgroup v2 directory to keep the node's processes in (see shim.c, -G). `umask`: the
     file-creation mask `argv` runs with (default: the caller's). `log_max`: cap the log file
-    at this many bytes (>= 65536), rotating it to LOG_FILE.1 (see shim.c, -L); 0: no cap."""
+    at this many bytes (>= 65536), rotating it to LOG_FILE.1 (see shim.c, -L); 0: no cap.
+    `times`: record when the output came in LOG_FILE.times (see shim.c, -T)."""
     cmd = [shim_path(), "-s", os.fspath(status_file), "-o", os.fspath(log_file)]
     if grace is not None:
         cmd += ["-g", repr(float(grace))]
@@ -241,6 +243,8 @@ def shim_command(
         cmd += ["-m", f"{umask:o}"]
     if log_max:
         cmd += ["-L", str(log_max)]
+    if times:
+        cmd.append("-T")
     return [*cmd, "--", *argv]
 
 
