@@ -282,3 +282,24 @@ def test_probe_that_gave_up_fails_the_group():
     reason = "task 'srv' never became ready: TCP 1.2.3.4:9 failed 5 times"
     assert SetOutcome(Status.FAILED, reason) in plan.actions
     assert StopNode(0, 0, reason) in plan.actions
+
+
+def test_cancel_during_termination_delay_stops_auxiliaries_now_and_keeps_succeeded():
+    tasks = [task(0, "trainer", status=Status.SUCCEEDED), task(1, "server", primary=False,
+                                                               status=Status.RUNNING)]
+    nodes = [ended(0, code=0), node(1, phase=Phase.RUN)]
+    info = [TaskInfo(False, 0.0), TaskInfo(False, 30.0)]
+    j = job(status=Status.RUNNING, outcome=Status.SUCCEEDED, primaries_done_at=NOW,
+            outcome_reason="all primary tasks succeeded", cancel_requested=True)
+    now = decide(view(j, tasks, nodes, info), NOW + 5)
+    stops = kinds(now, StopNode)
+    assert [(s.task_idx, s.rank) for s in stops] == [(1, 0)]
+    assert "cancel" in stops[0].reason and "25s before its termination_delay" in stops[0].reason
+    assert now.wake_at is None  # nothing left to wait for
+    # no CANCELLING, no new outcome: the primaries' success stands
+    assert not kinds(now, SetOutcome) and not kinds(now, SetJob)
+    gone = decide(view(j, tasks, [ended(0), ended(1, code=None, sig=15, stopped=True)], info),
+                  NOW + 6)
+    assert SetTask(1, Status.CANCELLED, "auxiliary stopped by the user's cancel: primary tasks "
+                   "had finished") in gone.actions
+    assert gone.actions[-1] == SetJob(Status.SUCCEEDED, "all primary tasks succeeded")

@@ -75,6 +75,7 @@ class Controller:
         self._scheduled = False
         self._freed = False
         self._seen_up_to = 0  # highest job id looked at (for _scan_intents)
+        self._late_cancels: set[int] = set()  # cancels of jobs winding down, already looked at
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._specs: dict[int, tuple[JobGroup, list[TaskInfo]]] = {}
         self.jobs = BackendJobs(home, self._specs)  # what backends ask about jobs
@@ -416,6 +417,12 @@ class Controller:
             self._seen_up_to = max(self._seen_up_to, job_id)
             if job_id not in self._dirty:
                 self._mark(job_id)
+        # A cancel of a group winding down (auxiliaries in their termination_delay): looked
+        # at once, not at every pass while its nodes stop.
+        late = set(self.store.cancels_while_winding_down())
+        for job_id in late - self._late_cancels:
+            self._mark(job_id)
+        self._late_cancels = late
 
     def _fail_job(self, job_id: int, error: BaseException | None = None) -> None:
         """End a job FAILED_CONTROLLER after an unexpected error (its text in the reason)."""

@@ -9,7 +9,8 @@ rule of the group's life is unit-tested without processes:
   FAILED_SETUP during setup) and the group fails fast: every other node is stopped.
 - Primaries (`primary_tasks`, or all tasks): once every primary SUCCEEDED, the group's outcome is
   SUCCEEDED and each auxiliary still running is stopped after its termination delay; it ends
-  CANCELLED. An auxiliary that exits 0 early simply SUCCEEDED.
+  CANCELLED. An auxiliary that exits 0 early simply SUCCEEDED. A cancel during the delay stops
+  the auxiliaries at once; the group keeps its outcome (SUCCEEDED: its primaries did).
 - Recovery (`resources.job_recovery`): a task whose node failed is restarted in place (status
   RECOVERING: its other nodes are stopped, then every node runs again as attempt N+1, without
   setup) when the exit code is in `recover_on_exit_codes` (free), when it was preempted (killed
@@ -264,7 +265,12 @@ def decide(view: JobView, now: float) -> Plan:
             due = job_primaries_done_at + info.delay
             for n in by_task[t.idx]:
                 if n.live and n.stop_requested_at is None:
-                    if now >= due:
+                    if job.cancel_requested and now < due:
+                        plan.actions.append(StopNode(
+                            t.idx, n.rank, "primary tasks finished; auxiliary stopped by the "
+                            f"user's cancel {max(0.0, due - now):.3g}s before its "
+                            "termination_delay ended"))
+                    elif now >= due:
                         plan.actions.append(StopNode(
                             t.idx, n.rank,
                             f"primary tasks finished; auxiliary stopped after {info.delay:g}s",
@@ -289,7 +295,8 @@ def decide(view: JobView, now: float) -> Plan:
             continue  # set above
         if t.status.terminal or any(n.live for n in by_task[t.idx]):
             continue  # its nodes are still stopping
-        plan.actions.append(SetTask(t.idx, Status.CANCELLED, _cancel_reason(outcome, t)))
+        plan.actions.append(SetTask(t.idx, Status.CANCELLED,
+                                    _cancel_reason(outcome, job.cancel_requested)))
     if not live:
         plan.actions.append(SetJob(outcome, outcome_reason))
     return plan
@@ -337,9 +344,11 @@ def dependency_met(condition: str, task: TaskRec, nodes: list[NodeRec], has_prob
     return started and all(n.succeeded or n.ready_at is not None for n in nodes)
 
 
-def _cancel_reason(outcome: Status, task: TaskRec) -> str:
+def _cancel_reason(outcome: Status, cancel_requested: bool) -> str:
     if outcome == Status.CANCELLED:
         return "cancelled by the user"
+    if outcome == Status.SUCCEEDED and cancel_requested:
+        return "auxiliary stopped by the user's cancel: primary tasks had finished"
     if outcome == Status.SUCCEEDED:
         return "auxiliary stopped: primary tasks finished"
     return "stopped: another task failed"

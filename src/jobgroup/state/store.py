@@ -480,6 +480,14 @@ class Store:
             f" IS NULL AND status NOT IN ({terminal})) ORDER BY id",
             (Status.PENDING.value, after_id))]
 
+    def cancels_while_winding_down(self) -> list[int]:
+        """Ids of jobs cancelled after their outcome was decided and before they ended (e.g.
+        while auxiliaries wait out their termination_delay): the cancel shortens the wait."""
+        terminal = ",".join(f"'{s.value}'" for s in Status if s.terminal)
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM jobs WHERE cancel_requested=1 AND outcome IS NOT NULL AND status "
+            f"NOT IN ({terminal}) ORDER BY id")]
+
     def job_ids(self) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM jobs ORDER BY id")]
 
