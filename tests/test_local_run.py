@@ -302,8 +302,9 @@ def test_queue_table_and_json(jenv):
     wait_for(lambda: jenv.job(job)["status"] == "RUNNING")
     table = jenv.jg("queue", check=True).stdout.splitlines()
     assert table[0].split() == ["ID", "TASK", "NAME", "SUBMITTED", "DURATION", "NODES",
-                                "RESTARTS", "STATUS"]
+                                "RESTARTS", "INFRA", "STATUS", "REASON"]
     assert table[1].split()[0] == str(job) and "RUNNING (tasks: 2/2)" in table[1]
+    assert table[1][table[0].index("INFRA"):].startswith("local ")
     assert "main [P]" in table[2] and "helper" in table[3] and "[P]" not in table[3]
     # Columns align: every row's STATUS starts where the header's does.
     col = table[0].index("STATUS")
@@ -313,7 +314,11 @@ def test_queue_table_and_json(jenv):
     assert set(data[0]) >= {"id", "name", "status", "reason", "submitted_at", "tasks"}
     jenv.jg("cancel", str(job), check=True)
     jenv.wait(job)
-    assert jenv.jg("queue", check=True).stdout.startswith("No active jobs")
+    # ended a moment ago: still listed (with why), until --skip-finished
+    ended = jenv.jg("queue", check=True).stdout.splitlines()
+    assert ended[1].split()[0] == str(job) and "CANCELLED" in ended[1] \
+        and ended[1].endswith("cancelled by the user")
+    assert jenv.jg("queue", "--skip-finished", check=True).stdout.startswith("No active jobs")
     assert str(job) in jenv.jg("queue", "--all", check=True).stdout
 
 

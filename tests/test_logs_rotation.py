@@ -126,8 +126,15 @@ def test_log_cap_rotates_keeps_the_newest_lines_and_is_kept_with_the_job(jenv):
         shown = jenv.jg("logs", str(job), task, "--no-follow", check=True).stdout.splitlines()
         assert [ln.removeprefix(f"({task}, rank=0) ") for ln in shown] == _on_disk(path)
         assert first > 75000  # no more than twice the cap is kept
+        # each file's times went with it (the index names its file: logs --timestamps)
+        assert path.with_name(path.name + ".times").exists()
+        assert old.with_name(old.name + ".times").exists()
+        stamped = jenv.jg("logs", str(job), task, "--no-follow", "--timestamps",
+                          check=True).stdout.splitlines()
+        assert len(stamped) == len(shown) and not any(ln.startswith("-") for ln in stamped)
 
-    # Without the variable, a launch is not capped: the node writes its file itself.
+    # Without the variable, a launch is not capped: the copier (which records when output
+    # came, for logs --timestamps) never rotates, and every line is kept.
     plain = _launch_capped(jenv, """
         name: plain
         run: |
@@ -138,7 +145,7 @@ def test_log_cap_rotates_keeps_the_newest_lines_and_is_kept_with_the_job(jenv):
     path = log_path(jenv, plain, "plain")
     assert not path.with_name(path.name + ".1").exists()
     lines = path.read_text().splitlines()
-    assert lines[0].endswith("plain-0.log") and lines[1:] == [str(i) for i in range(1, 100001)]
+    assert lines[0].startswith("pipe:") and lines[1:] == [str(i) for i in range(1, 100001)]
 
 
 def test_a_follower_sees_every_line_across_the_shims_rotations(jenv):

@@ -10,7 +10,8 @@ short road imports this and must stay free of click, msgspec and YAML.
 
 Kinds: "text" (a string or None), "number" (a float), "count" (a whole number or None), "switch"
 (a bool flag), "env" (repeated K=V or K, a dict; K alone takes the caller's value), "choice" (one
-of `choices`, or None), "file" (a path the CLI reads itself: not sent, not on the short road).
+of `choices`, or None), "file" (a path the CLI reads itself: not sent, not on the short road),
+"infra" (a backend's name, alias or `kubernetes/CONTEXT`: `infra_problem`).
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag("inherit_env", ("--inherit-env",), "switch", "Nodes inherit your whole environment "
          "(default: only PATH, HOME, locale, venv/conda, proxies, package-index and CUDA/library "
          "paths; see README).", default=False, sent=False),
-    Flag("detach", ("-d", "--detach"), "switch", "Print the job ID and return at once.",
-         default=False, sent=False),
-    Flag("infra", ("--infra",), "text", "Run every task on this infra (local, slurm, "
-         "kubernetes/k8s), whatever the YAML says."),
+    Flag("detach", ("-d", "--detach", "--detach-run"), "switch", "Print the job ID and return "
+         "at once (--detach-run: SkyPilot's name).", default=False, sent=False),
+    Flag("yes", ("-y", "--yes"), "switch", "Accepted for SkyPilot's scripts: launch never asks "
+         "for confirmation.", default=False, sent=False),
+    Flag("infra", ("--infra",), "infra", "Run every task on this infra, whatever the YAML says: "
+         "local, slurm, kubernetes (or k8s), kubernetes/CONTEXT.",
+         metavar="local|slurm|kubernetes[/CONTEXT]"),
     Flag("grace", ("--grace",), "number", "Seconds between SIGTERM and SIGKILL when stopping a "
          "node.", default=10.0),
     Flag("env_file", ("--env-file",), "file", "A dotenv file of variables for every node "
@@ -80,6 +84,9 @@ FLAGS: tuple[Flag, ...] = (
 )
 
 SENT = tuple(f for f in FLAGS if f.sent)
+# --infra's choices (the backends of `backends.registry`, kept equal by a test) and aliases.
+INFRAS = ("local", "slurm", "kubernetes")
+INFRA_ALIASES = {"k8s": "kubernetes"}
 # option name -> flag, for the short road
 FAST = {n: f for f in FLAGS if f.fast for n in f.names}
 
@@ -88,6 +95,24 @@ def defaults() -> dict[str, object]:
     """Every flag's field at its default (fresh containers)."""
     return {f.field: (dict(f.default) if isinstance(f.default, dict) else f.default)
             for f in FLAGS}
+
+
+def infra_problem(value: str) -> str | None:
+    """What is wrong with an --infra value (None: nothing): a backend, an alias, or
+    `kubernetes/CONTEXT` (`k8s/CONTEXT`); a close name is suggested (`slurmm` -> `slurm`)."""
+    name, slash, context = value.partition("/")
+    kind = INFRA_ALIASES.get(name.strip().lower(), name.strip().lower())
+    if kind in INFRAS and (not slash or (kind == "kubernetes" and context.strip())):
+        return None
+    if kind in INFRAS:
+        return (f"{value!r}: only kubernetes takes a context (kubernetes/CONTEXT)" if kind !=
+                "kubernetes" else f"{value!r}: give the context after the slash")
+    import difflib
+
+    close = difflib.get_close_matches(kind, [*INFRAS, *INFRA_ALIASES], n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"{value!r} is not one of local, slurm, kubernetes (k8s), "
+            f"kubernetes/CONTEXT{hint}")
 
 
 def valid_env_name(key: str) -> bool:

@@ -21,7 +21,7 @@ from jobgroup.launchflags import SENT, Flag
 
 _TYPES: dict[str, Any] = {
     "text": str | None, "number": float, "count": int | None, "switch": bool,
-    "env": dict[str, str], "choice": str | None,
+    "env": dict[str, str], "choice": str | None, "infra": str | None,
 }
 
 

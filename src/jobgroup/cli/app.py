@@ -4,6 +4,7 @@ imports."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
@@ -44,6 +45,17 @@ class LazyGroup(click.Group):
             return None
         module, attr = _COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[no-untyped-def]
+        """As click's, with "did you mean" for a mistyped command (`jobgroup queu`)."""
+        name = args[0] if args else ""
+        if name and name not in _COMMANDS and not name.startswith("-") \
+                and not ctx.resilient_parsing:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean "
+                         f"{' or '.join(repr(c) for c in close)}?")
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

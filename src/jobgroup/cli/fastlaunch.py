@@ -23,7 +23,7 @@ import sys
 def parse(args: list[str]) -> dict | None:
     """The launch's options from `launch`'s arguments — every flag of `launchflags.FAST` by
     its field, plus `path` — or None to decline."""
-    from jobgroup.launchflags import FAST, FLAGS, valid_env_name
+    from jobgroup.launchflags import FAST, FLAGS, infra_problem, valid_env_name
 
     opts: dict = {f.field: (dict(f.default) if isinstance(f.default, dict) else f.default)
                   for f in FLAGS if f.fast}
@@ -68,6 +68,10 @@ def parse(args: list[str]) -> dict | None:
         elif flag.kind == "choice":
             if value not in flag.choices:
                 return None
+            opts[flag.field] = value
+        elif flag.kind == "infra":
+            if infra_problem(value) is not None:
+                return None  # click says what is wrong
             opts[flag.field] = value
         else:
             opts[flag.field] = value
@@ -143,7 +147,7 @@ def try_launch(args: list[str]) -> int | None:
     if detach:
         print(detach_hint(job["id"]), flush=True)
         return 0
-    from jobgroup.cli.jobs import follow_until_end  # the long road: imports are noise here
+    from jobgroup.cli.attach import follow_until_end  # the long road: imports are noise here
     from jobgroup.errors import JobGroupError
 
     try:

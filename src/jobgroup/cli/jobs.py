@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from jobgroup.cli.output import paint, table, use_colour
+from jobgroup.cli.attach import exit_for as _exit_for
+from jobgroup.cli.attach import follow_until_end, print_end, status_text  # noqa: F401
+from jobgroup.cli.output import table, use_colour
 from jobgroup.envvars import inherited, parse_env
 from jobgroup.home import default_home
 from jobgroup.humanize import human_ago, human_duration
@@ -18,19 +20,28 @@ from jobgroup.state.status import Status
 if TYPE_CHECKING:
     from jobgroup import api
 
-_STATUS_COLOUR = {
-    Status.SUCCEEDED: "green", Status.RUNNING: "cyan", Status.STARTING: "cyan",
-    Status.PENDING: "yellow", Status.CANCELLING: "yellow", Status.CANCELLED: "yellow",
-}
 
+class InfraType(click.ParamType):
+    """--infra: a backend (local, slurm, kubernetes), an alias (k8s), or kubernetes/CONTEXT;
+    anything else is a usage error with a close name suggested (`launchflags.infra_problem`)."""
 
-def status_text(status: Status, colour: bool) -> str:
-    c = _STATUS_COLOUR.get(status, "red" if status.failed else None)
-    return paint(status.value, c, colour)
+    name = "infra"
 
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        from jobgroup.launchflags import infra_problem
 
-def _exit_for(job: api.Job) -> int:
-    return 0 if job.status == Status.SUCCEEDED else 1
+        problem = infra_problem(str(value))
+        if problem:
+            self.fail(problem, param, ctx)
+        return value
+
+    def shell_complete(self, ctx, param, incomplete):  # type: ignore[no-untyped-def]
+        from click.shell_completion import CompletionItem
+
+        from jobgroup.launchflags import INFRA_ALIASES, INFRAS
+
+        return [CompletionItem(n) for n in (*INFRAS, *INFRA_ALIASES, "kubernetes/")
+                if n.startswith(incomplete)]
 
 
 def _launch_options(fn):  # type: ignore[no-untyped-def]
@@ -54,6 +65,8 @@ def _launch_options(fn):  # type: ignore[no-untyped-def]
             kw.update(metavar=f.metavar)
         elif f.kind == "env":
             kw.update(multiple=True, metavar=f.metavar)
+        elif f.kind == "infra":
+            kw.update(type=InfraType(), metavar=f.metavar)
         fn = click.option(*f.names, f.field, **kw)(fn)
     return fn
 
@@ -139,23 +152,6 @@ def _dotenv(path: str | None, flag: str) -> dict[str, str]:
     return out
 
 
-def follow_until_end(job_id: int) -> int:
-    """Stream every task's logs until the job ends; its exit code (0 only if SUCCEEDED).
-    Ctrl-C detaches (exit 130) and says how to re-attach and cancel."""
-    from jobgroup import api
-    from jobgroup.cli.logs import follow_job
-
-    try:
-        follow_job(job_id, task=None, rank=None, follow=True)
-        final = api.wait(job_id)
-    except KeyboardInterrupt:
-        click.echo(f"\nDetached; job {job_id} keeps running. Re-attach: jobgroup logs {job_id}"
-                   f"   Cancel: jobgroup cancel {job_id}", err=True)
-        return 130
-    _print_end(final)
-    return _exit_for(final)
-
-
 def _submit(file: str, fields: dict[str, object]) -> tuple[dict, str, str | None]:
     """Submit through the running controller (started if needed: it validates and starts in
     one turn); in-process when no controller serves requests. (job as a dict with id, name and
@@ -188,52 +184,139 @@ def _submit(file: str, fields: dict[str, object]) -> tuple[dict, str, str | None
     return msgspec.to_builtins(job), level, LEVEL_NOTES.get(level)
 
 
-def _print_end(job: api.Job) -> None:
-    colour = use_colour(sys.stderr)
-    reason = f": {job.reason}" if job.reason else ""
-    click.echo(f"Job {job.id} ({job.name}) {status_text(job.status, colour)}{reason}", err=True)
+RECENT_ENV = "JOBGROUP_QUEUE_RECENT"
+RECENT_DEFAULT = "6h"
+_STATUS_NAMES = [s.value for s in Status]
+_SKIP_FINISHED = "__skip_finished__"  # a bare -s: SkyPilot's old spelling of --skip-finished
+
+
+class _StatusList(click.Choice):
+    """SkyPilot's `-s/--status`: comma-separated, case-insensitive, repeatable; a bare `-s`
+    (no value) means --skip-finished, as it long did in SkyPilot."""
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if value == _SKIP_FINISHED:
+            return [value]
+        return [super(_StatusList, self).convert(v.strip().upper(), param, ctx)
+                for v in str(value).split(",") if v.strip()]
+
+
+def _recent_window(flag: str | None) -> float:
+    """Seconds an ended job stays in `queue`: --recent, else $JOBGROUP_QUEUE_RECENT, else 6h."""
+    from jobgroup.timeparse import parse_age
+
+    text, where = (flag, "--recent") if flag is not None else \
+        (os.environ.get(RECENT_ENV) or RECENT_DEFAULT, RECENT_ENV)
+    try:
+        return parse_age(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=where) from None
+
+
+def reason_of(j: api.Job) -> str:
+    """Why a job is where it is, in one phrase: why it waits or failed, what ends it."""
+    if j.outcome is not None and not j.done:
+        what = "stopping" if j.outcome == Status.SUCCEEDED else "ending"
+        return f"{what} ({j.outcome.value}): {j.outcome_reason}" if j.outcome_reason else what
+    if j.reason:
+        return j.reason
+    why = next((t.reason for t in j.tasks if t.reason and t.status in (
+        Status.RECOVERING, Status.FAILED, Status.FAILED_SETUP)), "")
+    return why or "-"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(1, width - 1)] + "…"
 
 
 @click.command()
-@click.option("-a", "--all", "all_", is_flag=True, help="Include ended jobs.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-a", "--all", "all_", is_flag=True, help="Every job, however long ago it ended.")
+@click.option("--skip-finished", is_flag=True, help="Only jobs that have not ended.")
+@click.option("-s", "--status", "statuses", multiple=True, is_flag=False,
+              flag_value=_SKIP_FINISHED, type=_StatusList(_STATUS_NAMES),
+              metavar="STATUS[,STATUS]",
+              help="Only jobs in these statuses (SkyPilot's names, e.g. -s FAILED,FAILED_SETUP; "
+                   "repeatable). A bare -s means --skip-finished.")
+@click.option("--recent", metavar="DURATION", default=None,
+              help=f"Show jobs that ended within DURATION (default {RECENT_DEFAULT}, or "
+                   f"${RECENT_ENV}; 0: none).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every field, "
+              "reasons in full).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"], case_sensitive=False),
+              default="table", show_default=True, help="Output format (-o json: as --json).")
 @click.option("-n", "--limit", type=int, default=None, help="Show at most N jobs.")
-def queue(all_: bool, as_json: bool, limit: int | None) -> None:
-    """List jobs and their tasks (active ones; --all for every job).
+def queue(all_: bool, skip_finished: bool, statuses: tuple[list[str], ...], recent: str | None,
+          as_json: bool, output: str, limit: int | None) -> None:
+    """List jobs and their tasks: active ones and those that ended recently.
+
+    REASON says why a job waits, failed or is ending (cut to the terminal's width; in full with
+    --json); INFRA where it runs: local, slurm:<Slurm job id>, k8s:<namespace>.
 
     \b
     Examples:
       jobgroup queue
-      jobgroup queue --all --json | jq '.[0].status'
+      jobgroup queue -s FAILED,FAILED_SETUP --recent 1d
+      jobgroup queue --skip-finished
+      jobgroup queue --all -o json | jq '.[0].status'
     """
     from jobgroup import api
 
-    jobs = api.queue(all=all_, limit=limit)
-    if as_json:
+    wanted = [s for group in statuses for s in group]
+    if _SKIP_FINISHED in wanted:
+        skip_finished = True
+        wanted = [s for s in wanted if s != _SKIP_FINISHED]
+    window = 0.0 if skip_finished or all_ else _recent_window(recent)
+    jobs = api.queue(all=all_ and not skip_finished, limit=limit, recent=window,
+                     statuses=wanted or None)
+    if as_json or output.lower() == "json":
         import msgspec
 
         click.echo(msgspec.json.encode(jobs).decode())
         return
     if not jobs:
-        click.echo("No jobs." if all_ else "No active jobs (jobgroup queue --all shows ended ones).")
+        if wanted:
+            click.echo(f"No jobs in {', '.join(wanted)}" + (
+                "." if all_ else " (jobgroup queue --all looks further back)."))
+        elif all_:
+            click.echo("No jobs.")
+        elif window:
+            click.echo(f"No active jobs, none ended in the last {_age_words(window)} "
+                       "(jobgroup queue --all shows older ones).")
+        else:
+            click.echo("No active jobs (jobgroup queue --all shows ended ones).")
         return
     colour = use_colour()
     rows = []
     for j in jobs:
         rows.append([str(j.id), "-", j.name, human_ago(j.submitted_at),
                      human_duration(j.duration), str(sum(t.num_nodes for t in j.tasks)),
-                     str(sum(t.restarts for t in j.tasks)), _job_status(j, colour)])
+                     str(sum(t.restarts for t in j.tasks)), j.infra, _job_status(j, colour),
+                     reason_of(j)])
         for k, t in enumerate(j.tasks):
             branch = "└" if k == len(j.tasks) - 1 else "├"
             mark = " [P]" if t.primary and j.has_auxiliaries else ""
             dur = None if t.started_at is None else (t.ended_at or time.time()) - t.started_at
             rows.append(["", str(t.index), f"{branch} {t.name}{mark}", "", human_duration(dur),
-                         str(t.num_nodes), str(t.restarts), status_text(t.status, colour)])
-    click.echo(table(["ID", "TASK", "NAME", "SUBMITTED", "DURATION", "NODES", "RESTARTS",
-                      "STATUS"], rows))
-    waiting = [j for j in jobs if j.status == Status.PENDING and j.reason]
-    for j in waiting:
-        click.echo(f"Job {j.id} is pending: {j.reason}")
+                         str(t.num_nodes), str(t.restarts), "", status_text(t.status, colour),
+                         t.reason if t.reason and t.reason != j.reason else ""])
+    headers = ["ID", "TASK", "NAME", "SUBMITTED", "DURATION", "NODES", "RESTARTS", "INFRA",
+               "STATUS", "REASON"]
+    text = table(headers, rows)
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):  # REASON cut to the width (--json:
+        # in full); COLUMNS: the width a script asks for
+        import shutil
+
+        width = shutil.get_terminal_size((100, 24)).columns
+        lines = text.split("\n")
+        start = len(lines[0]) - len("REASON")
+        room = max(12, width - start)
+        text = "\n".join(ln[:start] + _cut(ln[start:], room) if len(ln) > start else ln
+                         for ln in lines)
+    click.echo(text)
+
+
+def _age_words(seconds: float) -> str:
+    return human_duration(seconds).replace(" 00m", "").replace(" 00s", "").replace(".0s", "s")
 
 
 def _job_status(j: api.Job, colour: bool) -> str:
@@ -247,11 +330,22 @@ def _job_status(j: api.Job, colour: bool) -> str:
     return text
 
 
+def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    from jobgroup.cli.logs import _complete_job as complete
+
+    return complete(ctx, param, incomplete)
+
+
 @click.command()
-@click.argument("job_ids", type=int, nargs=-1)
+@click.argument("job_ids", type=int, nargs=-1, shell_complete=_complete_job)
 @click.option("-a", "--all", "all_", is_flag=True, help="Cancel every job that has not ended.")
-def cancel(job_ids: tuple[int, ...], all_: bool) -> None:
-    """Cancel whole job groups (every node is stopped).
+@click.option("-y", "--yes", is_flag=True, help="Accepted for SkyPilot's scripts: cancel never "
+              "asks for confirmation.")
+def cancel(job_ids: tuple[int, ...], all_: bool, yes: bool) -> None:
+    """Cancel whole job groups: every node is stopped now.
+
+    A group whose primary tasks have already succeeded (its auxiliaries waiting out their
+    termination_delay) has its auxiliaries stopped at once and stays SUCCEEDED.
 
     \b
     Examples:
@@ -268,7 +362,13 @@ def cancel(job_ids: tuple[int, ...], all_: bool) -> None:
     if not result:
         click.echo("No active jobs to cancel.")
     for job_id, what in result.items():
-        click.echo(f"Job {job_id}: {'cancelling' if what == 'cancelling' else what}.")
+        if what == "cancelling":
+            job = api.get_job(job_id)
+            if job.outcome == Status.SUCCEEDED:
+                click.echo(f"Job {job_id}: its primary tasks already succeeded: stopping its "
+                           "auxiliaries now (no termination_delay); it stays SUCCEEDED.")
+                continue
+        click.echo(f"Job {job_id}: {what}.")
 
 
 @click.command()
@@ -293,5 +393,5 @@ def wait(job_id: int, timeout: float | None, as_json: bool) -> None:
     elif not job.done:
         click.echo(f"Job {job_id} is still {job.status.value} after {timeout:g}s.", err=True)
     else:
-        _print_end(job)
+        print_end(job)
     sys.exit(_exit_for(job))

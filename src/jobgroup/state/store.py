@@ -453,21 +453,45 @@ class Store:
         return _job(row) if row else None
 
     def jobs(self, *, active_only: bool = False, limit: int | None = None,
-             light: bool = False) -> list[JobRec]:
-        """Jobs, newest first. `active_only`: those not in a terminal status. `light`: without
-        their spec and options (empty), for listings: options carry the launcher's
-        environment, and decoding 1,000 of them dominated `queue --all`."""
+             light: bool = False, ended_after: float | None = None,
+             statuses: list[Status] | None = None,
+             option_keys: tuple[str, ...] = ()) -> list[JobRec]:
+        """Jobs, newest first. `active_only`: those not in a terminal status, plus, with
+        `ended_after`, those that ended (or, never started, were submitted) at or after that
+        time. `statuses`: only jobs in one of these. `light`: without their spec and options
+        (empty but for `option_keys`, read by SQLite's JSON functions), for listings: options
+        carry the launcher's environment, and decoding 1,000 of them dominated `queue --all`."""
+        keys = "".join(f", '{k}', json_extract(options, '$.{k}')" for k in option_keys
+                       if k.isidentifier())
         cols = "*" if not light else ", ".join(
-            f"'' AS {c}" if c == "spec" else "'{}' AS options" if c == "options" else c
+            f"'' AS {c}" if c == "spec" else
+            (f"json_object({keys[2:]}) AS options" if keys else "'{}' AS options")
+            if c == "options" else c
             for c, _ in _expected_columns()["jobs"])
         sql = f"SELECT {cols} FROM jobs"
-        if active_only:
-            terminal = ",".join(f"'{s.value}'" for s in Status if s.terminal)
-            sql += f" WHERE status NOT IN ({terminal})"
+        where: list[str] = []
+        args: list[object] = []
+        terminal = ",".join(f"'{s.value}'" for s in Status if s.terminal)
+        if active_only and ended_after is not None:
+            where.append(f"(status NOT IN ({terminal}) OR "
+                         "COALESCE(ended_at, submitted_at) >= ?)")
+            args.append(ended_after)
+        elif active_only:
+            where.append(f"status NOT IN ({terminal})")
+        if statuses is not None:
+            where.append(f"status IN ({','.join('?' * len(statuses))})" if statuses else "0")
+            args.extend(Status(s).value for s in statuses)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [_job(r) for r in self.conn.execute(sql)]
+        return [_job(r) for r in self.conn.execute(sql, args)]
+
+    def latest_job_id(self) -> int | None:
+        """The newest job's id (None: no job yet)."""
+        row = self.conn.execute("SELECT max(id) FROM jobs").fetchone()
+        return row[0] if row and row[0] is not None else None
 
     def unseen_intents(self, after_id: int) -> list[int]:
         """Ids of jobs whose intent may not have been acted on: PENDING jobs newer than

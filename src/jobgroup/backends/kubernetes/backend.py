@@ -330,7 +330,8 @@ class KubernetesBackend(Backend):
                 return Admission("failed", str(e))
             created = self._created[job_id] = time.time()
             return Admission("waiting", f"created {len(objs)} objects in namespace "
-                             f"{self.config.namespace}", {"k8s_created_at": created})
+                             f"{self.config.namespace}", {"k8s_created_at": created,
+                                                          "k8s_namespace": self.config.namespace})
         pods = self._pods(selector)
         expected = sum(t.num_nodes for t in group.tasks)
         if status.all_scheduled(pods, expected):
