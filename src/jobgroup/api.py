@@ -255,31 +255,6 @@ def latest_job(*, home: Path | str | None = None) -> int:
     return job_id
 
 
-def cancel(job_ids: Iterable[int] | int, *, home: Path | str | None = None) -> dict[int, str]:
-    """Record cancel requests. Returns {job_id: 'cancelling' | 'already ended (STATUS)'}."""
-    ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
-    st = _store(home)
-    out: dict[int, str] = {}
-    try:
-        for job_id in ids:
-            get_job(job_id, store=st)  # NotFound for unknown ids, before anything is changed
-        for job_id in ids:
-            if st.request_cancel(job_id):
-                out[job_id] = "cancelling"
-            else:
-                rec = st.job(job_id)
-def latest_job(*, home: Path | str | None = None) -> int:
-    """The id of the newest job; NotFound when there is none yet."""
-    st = _store(home)
-    try:
-        job_id = st.latest_job_id()
-    finally:
-        st.close()
-    if job_id is None:
-        raise NotFound("there are no jobs yet (jobgroup launch FILE starts one).")
-    return job_id
-
-
 def usage(job_id: int, *, home: Path | str | None = None) -> dict:
     """What each node of job `job_id` uses now (`jobgroup top --json`): the controller's answer
     (`controller.operate`), {"job", "time", "nodes": [{"node", "phase", "requested", "usage"?}]};
@@ -299,6 +274,19 @@ def usage(job_id: int, *, home: Path | str | None = None) -> dict:
     return {k: v for k, v in answer.items() if k != "ok"}
 
 
+def cancel(job_ids: Iterable[int] | int, *, home: Path | str | None = None) -> dict[int, str]:
+    """Record cancel requests. Returns {job_id: 'cancelling' | 'already ended (STATUS)'}."""
+    ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+    st = _store(home)
+    out: dict[int, str] = {}
+    try:
+        for job_id in ids:
+            get_job(job_id, store=st)  # NotFound for unknown ids, before anything is changed
+        for job_id in ids:
+            if st.request_cancel(job_id):
+                out[job_id] = "cancelling"
+            else:
+                rec = st.job(job_id)
                 out[job_id] = f"already ended ({rec.status.value if rec else '?'})"
     finally:
         st.close()
