@@ -615,7 +615,6 @@ class KubernetesBackend(Backend):
             if os.environ.get("KUBECONFIG") else []
         return pin + self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
 
-    def outcome(self, ref: NodeRef, handle: Handle | None) -> Outcome | None:
     def attach_argv(self, ref: NodeRef, argv: list[str], *, tty: bool,
                     workdir: str | None = None) -> list[str] | None:
         """`kubectl exec` into the node's container with stdin (`-i`) and a TTY (`-t`) when
@@ -654,6 +653,7 @@ class KubernetesBackend(Backend):
                      note=f"CPU now {cpu:.2f} core(s) (the metrics API gives a rate, not a "
                           "total)")
 
+    def outcome(self, ref: NodeRef, handle: Handle | None) -> Outcome | None:
         name, phase = self._pod_of(ref, handle), ref.phase
         with self._lock:
             self._looked = seen = self._version
