@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jobgroup import nodescript
 from jobgroup.backends.kubernetes import (
     KubernetesConfig, RenderError, parse_config, pvc_object, render_objects, render_yaml,
 )
@@ -190,7 +191,10 @@ def test_env_topology_and_names(full) -> None:
     assert env["JOBGROUP_WORKDIR"]["value"] == "/workdir"
     assert env["JOBGROUP_TOPOLOGY"]["value"] == "/etc/jobgroup/topology.json"
     job_cm = next(o for o in objs if o["metadata"]["name"] == "shop-job")
-    assert job_cm["data"]["trainer.setup.sh"] == "pip install -r requirements.txt"
+    # the scripts as SkyPilot runs them (jobgroup.nodescript): the user's text unchanged inside
+    setup = job_cm["data"]["trainer.setup.sh"]
+    assert setup == nodescript.compose("pip install -r requirements.txt", setup=True,
+                                       keep=["EPOCHS", "WEIRD", "HF_TOKEN", "WANDB_API_KEY"])
     assert "trainer-1.shop.ml.svc.cluster.local" in job_cm["data"]["topology.json"]
 
 

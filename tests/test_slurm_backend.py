@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -176,3 +177,23 @@ def _get(request, port: int) -> bytes | None:
         return request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=3).read()
     except OSError:
         return None
+
+
+def test_scripts_run_as_skypilot_runs_them_on_slurm(senv, cluster):
+    """A node's shell on Slurm is the one the local backend gives (jobgroup.nodescript): an
+    interactive bash for ~/.bashrc, without its job-control noise, PYTHONUNBUFFERED=1, the
+    script's own exit code, SkyPilot's SKYPILOT_TASK_ID."""
+    senv.env.pop("PYTHONUNBUFFERED", None)
+    job = senv.launch_d("""
+        name: sshell
+        run: |
+          case $- in *i*) echo "shell: interactive" ;; esac
+          echo "unbuffered=$PYTHONUNBUFFERED id=$SKYPILOT_TASK_ID"
+          exit 3
+        """, "--infra", "slurm")
+    final = senv.wait(job, timeout=90)
+    assert "task 'sshell' run exited with code 3" in final["reason"], final
+    log = senv.log(job, "sshell")
+    assert "shell: interactive" in log and "unbuffered=1 " in log, log
+    assert re.search(rf"id=sky-managed-\d{{4}}(-\d\d){{5}}-\d{{6}}_sshell_{job}-0\n", log), log
+    assert not any(n in log for n in ("job control", "terminal process group", "tcsetattr")), log

@@ -5,7 +5,9 @@ Contract: given a spec, the job id and each node's address, produce exactly what
 - SkyPilot's variables, so existing scripts run unchanged: SKYPILOT_JOBGROUP_NAME,
   SKYPILOT_JOBGROUP_HOST_<TASK> (upper-case, `-` -> `_`, the head node's address) for every task,
   SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES, SKYPILOT_NODE_IPS (newline-separated, rank order),
-  SKYPILOT_NUM_GPUS_PER_NODE, SKYPILOT_TASK_ID, SKYPILOT_TASK_IDS (every task's, `\n`-joined),
+  SKYPILOT_NUM_GPUS_PER_NODE, SKYPILOT_TASK_ID (SkyPilot's managed-job format,
+  `sky-managed-<submission time>_<group>[_<task>]_<job id>-<task index>`: the same across restarts
+  of the task, see `task_id`), SKYPILOT_TASK_IDS (every task's, `\n`-joined, in task order),
   SKYPILOT_MANAGED_JOB_ID, SKYPILOT_CLUSTER_INFO (JSON: cluster_name, cloud, region, zone),
   SKYPILOT_USER / SKYPILOT_USER_ID (the submitting user), and during setup
   SKYPILOT_SETUP_NODE_RANK / SKYPILOT_SETUP_NODE_IPS / SKYPILOT_SETUP_NUM_GPUS_PER_NODE;
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from jobgroup.spec.models import JobGroup, Task
@@ -47,9 +50,25 @@ def gpus_per_node(task: Task) -> int:
     return int(sum(alts[0].values()))
 
 
-def task_id(job_id: int, task_idx: int, group: str) -> str:
-    """Stable across restarts of the task: depends on the job and the task only."""
-    return f"jobgroup-{job_id}-{group}-{task_idx}"
+# SKYPILOT_TASK_ID's time where the caller does not know when the job was submitted (the
+# Kubernetes backend renders its pods without it, `--dryrun` too): the format, not a real time.
+NO_TIME = "1970-01-01-00-00-00-000000"
+
+
+def task_id(group: JobGroup, job_id: int, task_idx: int,
+            submitted_at: float | None = None) -> str:
+    """SKYPILOT_TASK_ID as a SkyPilot managed job's controller builds it (`sky/jobs/controller.py`
+    with `common_utils.get_global_job_id`): `sky-managed-<time>_<dag>_<job id>-<task index>` for
+    a single task, `sky-managed-<time>_<dag>_<task>_<job id>-<task index>` in a group or a
+    pipeline of several tasks; `<time>` is `%Y-%m-%d-%H-%M-%S-%f` in local time, `<dag>` the
+    group's name. SkyPilot stamps the time its controller started the job; jobgroup the job's
+    submission (`submitted_at`, from the store): the same for every node and every restart of a
+    task, group restarts and controller restarts included. None: `NO_TIME`."""
+    stamp = NO_TIME if submitted_at is None else \
+        datetime.fromtimestamp(submitted_at).strftime("%Y-%m-%d-%H-%M-%S-%f")
+    name = group.name if len(group.tasks) <= 1 else \
+        f"{group.name}_{group.tasks[task_idx].name or ''}"
+    return f"sky-managed-{stamp}_{name}_{job_id}-{task_idx}"
 
 
 def user_id(user: str) -> str:
@@ -94,9 +113,11 @@ def node_env(
     setup: bool = False,
     user: str = "",
     infra: str = "local",
+    submitted_at: float | None = None,
 ) -> dict[str, str]:
     """Variables for one node (added to the inherited environment by the backend). `user`:
-    who submitted the job; `infra`: the backend it runs on (SKYPILOT_CLUSTER_INFO's cloud)."""
+    who submitted the job; `infra`: the backend it runs on (SKYPILOT_CLUSTER_INFO's cloud);
+    `submitted_at`: when the job was submitted (the time in SKYPILOT_TASK_ID, `task_id`)."""
     task = group.tasks[task_idx]
     env: dict[str, str] = dict(task.envs)
     env.update(task.secrets)
@@ -109,8 +130,8 @@ def node_env(
             "SKYPILOT_NUM_NODES": str(task.num_nodes),
             "SKYPILOT_NODE_IPS": ips,
             "SKYPILOT_NUM_GPUS_PER_NODE": str(gpus_per_node(task)),
-            "SKYPILOT_TASK_ID": task_id(job_id, task_idx, group.name),
-            "SKYPILOT_TASK_IDS": "\n".join(task_id(job_id, i, group.name)
+            "SKYPILOT_TASK_ID": task_id(group, job_id, task_idx, submitted_at),
+            "SKYPILOT_TASK_IDS": "\n".join(task_id(group, job_id, i, submitted_at)
                                            for i in range(len(group.tasks))),
             "SKYPILOT_MANAGED_JOB_ID": str(job_id),
             "SKYPILOT_CLUSTER_INFO": json.dumps({

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import msgspec
 
-from jobgroup import discovery, faults
+from jobgroup import discovery, faults, nodescript
 from jobgroup.backends.base import (
     ENDED, Backend, Handle, JobContext, NodeRef, Outcome, PhaseLaunch, Refused, Unreachable,
 )
@@ -642,9 +642,14 @@ class Controller:
         for s in starts:
             task = group.tasks[s.task_idx]
             node = nodes[(s.task_idx, s.rank)]
-            env = self._env(job, group, s.task_idx, s.rank, addrs, setup=s.phase == Phase.SETUP,
+            setup = s.phase == Phase.SETUP
+            env = self._env(job, group, s.task_idx, s.rank, addrs, setup=setup,
                             attempt=node.attempt)
-            script = (task.setup if s.phase == Phase.SETUP else task.run) or "true"
+            # As SkyPilot runs it: ~/.bashrc in an interactive bash, then the task's variables
+            # again (nodescript.py). Without a script nothing runs, as in SkyPilot.
+            raw = task.setup if setup else task.run
+            script = nodescript.compose(raw, setup=setup, keep=[
+                *task.envs, *task.secrets, *opts.get("env", {})]) if raw else "true"
             handle = self._backend(job_id).start(PhaseLaunch(
                 ref=NodeRef(job_id, s.task_idx, s.rank, s.phase.value, node.attempt),
                 task=task.name or "", script=script, env=env,
@@ -670,6 +675,7 @@ class Controller:
             topology_path=str(paths.topology_path(self.home, job.id)),
             overrides=job.options.get("env", {}), setup=setup,
             user=env.get("USER") or _user_name(), infra=self._backend(job.id).name,
+            submitted_at=job.submitted_at,  # SKYPILOT_TASK_ID's time: stable across restarts
         ))
         env["JOBGROUP_ATTEMPT"] = str(attempt)
         alloc = placements.node_alloc(job, task_idx, rank)

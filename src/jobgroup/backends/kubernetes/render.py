@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from jobgroup import discovery
+from jobgroup import discovery, nodescript
 from jobgroup.backends.kubernetes.config import KubernetesConfig
 from jobgroup.backends.kubernetes.driver import DRIVER
 from jobgroup.backends.kubernetes.files import Bundle, FilesTooBig, collect, configmap_data
@@ -513,10 +513,12 @@ def job_configmap(group: JobGroup, job_id: int, config: KubernetesConfig) -> Obj
     if aliases:
         data[ALIASES_KEY] = aliases
         data[f"{ALIASES_KEY}.sh"] = ALIAS_SCRIPT
-    for t in group.tasks:
+    for t in group.tasks:  # each run as SkyPilot runs it (nodescript.py), by the driver
+        keep = [*t.envs, *t.secrets]
         if t.setup:
-            data[f"{t.name}.setup.sh"] = t.setup
-        data[f"{t.name}.run.sh"] = (RUN_PREAMBLE if aliases else "") + (t.run or "true\n")
+            data[f"{t.name}.setup.sh"] = nodescript.compose(t.setup, setup=True, keep=keep)
+        run = (RUN_PREAMBLE if aliases else "") + (t.run or "true\n")
+        data[f"{t.name}.run.sh"] = nodescript.compose(run, keep=keep) if t.run else run
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
         "name": job_configmap_name(group.name), "namespace": config.namespace,
         "labels": labels(group.name, job_id, home=config.home_uid)}, "data": data}
