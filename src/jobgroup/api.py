@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import msgspec
 
+from jobgroup.backends.registry import WHERE_KEYS, where_label
 from jobgroup.envvars import parse_env  # noqa: F401  (part of the API)
 from jobgroup.errors import NotFound, UsageError
 from jobgroup.state.status import Status
@@ -54,6 +55,11 @@ class Job(msgspec.Struct, kw_only=True):
     tasks: list[JobTask]
     has_auxiliaries: bool
     isolation: str = ""  # what the backend gave the nodes (see `jobgroup launch`'s note)
+    infra: str = "local"  # where it runs: local, slurm:<Slurm job id>, k8s:<namespace>
+    # The group's fate once decided, while its nodes wind down (e.g. SUCCEEDED while its
+    # auxiliaries wait out their termination_delay); None before.
+    outcome: Status | None = None
+    outcome_reason: str = ""
 
     @property
     def done(self) -> bool:
@@ -80,6 +86,9 @@ def _job(rec: JobRec, tasks: list[TaskRec]) -> Job:
         ],
         has_auxiliaries=not all(t.is_primary for t in tasks),
         isolation=rec.isolation,
+        infra=where_label(rec.options),
+        outcome=rec.outcome,
+        outcome_reason=rec.outcome_reason,
     )
 
 
@@ -218,16 +227,32 @@ def get_job(job_id: int, *, home: Path | str | None = None, store: Store | None 
             st.close()
 
 
-def queue(*, all: bool = False, limit: int | None = None,
-          home: Path | str | None = None) -> list[Job]:
-    """Jobs, newest first: active ones, or every job with `all=True`."""
+def queue(*, all: bool = False, limit: int | None = None, home: Path | str | None = None,
+          recent: float = 0.0, statuses: Iterable[Status | str] | None = None) -> list[Job]:
+    """Jobs, newest first: active ones plus those that ended in the last `recent` seconds, or
+    every job with `all=True`; only those in `statuses` when given (SkyPilot's names)."""
+    wanted = None if statuses is None else [Status(str(s).upper()) for s in statuses]
     st = _store(home)
     try:
-        recs = st.jobs(active_only=not all, limit=limit, light=True)
+        recs = st.jobs(active_only=not all, limit=limit, light=True, statuses=wanted,
+                       ended_after=time.time() - recent if recent > 0 and not all else None,
+                       option_keys=WHERE_KEYS)
         tasks = st.tasks_of([r.id for r in recs])
         return [_job(r, tasks[r.id]) for r in recs]
     finally:
         st.close()
+
+
+def latest_job(*, home: Path | str | None = None) -> int:
+    """The id of the newest job; NotFound when there is none yet."""
+    st = _store(home)
+    try:
+        job_id = st.latest_job_id()
+    finally:
+        st.close()
+    if job_id is None:
+        raise NotFound("there are no jobs yet (jobgroup launch FILE starts one).")
+    return job_id
 
 
 def usage(job_id: int, *, home: Path | str | None = None) -> dict:
@@ -314,13 +339,19 @@ def resolve_task(job: Job, task: str | int) -> int:
 def logs(job_id: int, task: str | int | None = None, *, rank: int | None = None,
          follow: bool = False, tail: int | None = None,
          on_idle: Callable[[], None] | None = None,
-         home: Path | str | None = None) -> Iterator["LogLine"]:
-    """Log lines (`.task`, `.rank`, `.text`, `.attempt`, `.more`) of a job, or of one task
-    (index or name) / node, in bounded memory: a line longer than 1 MiB comes in pieces, all but
-    the last with `.more` (see `jobgroup.logfiles.follow`).
+         home: Path | str | None = None, since: float | None = None,
+         timestamps: bool = False) -> Iterator["LogLine"]:
+    """Log lines (`.task`, `.rank`, `.text`, `.attempt`, `.more`, `.at`) of a job, or of one
+    task (index or name) / node, in bounded memory: a line longer than 1 MiB comes in pieces, all
+    but the last with `.more` (see `jobgroup.logfiles.follow`).
 
     With `follow=True`, keeps yielding while the selected tasks run and returns once they ended.
     `tail=N`: start with the last N lines of each selected node (read from the end of its files).
+    `since`: only lines that came at or after this time (seconds since the epoch), the files
+    entered where their times index says. With `tail` or `since`, what is there when reading
+    starts comes merged across nodes in time order. `timestamps`: every line's `.at` is when it
+    came (None where no index says: logs written before the index existed, Kubernetes pods);
+    with `tail`/`since` it always is (see `jobgroup.logfiles.times`).
     `on_idle`: called whenever everything there is has been yielded and the reader waits.
     """
     from jobgroup.logfiles.follow import lines
@@ -335,7 +366,7 @@ def logs(job_id: int, task: str | int | None = None, *, rank: int | None = None,
             top = max(job.tasks[i].num_nodes for i in selected) - 1
             raise NotFound(f"no node {rank}: the selected task(s) have ranks 0-{top}.")
         yield from lines(st, job_id, task_indices=selected, rank=rank, follow=follow, tail=tail,
-                         on_idle=on_idle)
+                         on_idle=on_idle, since=since, times=timestamps)
     finally:
         st.close()
 
