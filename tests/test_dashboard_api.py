@@ -1,6 +1,7 @@
 """The dashboard's HTTP API and pages against a real state directory, real groups and a real
 server on a socket: every endpoint, with good and bad input (unknown jobs, path traversal,
-oversized or invalid YAML, cross-site requests, the token on every address)."""
+oversized or invalid YAML, cross-site requests, the token on every address), under /api/v1 and
+under the first release's paths (/api/..., aliases for one release)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import textwrap
 import pytest
 
 from jobgroup import api
-from jobgroup.dashboard.openapi import SPEC
-from jobgroup.dashboard.server import MAX_BODY, ROUTES, make_server, serve_in_thread
+from jobgroup.dashboard.server import MAX_BODY, make_server, serve_in_thread
 from test_dashboard_helpers import (  # noqa: F401 (fixtures are used by name)
     dashboard, launch_yaml, request, sse_events, stop_own_controller)
 
@@ -41,13 +41,25 @@ SLEEPER = """
     """
 
 
+EMPTY = {"jobs": [], "total": 0, "limit": 100, "offset": 0, "next": None}
+
+
 def _finished(server, job_id: int, timeout: float = 60) -> dict:
     api.wait(job_id, timeout=timeout, home=server.home)
-    return request(server, "GET", f"/api/jobs/{job_id}").json
+    return request(server, "GET", f"/api/v1/jobs/{job_id}").json
+
+
+def _problem(reply) -> str:
+    """The `detail` of an RFC 9457 problem reply (asserting its media type and fields)."""
+    assert reply.headers["Content-Type"].startswith("application/problem+json"), reply.headers
+    body = reply.json
+    assert body["status"] == reply.status and body["title"] and body["type"] == "about:blank"
+    return body["detail"]
 
 
 def test_empty_store(dashboard):
-    assert request(dashboard, "GET", "/api/jobs").json == {"jobs": []}
+    assert request(dashboard, "GET", "/api/v1/jobs").json == EMPTY
+    assert request(dashboard, "GET", "/api/jobs").json == EMPTY  # the first release's path
     r = request(dashboard, "GET", "/")
     assert r.status == 200 and "No jobs." in r.text
     assert r.headers["Content-Security-Policy"].startswith("default-src 'none'")
@@ -63,7 +75,7 @@ def test_launch_then_read_everything(dashboard):
     assert r.status == 201, r.body
     job = r.json["job"]
     jid = job["id"]
-    assert r.headers["Location"] == f"/api/jobs/{jid}"
+    assert r.headers["Location"] == f"/api/jobs/{jid}"  # (posted to the first release's path)
     assert job["name"] == "pair-api" and job["num_tasks"] == 2 and job["num_nodes"] == 3
     assert job["status"] in ("PENDING", "STARTING", "RUNNING")
 
@@ -84,10 +96,10 @@ def test_launch_then_read_everything(dashboard):
     assert again.status == 304 and again.body == b""
     assert request(dashboard, "GET", "/api/jobs?status=succeeded").json["jobs"][0]["id"] == jid
     assert request(dashboard, "GET", "/api/jobs?status=ended").json["jobs"][0]["id"] == jid
-    assert request(dashboard, "GET", "/api/jobs?status=RUNNING").json["jobs"] == []
+    assert request(dashboard, "GET", "/api/v1/jobs?status=RUNNING").json["jobs"] == []
     assert request(dashboard, "GET", "/api/jobs?status=active").json["jobs"] == []
     bad = request(dashboard, "GET", "/api/jobs?status=bogus")
-    assert bad.status == 400 and "unknown status filter" in bad.json["error"]
+    assert bad.status == 400 and "unknown status filter" in _problem(bad)
 
     # events, like `jobgroup events --json`
     evs = request(dashboard, "GET", f"/api/jobs/{jid}/events").json["events"]
@@ -168,7 +180,7 @@ def test_invalid_specs_are_400_with_every_problem(dashboard, monkeypatch):
         """), {"Content-Type": "application/yaml"})
     assert r.status == 400
     body = r.json
-    assert body["error"] == "invalid spec"
+    assert _problem(r) == "invalid spec"
     paths = {(p["where"], p["path"]) for p in body["problems"]}
     assert ("task 'a'", "num_nodes") in paths and ("task 'b'", "runn") in paths
     assert all(p["text"].startswith("<posted>:") and p["line"] for p in body["problems"])
@@ -179,22 +191,22 @@ def test_invalid_specs_are_400_with_every_problem(dashboard, monkeypatch):
     assert request(dashboard, "POST", "/api/jobs", b"run: \xff\xfe\n").status == 400
     assert request(dashboard, "POST", "/api/jobs", "run: echo\x00\n").status == 400
     not_json = request(dashboard, "POST", "/api/jobs", "{", {"Content-Type": "application/json"})
-    assert not_json.status == 400 and "not valid JSON" in not_json.json["error"]
+    assert not_json.status == 400 and "not valid JSON" in _problem(not_json)
     no_spec = request(dashboard, "POST", "/api/jobs", '{"yaml": "run: x"}',
                       {"Content-Type": "application/json"})
     assert no_spec.status == 400
     bad_env = request(dashboard, "POST", "/api/jobs", json.dumps(
         {"spec": "run: echo hi\n", "env": {"1BAD": "x"}}), {"Content-Type": "application/json"})
-    assert bad_env.status == 400 and "--env" in bad_env.json["error"]
+    assert bad_env.status == 400 and "--env" in _problem(bad_env)
     # a spec the backend refuses (like the CLI: a UsageError, not a traceback)
     infra = request(dashboard, "POST", "/api/jobs", "run: echo hi\nresources: {infra: k8s}\n")
-    assert infra.status == 400 and "infra" in infra.json["error"]
+    assert infra.status == 400 and "infra" in _problem(infra)
     # a short text is YAML, never a file name (the CLI would read a file by that name)
     tmp = dashboard.home.parent
     (tmp / "spec.yaml").write_text("run: echo from a file\n")
     monkeypatch.chdir(tmp)
     assert request(dashboard, "POST", "/api/jobs", "spec.yaml").status == 400
-    assert request(dashboard, "GET", "/api/jobs").json["jobs"] == []  # nothing was recorded
+    assert request(dashboard, "GET", "/api/v1/jobs").json["jobs"] == []  # nothing was recorded
 
 
 def test_validate_endpoint(dashboard):
@@ -213,7 +225,7 @@ def test_oversized_body_is_413_without_reading_it(dashboard):
     conn.endheaders()
     conn.send(b"run: echo " + b"x" * 1000)  # the rest never comes: the server must not wait
     r = conn.getresponse()
-    assert r.status == 413 and "at most" in json.loads(r.read())["error"]
+    assert r.status == 413 and "at most" in json.loads(r.read())["detail"]
     conn.close()
     big = "run: echo hi\n" + "# padding\n" * (MAX_BODY // 10 + 1)
     assert request(dashboard, "POST", "/api/jobs", big).status == 413
@@ -231,7 +243,7 @@ def test_unknown_jobs_tasks_and_ranks(dashboard):
     for path in ("/api/jobs/999", "/api/jobs/999/events", "/api/jobs/999/logs",
                  "/api/jobs/999/logs/stream", "/fragments/jobs/999"):
         r = request(dashboard, "GET", path)
-        assert r.status == 404 and "no job 999" in r.json["error"], path
+        assert r.status == 404 and "no job 999" in _problem(r), path
     page = request(dashboard, "GET", "/jobs/999")
     assert page.status == 404 and "text/html" in page.headers["Content-Type"]
     assert request(dashboard, "POST", "/api/jobs/999/cancel").status == 404
@@ -243,7 +255,7 @@ def test_unknown_jobs_tasks_and_ranks(dashboard):
     job = launch_yaml(dashboard, "name: one\nrun: echo one\n")
     jid = job["id"]
     r = request(dashboard, "GET", f"/api/jobs/{jid}/logs?task=nope")
-    assert r.status == 404 and "Valid tasks: 0 (one)" in r.json["error"]
+    assert r.status == 404 and "Valid tasks: 0 (one)" in _problem(r)
     assert request(dashboard, "GET", f"/api/jobs/{jid}/logs?task=7").status == 404
     assert request(dashboard, "GET", f"/api/jobs/{jid}/logs?rank=3").status == 404
     for bad in ("-1", "x", "1.5", "9" * 20):
@@ -308,24 +320,35 @@ def test_cancel(dashboard):
     assert "cancel requested" in page and "cancel-btn" not in page
 
 
-def test_openapi_describes_every_route():
-    assert SPEC["openapi"].startswith("3.1")
-    described = set()
-    for path, ops in SPEC["paths"].items():
-        for method in ops:
-            described.add((method.upper(), path))
-    served = set()
-    for method, pattern, _ in ROUTES:
-        if pattern.pattern.startswith("/api/"):
-            path = pattern.pattern.replace(r"(\d{1,12})", "{job_id}").replace("\\", "")
-            served.add((method, path))
-    assert served == described
-    refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', json.dumps(SPEC))
-    assert set(refs) <= set(SPEC["components"]["schemas"])
-
-
-def test_openapi_is_served(dashboard):
-    assert request(dashboard, "GET", "/api/openapi.json").json == json.loads(json.dumps(SPEC))
+def test_openapi_describes_every_route(dashboard):
+    """The description is generated from the handlers: every API route the application
+    serves is in it (under /api/v1, and the first release's paths marked deprecated), with
+    its parameters and reply schemas, every $ref resolved."""
+    spec = request(dashboard, "GET", "/api/v1/openapi.json").json
+    assert spec["openapi"].startswith("3.1")
+    assert request(dashboard, "GET", "/api/openapi.json").json == spec
+    described = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    litestar_app = dashboard.app.app.app  # inside the Guard and WholeBody layers
+    served = {(m, r.path_format) for r in litestar_app.routes
+              for h in getattr(r, "route_handlers", ()) for m in h.http_methods
+              if r.path_format.startswith("/api/") and h.include_in_schema and m != "OPTIONS"
+              and r.path_format not in ("/api/v1", "/api/v1/{path}", "/api/v1/openapi.json")}
+    assert served == described and len(described) == 18
+    for method, path in described:
+        op = spec["paths"][path][method.lower()]
+        assert op["deprecated"] == (not path.startswith("/api/v1/")), (method, path)
+        assert "401" in op["responses"] and op["responses"]["401"]["content"] == {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    params = {p["name"]: p for p in spec["paths"]["/api/v1/jobs"]["get"]["parameters"]}
+    assert set(params) == {"status", "q", "limit", "offset"}
+    assert params["limit"]["schema"]["maximum"] == 1000
+    launch = spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]
+    assert set(launch) == {"application/yaml", "application/json"}
+    refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', json.dumps(spec))
+    assert set(refs) <= set(spec["components"]["schemas"])
+    node = spec["components"]["schemas"]["Node"]["properties"]
+    assert {"resources", "usage", "state", "started_at_iso"} <= set(node)
+    assert spec["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
 
 
 def test_loopback_refuses_other_hosts_and_cross_site_posts(dashboard):
@@ -374,11 +397,11 @@ def test_token_required_on_every_address(served, jenv):
     assert request(served, "GET", "/static/app.js", token=False).status == 401
     assert request(served, "GET", "/api/jobs/1/logs/stream", token=False).status == 401
     ok = request(served, "GET", "/api/jobs", headers={"Authorization": f"Bearer {token}"})
-    assert ok.status == 200 and ok.json == {"jobs": []}
+    assert ok.status == 200 and ok.json == EMPTY
     assert not (jenv.home / "state.db").exists() or api.queue(home=jenv.home) == []
 
     # ?token= on an API path authenticates that request (curl without a cookie jar)
-    assert request(served, "GET", f"/api/jobs?token={token}", token=False).json == {"jobs": []}
+    assert request(served, "GET", f"/api/jobs?token={token}", token=False).json == EMPTY
     assert request(served, "GET", "/api/jobs?token=wrong", token=False).status == 401
 
     # ?token= on a page signs a browser in: a session cookie, and a page that moves on to the

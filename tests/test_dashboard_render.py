@@ -100,7 +100,7 @@ def test_timeline_of_a_running_job_reaches_now_and_caps_lanes():
 def test_html_escapes_what_users_wrote():
     job = _job()
     job.update(num_tasks=2, num_nodes=4, restarts=0, group_restarts=0, cancel_requested=False,
-               execution="parallel", isolation="none", duration=1.0)
+               execution="parallel", isolation="none", duration=1.0, infra="k8s:<ns>")
     job["reason"] = "<script>alert(1)</script>"
     for t in job["tasks"]:
         t["nodes"] = [{"rank": 0, "phase": "ended", "attempt": 1, "address": "",

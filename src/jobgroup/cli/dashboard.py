@@ -26,7 +26,7 @@ def dashboard(host: str, port: int, open_browser: bool, no_auth: bool) -> None:
       jobgroup dashboard --open
       jobgroup dashboard --host 0.0.0.0 --port 9000
       curl -s -H "Authorization: Bearer $(cat ~/.jobgroup/dashboard.token)" \\
-          localhost:8765/api/jobs | jq '.jobs[0].status'
+          localhost:8765/api/v1/jobs | jq '.jobs[0].status'
     """
     import getpass
     import sys
@@ -66,11 +66,10 @@ def dashboard(host: str, port: int, open_browser: bool, no_auth: bool) -> None:
             login_file = auth.write_login_file(home, server.login_url)
             webbrowser.open(login_file.as_uri())
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.serve_forever()
     except KeyboardInterrupt:
         click.echo("Stopped.")
     finally:
-        server.stopping.set()
         server.server_close()
         if login_file is not None:
             login_file.unlink(missing_ok=True)

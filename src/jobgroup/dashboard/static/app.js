@@ -51,21 +51,32 @@
   }
 
   // ---- jobs page ------------------------------------------------------------------------------
+  // The live part (count, rows, pager) is one fragment; the status filter and the search
+  // (as you type) change its URL and the page's, and fetch it at once.
   function jobsPage() {
-    var rows = document.getElementById("jobs-rows");
+    var live = document.getElementById("jobs-live");
+    var form = document.getElementById("jobs-form");
     var filter = document.getElementById("status-filter");
-    var count = document.getElementById("job-count");
-    function counted() {
-      var n = rows.querySelectorAll("tr[data-id]").length;
-      count.textContent = n + " job(s)";
-    }
-    var p = poller(rows, counted);
-    filter.addEventListener("change", function () {
-      var status = filter.value;
-      rows.dataset.fragment = "/fragments/jobs?status=" + encodeURIComponent(status);
-      history.replaceState(null, "", status === "all" ? "/" : "/?status=" + encodeURIComponent(status));
+    var search = document.getElementById("job-search");
+    var p = poller(live);
+    var typing = null;
+    function refresh() {
+      var params = new URLSearchParams();
+      if (filter.value !== "all") params.set("status", filter.value);
+      if (search.value.trim()) params.set("q", search.value.trim());
+      var limit = form.querySelector("input[name=limit]");
+      if (limit) params.set("limit", limit.value);
+      var qs = params.toString();
+      live.dataset.fragment = "/fragments/jobs" + (qs ? "?" + qs : "");
+      history.replaceState(null, "", "/" + (qs ? "?" + qs : ""));
       p.now();
+    }
+    filter.addEventListener("change", refresh);
+    search.addEventListener("input", function () {
+      clearTimeout(typing);
+      typing = setTimeout(refresh, 200);
     });
+    form.addEventListener("submit", function (ev) { ev.preventDefault(); clearTimeout(typing); refresh(); });
   }
 
   // ---- group page -----------------------------------------------------------------------------
@@ -88,13 +99,13 @@
       var id = btn.dataset.job;
       if (!window.confirm("Cancel job " + id + " (" + btn.dataset.name + ")? Every node will be stopped.")) return;
       btn.disabled = true;
-      fetch("/api/jobs/" + id + "/cancel", {
+      fetch("/api/v1/jobs/" + id + "/cancel", {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json" }, body: "{}",
       }).then(function (r) { return r.json().then(function (j) { return [r.status, j]; }); })
         .then(function (res) {
           if (res[0] === 200) flash("Job " + id + ": " + res[1].result, "ok");
-          else { flash("Cancel failed: " + (res[1].error || res[0]), "bad"); btn.disabled = false; }
+          else { flash("Cancel failed: " + (res[1].detail || res[0]), "bad"); btn.disabled = false; }
           p.now();
         })
         .catch(function (e) { flash("Cancel failed: " + e, "bad"); btn.disabled = false; });
@@ -136,7 +147,7 @@
       pane.textContent = "";
       pending = [];
       ended = false;
-      var url = "/api/jobs/" + job + "/logs/stream" + (filter.value ? "?task=" + encodeURIComponent(filter.value) : "");
+      var url = "/api/v1/jobs/" + job + "/logs/stream" + (filter.value ? "?task=" + encodeURIComponent(filter.value) : "");
       state.textContent = "following…";
       es = new EventSource(url, { withCredentials: true });
       es.addEventListener("start", function (e) { width = JSON.parse(e.data).width; });
