@@ -393,3 +393,128 @@ def events(job_id: int, *, home: Path | str | None = None) -> list[Event]:
                       rank=e.rank) for e in st.events(job_id)]
     finally:
         st.close()
+
+
+def infra_label(options: dict, namespace: str | None = None) -> str:
+    """Where a job runs, in a word, from its stored options: ``local``, ``slurm:1234`` (the
+    Slurm job id once submitted, ``slurm`` before), ``k8s:NAMESPACE`` (``k8s`` when no
+    namespace is known). The Kubernetes namespace comes from the options when the backend
+    recorded it (``k8s_namespace``), else from `namespace` (the caller's guess, e.g. the
+    configured one). Pure."""
+    kind = str(options.get("infra") or "local")
+    if kind == "slurm":
+        slurm_id = options.get("slurm_job_id")
+        return f"slurm:{slurm_id}" if slurm_id else "slurm"
+    if kind == "kubernetes":
+        ns = options.get("k8s_namespace") or namespace
+        return f"k8s:{ns}" if ns else "k8s"
+    return kind
+
+
+def kubernetes_namespace(home: Path | str | None = None) -> str | None:
+    """The namespace the Kubernetes backend of `home` creates objects in now
+    ($JOBGROUP_HOME/kubernetes.yaml, else the kubeconfig context's); None when it cannot be
+    read. For jobs whose options do not record theirs (see `infra_label`)."""
+    try:
+        from jobgroup.backends.kubernetes.config import load_config
+
+        return load_config(_home(home)).namespace
+    except Exception:  # no client library, a bad config: the namespace is just unknown
+        return None
+
+
+class NodeUsage(msgspec.Struct, kw_only=True):
+    """What a running node uses now, as its cgroups tell (local backend): CPU time so far
+    (seconds; None when no cgroup counts it), memory in bytes (the memory cgroup's count, else
+    the resident memory of the processes the cgroup lists; None when unknown), and `source`
+    (``cgroup v2``, ``cgroup v1``, ``processes``)."""
+
+    cpu_seconds: float | None = None
+    memory_bytes: int | None = None
+    processes: int = 0
+    source: str = ""
+
+
+def _read_int(path: str, key: str | None = None) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if key is None:
+        return int(text) if text.strip().isdigit() else None
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        if k == key and v.strip().isdigit():
+            return int(v)
+    return None
+
+
+def _rss_bytes(pids: list[int]) -> int | None:
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            seen = True
+        except (OSError, ValueError, IndexError):
+            continue
+    return total if seen else None
+
+
+def _cgroup_usage(cg_file: Path) -> NodeUsage | None:
+    from jobgroup.resources import cgroups
+
+    try:
+        cg = msgspec.json.decode(cg_file.read_bytes(), type=cgroups.NodeCgroup)
+    except (OSError, msgspec.DecodeError):
+        return None
+    out = NodeUsage()
+    for path in cg.paths:
+        usec = _read_int(os.path.join(path, "cpu.stat"), "usage_usec")  # v2, any controller set
+        if usec is not None:
+            out.cpu_seconds, out.source = usec / 1e6, "cgroup v2"
+        elif out.cpu_seconds is None:
+            nsec = _read_int(os.path.join(path, "cpuacct.usage"))  # v1 with cpuacct alongside
+            if nsec is not None:
+                out.cpu_seconds, out.source = nsec / 1e9, "cgroup v1"
+        for name in ("memory.current", "memory.usage_in_bytes"):
+            mem = _read_int(os.path.join(path, name))
+            if mem is not None:
+                out.memory_bytes = mem
+    pids = cgroups.pids(cg)
+    out.processes = len(pids)
+    if out.memory_bytes is None:
+        out.memory_bytes = _rss_bytes(pids)
+        if out.memory_bytes is not None and not out.source:
+            out.source = "processes"
+    return out
+
+
+def node_usage(job_id: int, *, home: Path | str | None = None,
+               store: Store | None = None) -> dict[tuple[int, int], NodeUsage]:
+    """{(task index, rank): usage} of the job's running nodes on the local backend, read from
+    the cgroups the local runner recorded for each node's phase (`STATUS.cgroup` beside its
+    status file); nodes with no cgroup (another backend, no cgroup filesystem, not root) are
+    left out. Cheap: a few small files per node, no controller round trip."""
+    from jobgroup.state import layout
+
+    own = store is None
+    st = store or _store(home)
+    try:
+        rec = st.job(job_id)
+        if rec is None or str(rec.options.get("infra") or "local") != "local":
+            return {}
+        out = {}
+        for n in st.nodes(job_id):
+            if not n.live:
+                continue
+            path = layout.status_path(st.home, job_id, n.task_idx, n.rank, n.phase.value,
+                                      n.attempt)
+            usage = _cgroup_usage(Path(f"{path}.cgroup"))
+            if usage is not None:
+                out[(n.task_idx, n.rank)] = usage
+        return out
+    finally:
+        if own:
+            st.close()

@@ -148,8 +148,10 @@ def prefix_of(task: str, rank: int, attempt: int) -> str:
 
 
 def _line(line: Any) -> dict:
+    when = logmerge.at(line)
     return {"task": line.task, "rank": line.rank, "attempt": line.attempt, "text": line.text,
-            "more": line.more, "prefix": prefix_of(line.task, line.rank, line.attempt)}
+            "more": line.more, "prefix": prefix_of(line.task, line.rank, line.attempt),
+            "at": when, "at_iso": views.iso(when)}
 
 
 # ---- the application ---------------------------------------------------------------------------
@@ -497,7 +499,8 @@ def build(server: Any) -> Any:
         *api_routes(get, "/jobs/{job_id:int}/logs/stream", job_logs_stream, tags=["logs"],
                     media_type="text/event-stream"),
         *api_routes(post, "/jobs/{job_id:int}/cancel", cancel, tags=["jobs"], status_code=200),
-        get("/api/openapi.json", include_in_schema=False, sync_to_thread=False)(openapi),
+        get("/api/v1/openapi.json", include_in_schema=False, sync_to_thread=False)(openapi),
+        get("/api/openapi.json", include_in_schema=False, sync_to_thread=False)(_copy(openapi)),
         get("/", **page)(page_jobs),
         get("/fragments/jobs", **page)(fragment_jobs),
         get("/jobs/{job_id:int}", **page)(page_group),
@@ -511,7 +514,8 @@ def build(server: Any) -> Any:
             title="jobgroup dashboard API", version="1",
             description=("The JSON API of `jobgroup dashboard`. Every request needs the state "
                          "directory's token (`Authorization: Bearer TOKEN`)."),
-            path="/api/v1", render_plugins=[JsonRenderPlugin(path="/openapi.json")],
+            # (Litestar's own copy, with a catch-all under it; ours: /api/v1/openapi.json)
+            path="/api/v1/schema", render_plugins=[JsonRenderPlugin(path="/openapi.json")],
             use_handler_docstrings=True,
             security=[{"token": []}],
             components=Components(security_schemes={"token": SecurityScheme(

@@ -1,14 +1,13 @@
 """The last lines of several nodes merged in the order they were written, not file by file.
 
-A node writes its log file itself (never through Python, see `jobgroup.logfiles`), so a line
-carries no time of its own; what the files do tell is when the node started writing (the
-node's start, from the store), when it last wrote (the file's mtime) and how much it wrote (its
-size). A line's time is estimated from those: the last byte of a file was written at its mtime,
-and the bytes before it at the node's average rate since it started. Lines of one node keep
-their order; the pieces of a line over 1 MiB stay together; nodes that ended long ago come
-before the ones still writing. For a node that writes steadily the estimate is close; for one
-that writes in bursts, lines of two nodes written within a burst may be shown in the wrong
-order (never a node's own lines).
+A line's time is the one the log reader gives it (`LogLine.at`, where the node's file has a
+times index) and otherwise an estimate from what the file tells: when the node started writing
+(the node's start, from the store), when it last wrote (the file's mtime) and how much it
+wrote (its size): the last byte of a file was written at its mtime, the bytes before it at the
+node's average rate since it started. Lines of one node keep their order; the pieces of a line
+over 1 MiB stay together; nodes that ended long ago come before the ones still writing. For a
+node that writes steadily the estimate is close; for one that writes in bursts, lines of two
+nodes written within a burst may be shown in the wrong order (never a node's own lines).
 
 `TailWindow` does this in bounded memory for the live stream: it holds the lines read before
 the reader first waits for more (the tail), at most `budget` characters, merges and hands them
@@ -58,12 +57,15 @@ def clocks(store: Store, job_id: int) -> dict[Key, tuple[float, float, float]]:
     return out
 
 
+def at(line: LogLine) -> float | None:
+    """When the reader says `line` was written (None where its file has no times index)."""
+    return getattr(line, "at", None)
+
+
 def _times(lines: list[LogLine], clock: tuple[float, float, float] | None) -> list[float]:
-    """Estimated write time of each of one file's lines (oldest first); pieces of one long
-    line get the time of its last piece."""
-    if clock is None:
-        return [0.0] * len(lines)
-    start, mtime, size = clock
+    """The write time of each of one file's lines (oldest first): the reader's where it
+    knows, else estimated; pieces of one long line get the time of its last piece."""
+    start, mtime, size = clock or (0.0, 0.0, 0)
     rate = size / max(mtime - start, 1e-3)  # bytes per second
     out = [0.0] * len(lines)
     after = 0.0
@@ -71,7 +73,11 @@ def _times(lines: list[LogLine], clock: tuple[float, float, float] | None) -> li
     for i in range(len(lines) - 1, -1, -1):
         line = lines[i]
         if not line.more:  # a whole line, or the last piece of one: its own time
-            t = max(start, mtime - after / rate) if rate > 0 else mtime
+            known = at(line)
+            if known is not None:
+                t = known
+            elif clock is not None:
+                t = max(start, mtime - after / rate) if rate > 0 else mtime
         out[i] = t
         after += len(line.text) + (0 if line.more else 1)
     return out

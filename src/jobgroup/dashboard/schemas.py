@@ -153,6 +153,8 @@ class LogLine(Struct, kw_only=True):
     text: str
     more: bool  # a piece of a line over 1 MiB; the node's next piece continues it
     prefix: str
+    at: float | None = None  # when it was written, where the node's log file records it
+    at_iso: str | None = None
 
 
 class LogReply(Struct, kw_only=True):

@@ -343,7 +343,8 @@ class UsageMeter:
     KEEP_S = 60.0
 
     def __init__(self) -> None:
-        self._last: dict[tuple[int, int, int], tuple[float, float]] = {}
+        # (job, task, rank) -> (when, CPU seconds then, cores in use over the interval before)
+        self._last: dict[tuple[int, int, int], tuple[float, float, float | None]] = {}
 
     def read(self, store: Store, job_id: int) -> dict[tuple[int, int], dict]:
         now = time.monotonic()
@@ -353,10 +354,12 @@ class UsageMeter:
             key = (job_id, task, rank)
             if u.cpu_seconds is not None:
                 prev = self._last.get(key)
-                if prev is not None and now - prev[0] > 0.2 and u.cpu_seconds >= prev[1]:
-                    cores = round((u.cpu_seconds - prev[1]) / (now - prev[0]), 3)
-                if prev is None or now - prev[0] > 0.2:
-                    self._last[key] = (now, u.cpu_seconds)
+                if prev is not None and now - prev[0] < 0.2:
+                    cores = prev[2]  # looked at just now (two pages): the same figure
+                else:
+                    if prev is not None and u.cpu_seconds >= prev[1]:
+                        cores = round((u.cpu_seconds - prev[1]) / (now - prev[0]), 3)
+                    self._last[key] = (now, u.cpu_seconds, cores)
             out[(task, rank)] = {"cpu_seconds": u.cpu_seconds, "cpu_cores": cores,
                                  "memory_bytes": u.memory_bytes, "processes": u.processes,
                                  "source": u.source}
