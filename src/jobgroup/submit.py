@@ -116,7 +116,7 @@ def prepare(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, 
     if not problems and on_this_machine:  # pods mount their volumes themselves
         from jobgroup.backends.local.mounts import problems as mount_problems
 
-        problems = mount_problems(group, base_dir, level)
+        problems = mount_problems(group, base_dir, level, home)
     if problems:
         raise UsageError("cannot launch:\n  " + "\n  ".join(problems))
     notes = [str(w) for w in loaded.warnings] + override_notes + path_notes + [

@@ -123,3 +123,42 @@ def test_skypilot_verdict(path: Path, skypilot: dict[str, dict]) -> None:
         assert errors, f"SkyPilot refuses it ({answer['error']}); jobgroup accepts it"
         if "did you mean" in (answer["error"] or ""):
             assert any("did you mean" in e.message for e in errors), errors
+
+
+_DRY = re.compile(r"^# dryrun: refuses: (.*)$", re.M)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_launch_dryrun_verdict(path: Path, tmp_path: Path) -> None:
+    """What `jobgroup launch FILE --dryrun --infra local --cpu-only` says, run from the
+    repository's root with the entries the file leaves without a value filled (`--env K=x`,
+    `--secret K=x`, as SkyPilot's oracle fills them): a file `validate` accepts passes every
+    launch check, but for what this machine cannot give (remote object storage, a git workdir:
+    its `# dryrun: refuses:` line says what); a file `validate` refuses, launch refuses too, with
+    exit 2 — validate and launch agree."""
+    from jobgroup import api, launchreq
+    from jobgroup.errors import JobGroupError
+
+    expect = Expect(path)
+    refuses = _DRY.search(path.read_text())
+    rel = path.relative_to(ROOT)
+    try:
+        loaded = load_path(rel)
+    except SpecError:
+        loaded = None
+    env = {u.name: "x" for u in loaded.unfilled if u.field == "envs"} if loaded else {}
+    secrets = {u.name: "x" for u in loaded.unfilled if u.field == "secrets"} if loaded else {}
+    request = launchreq.make(path=str(path), infra="local", cpu_only=True, env=env,
+                             secret=secrets, cwd=str(ROOT))
+    try:
+        plan = api.dryrun(rel, request=request, home=tmp_path / "home", on_warning=lambda w: None)
+    except (JobGroupError, SpecError) as e:
+        code = getattr(e, "exit_code", 2)
+        assert expect.errors or refuses, f"{path.name}: validate accepts it, launch refuses: {e}"
+        assert code == 2, e
+        if refuses and not expect.errors:
+            assert refuses.group(1) in str(e), str(e)
+        return
+    assert not expect.errors, f"{path.name}: validate refuses it, launch --dryrun accepts it"
+    assert not refuses, f"{path.name}: expected launch to refuse ({refuses.group(1)})"
+    assert "dryrun: true" in plan

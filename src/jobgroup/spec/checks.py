@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any, Callable
 
-from jobgroup.spec import compat, durations, limits, names, resources
+from jobgroup.spec import compat, destinations, durations, limits, names, resources
 from jobgroup.spec.convert import Finding, Path
 from jobgroup.spec.models import Header, JobRecovery, ReadinessProbe, Resources, Task
 
@@ -234,8 +234,9 @@ def check_task(task: Task) -> list[Finding]:
                                "(start with '/' or '~')", on_key=True))
         out += _check_volume(dest, spec)
     for dest, spec in task.file_mounts.items():
-        if not dest.strip():
-            out.append(Finding(("file_mounts", dest), "the mount path is empty", on_key=True))
+        why = destinations.problem(dest)
+        if why:  # what a launch refuses (the working directory itself, out of the home)
+            out.append(Finding(("file_mounts", dest), why, on_key=True))
         if isinstance(spec, dict):
             out += _check_storage(dest, spec)
     if task.readiness_probe is not None:

@@ -53,18 +53,18 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import posixpath
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobgroup.backends.local.isolation import NONE, Bind
+from jobgroup.spec import destinations
+from jobgroup.spec.destinations import home_part, relative_part
 from jobgroup.spec.models import JobGroup, Task
 
 VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SUB_PATH = re.compile(r"^[a-zA-Z0-9._-][a-zA-Z0-9./_-]*$")  # SkyPilot's SUB_PATH_PATTERN
-REMOTE_WORKDIR = "~/sky_workdir"  # SkyPilot's SKY_REMOTE_WORKDIR: the node's working directory
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 
 
@@ -209,45 +209,9 @@ def _mount_source(task: Task, dst: str, spec: object, base_dir: Path) -> tuple[s
     return f"task '{task.name}': file_mounts {dst}: expected a path or a mapping"
 
 
-def relative_part(dst: str) -> str | None:
-    """Where SkyPilot puts destination `dst` relative to the node's working directory
-    (`~/sky_workdir`): `data` -> `data`, `./x/y` -> `x/y`, `~/sky_workdir/ckpt` -> `ckpt`,
-    `.` -> `.` (the directory itself); None for one that is not below it: `/data`, `~/data`,
-    and `../data` (SkyPilot's `~/sky_workdir/../data`: see `home_part`)."""
-    if not dst.startswith(("/", "~")):
-        dst = f"{REMOTE_WORKDIR}/{dst}"
-    full = posixpath.normpath(dst)
-    if full == REMOTE_WORKDIR:
-        return "."
-    if full.startswith(REMOTE_WORKDIR + "/"):
-        return full[len(REMOTE_WORKDIR) + 1:]
-    return None
-
-
-def home_part(dst: str) -> str | None:
-    """A relative destination that leaves SkyPilot's `~/sky_workdir` upwards, as the home path
-    SkyPilot makes of it (`../data` -> `~/data`); None for any other."""
-    if dst.startswith(("/", "~")):
-        return None
-    full = posixpath.normpath(f"{REMOTE_WORKDIR}/{dst}")
-    if full == "~" or full.startswith("~/"):
-        return None if relative_part(dst) is not None else full
-    return None
-
-
 def _destination_problem(task: Task, dst: str) -> str | None:
-    where = f"task '{task.name}': file_mounts {dst}"
-    if not dst.strip():
-        return f"{where}: the mount path is empty"
-    if dst.startswith(("/", "~")) and relative_part(dst) is None:
-        return None
-    if relative_part(dst) == ".":
-        return (f"{where}: that is the node's working directory itself (SkyPilot's "
-                f"{REMOTE_WORKDIR}); mount below it or at an absolute path")
-    if relative_part(dst) is None and home_part(dst) in (None, "~"):
-        return (f"{where}: a relative destination is relative to the node's working directory "
-                f"(SkyPilot's {REMOTE_WORKDIR}); this one leads out of the home directory")
-    return None
+    why = destinations.problem(dst)
+    return None if why is None else f"task '{task.name}': file_mounts {dst}: {why}"
 
 
 def problems(group: JobGroup, base_dir: Path, level: str, home: Path | None = None
