@@ -207,8 +207,8 @@ def test_bad_forms_are_refused_at_launch_naming_task_and_mount_point(jenv):
           .: ./src
           ../../out: ./src
         run: "true"
-        """, "task 't3': file_mounts .: that is the node's working directory itself",
-        "task 't3': file_mounts ../../out: ", "leads out of the home directory")
+        """, "bad.yaml:4:3: task 't3' file_mounts..: that is the node's working directory itself",
+        "bad.yaml:5:3: task 't3' file_mounts.../../out: ", "leads out of the home directory")
     # A sub_path that an existing link in the volume would lead out of it.
     vol = jenv.home / "volumes" / "v"
     vol.mkdir(parents=True)
