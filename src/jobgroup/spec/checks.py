@@ -101,6 +101,14 @@ def _env_sizes(task: Task) -> list[Finding]:
                 out.append(Finding((field, k), f"{shown} is {limits.kib(n)}; the kernel takes "
                                    f"at most {limits.kib(limits.MAX_ENV_ENTRY)} per variable: "
                                    "put it in a file (file_mounts) and pass its path"))
+    # What the node's shell runs around the script (`nodescript`: ~/.bashrc, the task's
+    # variables set again) travels in the same argument.
+    from jobgroup import nodescript
+
+    shell = limits.size(nodescript.compose("", keep=[*task.envs, *task.secrets,
+                                                     *task.unfilled_envs,
+                                                     *task.unfilled_secrets]))
+    room = limits.MAX_SCRIPT - shell
     for field in ("run", "setup"):
         script = getattr(task, field)
         if script is None:
@@ -109,10 +117,11 @@ def _env_sizes(task: Task) -> list[Finding]:
             out.append(Finding((field,), "contains a NUL character"))
         n = limits.size(script)
         total += n + 1
-        if n > limits.MAX_SCRIPT:
+        if n > room:
             out.append(Finding((field,), f"the script is {limits.kib(n)}; a node's script is "
                                f"a command-line argument, which the kernel takes up to "
-                               f"{limits.kib(limits.MAX_SCRIPT)}: put it in a file in the "
+                               f"{limits.kib(room)} here (with the shell's "
+                               f"{limits.kib(shell)} around it): put it in a file in the "
                                f"workdir and run that"))
     if total > limits.TASK_ENV_TOTAL and not out:
         out.append(Finding((), f"envs, secrets, run and setup add up to {limits.kib(total)}; a "
