@@ -160,7 +160,7 @@ def build(server: Any) -> Any:
     """The ASGI application of `server` (a `DashboardServer`): Litestar inside `WholeBody`
     inside `Guard`."""
     home = server.home
-    meter = views.UsageMeter()
+    meter = views.UsageMeter(home)
     static = {name: (STATIC_DIR / name).read_bytes() for name in STATIC}
 
     def store() -> Store:
@@ -195,7 +195,7 @@ def build(server: Any) -> Any:
         """A job with its tasks and nodes: resources, use now, where it runs, what it waits
         for."""
         jid = _job_id(job_id)
-        job = read(lambda st: views.job_detail(st, jid, meter.read(st, jid)))
+        job = read(lambda st: views.job_detail(st, jid, meter))
         return as_json(request, job, schemas.JobDetail)
 
     def job_events(request: Request, job_id: JobId,
@@ -455,8 +455,7 @@ def build(server: Any) -> Any:
 
     def _group(job_id: int) -> tuple[dict, list[dict]]:
         jid = _job_id(job_id)
-        return read(lambda st: (views.job_detail(st, jid, meter.read(st, jid)),
-                                views.events(st, jid)))
+        return read(lambda st: (views.job_detail(st, jid, meter), views.events(st, jid)))
 
     def page_group(job_id: JobId) -> Response:
         job, events = _group(job_id)

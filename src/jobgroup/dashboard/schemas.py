@@ -32,15 +32,20 @@ class NodeResources(Struct, kw_only=True):
 
 
 class NodeUsage(Struct, kw_only=True):
-    """A running node's use now (local backend, from its cgroups): CPU time so far, CPU cores in
-    use over the last interval the dashboard saw (None on the first look), memory in bytes
-    (the memory cgroup's count, else the resident memory of the cgroup's processes)."""
+    """A running node's use now, as its backend tells (`jobgroup top`: cgroups locally, sstat
+    on Slurm, the metrics API on Kubernetes): CPU time so far, CPU cores in use over the last
+    interval the dashboard saw (None on the first look), resident memory and the node's limit
+    (bytes), GPU index -> memory used (bytes) where NVML says, how many processes; `source`
+    and `note` (what is missing and why) as the backend says."""
 
     cpu_seconds: float | None = None
     cpu_cores: float | None = None
     memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    gpus: dict[str, int] = msgspec.field(default_factory=dict)
     processes: int = 0
     source: str = ""
+    note: str = ""
 
 
 class Node(Struct, kw_only=True):

@@ -14,7 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from jobgroup import api
-from jobgroup.errors import NotFound, UsageError
+from jobgroup.backends.registry import WHERE_KEYS, where_label
+from jobgroup.errors import JobGroupError, NotFound, UsageError
 from jobgroup.state.status import Phase, Status
 from jobgroup.state.store import JobRec, NodeRec, Store, TaskRec
 
@@ -82,10 +83,12 @@ def check_page(limit: int | None, offset: int | None) -> tuple[int, int]:
     return limit, offset or 0
 
 
+# a job's columns, and the options that say where it runs (`where_label`), read by SQLite's
+# JSON functions (options carry the launcher's environment: decoding 1,000 of them is slow)
 _COLS = ("j.id, j.name, j.status, j.reason, j.execution, j.submitted_at, j.started_at,"
          " j.ended_at, j.group_restarts, j.cancel_requested, j.isolation,"
-         " json_extract(j.options, '$.infra'), json_extract(j.options, '$.slurm_job_id'),"
-         " json_extract(j.options, '$.k8s_namespace')")
+         " json_object(" + ", ".join(f"'{k}', json_extract(j.options, '$.{k}')"
+                                     for k in WHERE_KEYS) + ")")
 
 
 def _select(store: Store, status: str | None, q: str | None, limit: int | None,
@@ -98,20 +101,6 @@ def _select(store: Store, status: str | None, q: str | None, limit: int | None,
         f"SELECT {_COLS}{extra} FROM jobs j{where} ORDER BY j.id DESC LIMIT ? OFFSET ?",
         [*args, limit, offset]).fetchall()
     return rows, total
-
-
-@lru_cache(maxsize=8)
-def _k8s_namespace(home: Path) -> str | None:
-    return api.kubernetes_namespace(home)
-
-
-def infra_of(home: Path, infra: str | None, slurm_id: object, namespace: object) -> str:
-    """`api.infra_label` of a job's stored options (the configured namespace stands in for a
-    Kubernetes job that did not record its own)."""
-    options = {"infra": infra, "slurm_job_id": slurm_id, "k8s_namespace": namespace}
-    if infra == "kubernetes" and not namespace:
-        return api.infra_label(options, _k8s_namespace(home))
-    return api.infra_label(options)
 
 
 def _duration(started: float | None, ended: float | None, now: float) -> float | None:
@@ -128,13 +117,20 @@ def _task(t: TaskRec, now: float) -> dict:
     }
 
 
-def _summary(row: tuple, tasks: list[TaskRec], home: Path, now: float) -> dict:
+def _infra(options: str | dict) -> str:
+    """`where_label` of the options `_COLS` read (JSON text), or of a job's own."""
+    import json
+
+    return where_label(json.loads(options) if isinstance(options, str) else options)
+
+
+def _summary(row: tuple, tasks: list[TaskRec], now: float) -> dict:
     (jid, name, st, reason, execution, submitted, started, ended, group_restarts, cancel,
-     isolation, infra, slurm_id, namespace) = row[:14]
+     isolation, options) = row[:12]
     status = Status(st)
     return {
         "id": jid, "name": name, "status": st, "reason": reason, "execution": execution,
-        "infra": infra_of(home, infra, slurm_id, namespace),
+        "infra": _infra(options),
         "submitted_at": submitted, "submitted_at_iso": iso(submitted),
         "started_at": started, "started_at_iso": iso(started),
         "ended_at": ended, "ended_at_iso": iso(ended),
@@ -154,7 +150,7 @@ def jobs(store: Store, status: str | None = None, q: str | None = None,
     rows, total = _select(store, status, q, limit, offset)
     tasks = store.tasks_of([r[0] for r in rows])
     now = time.time()
-    return [_summary(r, tasks[r[0]], store.home, now) for r in rows], total
+    return [_summary(r, tasks[r[0]], now) for r in rows], total
 
 
 def version(store: Store) -> str:
@@ -181,10 +177,10 @@ def job_rows(store: Store, status: str | None = None, q: str | None = None,
               " (SELECT total(restarts) FROM tasks t WHERE t.job_id = j.id)")
     out = []
     for r in rows:
-        (jid, name, st, reason, _, submitted, started, ended, group_restarts, _, _, infra,
-         slurm_id, namespace, ntasks, nnodes, restarts) = r
+        (jid, name, st, reason, _, submitted, started, ended, group_restarts, _, _, options,
+         ntasks, nnodes, restarts) = r
         out.append({"id": jid, "name": name, "status": st, "reason": reason,
-                    "infra": infra_of(store.home, infra, slurm_id, namespace),
+                    "infra": _infra(options),
                     "submitted_at": submitted, "started_at": started, "ended_at": ended,
                     "num_tasks": ntasks, "num_nodes": int(nnodes),
                     "restarts": int(restarts) + group_restarts})
@@ -297,23 +293,22 @@ def blocking(store: Store, job_id: int) -> list[int]:
     return [jid for jid, reason in rows if job_id in waits_on(reason)]
 
 
-def job_detail(store: Store, job_id: int, usage: dict | None = None) -> dict:
-    """A job with its tasks and every node (GET /api/v1/jobs/{id}, the group page). `usage`:
-    {(task index, rank): usage dict} of its running nodes (see `UsageMeter`)."""
+def job_detail(store: Store, job_id: int, meter: "UsageMeter | None" = None) -> dict:
+    """A job with its tasks and every node (GET /api/v1/jobs/{id}, the group page); with a
+    `meter`, what its running nodes use now."""
     rec = job_rec(store, job_id)
     tasks = store.tasks(job_id)
     opts = rec.options
     row = (rec.id, rec.name, rec.status.value, rec.reason, rec.execution, rec.submitted_at,
            rec.started_at, rec.ended_at, rec.group_restarts, rec.cancel_requested,
-           rec.isolation, opts.get("infra"), opts.get("slurm_job_id"),
-           opts.get("k8s_namespace"))
-    out = _summary(row, tasks, store.home, time.time())
+           rec.isolation, opts)
+    out = _summary(row, tasks, time.time())
     probed, shapes = _spec_facts(rec.spec, bool(opts.get("gpus_any")), bool(opts.get("cpu_only")))
     by_idx = {t.idx: t for t in tasks}
-    usage = usage or {}
     done = rec.status.terminal
+    usage = meter.read(job_id) if meter is not None and not done else {}
     nodes = [_node(n, by_idx[n.task_idx].name in probed, by_idx[n.task_idx], done,
-                   _resources(rec, shapes, n), usage.get((n.task_idx, n.rank)))
+                   _resources(rec, shapes, n), usage.get((by_idx[n.task_idx].name, n.rank)))
              for n in store.nodes(job_id) if n.task_idx in by_idx]
     for t in out["tasks"]:
         t["nodes"] = [n for n in nodes if n["task_index"] == t["index"]]
@@ -336,33 +331,45 @@ def events(store: Store, job_id: int, after: int = 0) -> list[dict]:
 
 
 class UsageMeter:
-    """Running nodes' use (`api.node_usage`), with CPU cores in use computed from the previous
-    look at the same node (kept for a minute; a few hundred bytes a node). Thread-safe enough
-    for the dashboard: a lost update only costs one missing rate."""
+    """Running nodes' use now, as the controller's `top` gives it (`api.usage`: the backend's
+    figures: cgroups locally, sstat on Slurm, the metrics API on Kubernetes), with CPU cores in
+    use computed from the previous look at the same node. {} when no controller answers."""
 
     KEEP_S = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, home: Path) -> None:
+        self.home = home
         # (job, task, rank) -> (when, CPU seconds then, cores in use over the interval before)
-        self._last: dict[tuple[int, int, int], tuple[float, float, float | None]] = {}
+        self._last: dict[tuple[int, str, int], tuple[float, float, float | None]] = {}
 
-    def read(self, store: Store, job_id: int) -> dict[tuple[int, int], dict]:
+    def read(self, job_id: int) -> dict[tuple[str, int], dict]:
+        """{(task name, rank): usage dict (`schemas.NodeUsage`)} of the job's running nodes."""
+        try:
+            rows = api.usage(job_id, home=self.home)["nodes"]
+        except JobGroupError:  # no controller runs, or it could not tell
+            return {}
         now = time.monotonic()
         out = {}
-        for (task, rank), u in api.node_usage(job_id, store=store).items():
+        for row in rows:
+            u = row.get("usage")
+            if u is None:
+                continue
             cores = None
-            key = (job_id, task, rank)
-            if u.cpu_seconds is not None:
+            key = (job_id, row["task"], row["rank"])
+            cpu = u.get("cpu_seconds")
+            if cpu is not None:
                 prev = self._last.get(key)
                 if prev is not None and now - prev[0] < 0.2:
                     cores = prev[2]  # looked at just now (two pages): the same figure
                 else:
-                    if prev is not None and u.cpu_seconds >= prev[1]:
-                        cores = round((u.cpu_seconds - prev[1]) / (now - prev[0]), 3)
-                    self._last[key] = (now, u.cpu_seconds, cores)
-            out[(task, rank)] = {"cpu_seconds": u.cpu_seconds, "cpu_cores": cores,
-                                 "memory_bytes": u.memory_bytes, "processes": u.processes,
-                                 "source": u.source}
+                    if prev is not None and cpu >= prev[1]:
+                        cores = round((cpu - prev[1]) / (now - prev[0]), 3)
+                    self._last[key] = (now, cpu, cores)
+            out[(row["task"], row["rank"])] = {
+                "cpu_seconds": cpu, "cpu_cores": cores, "memory_bytes": u.get("memory_bytes"),
+                "memory_limit_bytes": u.get("memory_limit_bytes"),
+                "gpus": u.get("gpus") or {}, "processes": len(u.get("processes") or ()),
+                "source": u.get("source") or "", "note": u.get("note") or ""}
         if len(self._last) > 4096:
             self._last = {k: v for k, v in self._last.items() if now - v[0] < self.KEEP_S}
         return out
