@@ -79,9 +79,9 @@ def test_large_file_under_the_limit_takes_bounded_time(tmp_path: Path) -> None:
     start = time.perf_counter()
     with pytest.raises(SpecError, match=r"the kernel takes up to 12\d\.\d KiB here"):  # 6 MB
         load(path)
-    # Just under the kernel's own limit but not with the node's shell around it (nodescript):
+    # A 122 KiB script: under the kernel's own limit, not with the node's shell (nodescript):
     # validate says so, rather than the node failing to start.
-    path.write_text("name: big\nrun: |\n" + "  echo 123456789\n" * (123 * 1024 // 16))
+    path.write_text("name: big\nrun: |\n" + "  echo 123456789\n" * (122 * 1024 // 15 + 1))
     with pytest.raises(SpecError, match="with the shell's 2.3 KiB around it"):
         load(path)
     assert time.perf_counter() - start < 10
