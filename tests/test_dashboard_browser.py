@@ -182,3 +182,134 @@ def test_jobs_page_updates_live(dashboard, browser):
     expect(row).to_contain_text("appears")
     expect(row).to_have_attribute("data-status", "SUCCEEDED")
     expect(page.locator("#job-count")).to_have_text("1 job(s)")
+
+
+# ---- issue 21: search, pages, infra, blocking jobs, never-started nodes, resources, merged logs
+
+def _stored_jobs(server, names: list[str], **options) -> list[int]:
+    """Jobs written straight into the store, already ended (no controller ever runs them)."""
+    from jobgroup.state.store import Store
+
+    st = Store(server.home)
+    try:
+        ids = [st.create_job(name=n, execution="parallel", spec="name: t\nrun: x\n",
+                             base_dir="/", options=dict(options), tasks=[("t", 1, True)])
+               for n in names]
+        with st.write() as c:
+            c.executemany("UPDATE jobs SET status='SUCCEEDED', ended_at=submitted_at WHERE id=?",
+                          [(i,) for i in ids])
+        return ids
+    finally:
+        st.close()
+
+
+def _set_job(server, job_id: int, **cols) -> None:
+    from jobgroup.state.store import Store
+
+    st = Store(server.home)
+    try:
+        with st.write() as c:
+            c.execute(f"UPDATE jobs SET {', '.join(f'{k}=?' for k in cols)} WHERE id=?",
+                      (*cols.values(), job_id))
+    finally:
+        st.close()
+
+
+def test_jobs_page_search_pages_and_infra(dashboard, browser):
+    ids = _stored_jobs(dashboard, ["alpha", "beta", "gamma", "needle-in-hay", "delta"])
+    slurm, = _stored_jobs(dashboard, ["on-slurm"], infra="slurm", slurm_job_id="4242")
+    page = browser.new_page()
+    page.goto(dashboard.login_url.replace("?token=", "?limit=2&token="))
+    rows = page.locator("#jobs-rows tr[data-id]")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#job-count")).to_have_text("1–2 of 6 job(s)")
+    expect(rows.first).to_have_attribute("data-id", str(slurm))
+    expect(rows.first.locator("td.infra")).to_have_text("slurm:4242")
+    expect(rows.nth(1).locator("td.infra")).to_have_text("local")
+    # the pages: older, then newer again
+    page.click("#page-next")
+    expect(page.locator("#job-count")).to_have_text("3–4 of 6 job(s)")
+    expect(rows.first).to_have_attribute("data-id", str(ids[3]))
+    page.click("#page-prev")
+    expect(page.locator("#job-count")).to_have_text("1–2 of 6 job(s)")
+    # the search, as you type (no reload): the page and the address follow
+    page.fill("#job-search", "needle")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("needle-in-hay")
+    expect(page.locator("#job-count")).to_have_text("1 job(s)")
+    assert "q=needle" in page.url
+    page.fill("#job-search", "no-such-job")
+    expect(page.locator("#jobs-rows")).to_contain_text("No jobs.")
+    page.fill("#job-search", str(ids[0]))
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-id", str(ids[0]))
+
+
+def test_blocked_and_blocking_jobs_link_each_other_and_never_started_nodes(dashboard, browser):
+    holder, waiter, hopeless = _stored_jobs(dashboard, ["holder", "waiter", "hopeless"])
+    _set_job(dashboard, holder, status="RUNNING", ended_at=None)
+    _set_job(dashboard, waiter, status="PENDING", ended_at=None,
+             reason=f"waiting for 2 CPU(s): 0 free, 2 held by job {holder}")
+    _set_job(dashboard, hopeless, status="FAILED_NO_RESOURCE",
+             reason="needs 64 CPU(s); this machine has 2")
+    try:
+        page = browser.new_page()
+        _sign_in(page, dashboard)
+        # the jobs page: the reason links to the job that holds what the waiter needs
+        row = page.locator(f'#jobs-rows tr[data-id="{waiter}"]')
+        expect(row.locator("a.job-ref")).to_have_text(str(holder))
+        page.goto(f"{dashboard.url}jobs/{waiter}")
+        expect(page.locator("#blocked-by")).to_contain_text(f"held by job {holder}")
+        page.click("#blocked-by a.job-ref")
+        expect(page.locator("h1")).to_contain_text("holder")
+        assert page.url.endswith(f"/jobs/{holder}")
+        expect(page.locator("#blocking")).to_contain_text(f"job {waiter}")
+        page.click("#blocking a.job-ref")
+        expect(page.locator("h1")).to_contain_text("waiter")
+        # a node of a job that could never start says so (not "waiting")
+        page.goto(f"{dashboard.url}jobs/{hopeless}")
+        node = page.locator('tr.node[data-task="t"][data-rank="0"]')
+        expect(node.locator(".phase")).to_have_text("never started")
+        expect(node.locator(".p-never-started")).to_have_count(1)
+    finally:
+        for j in (holder, waiter):
+            _set_job(dashboard, j, status="CANCELLED")
+
+
+def test_group_page_shows_resources_use_and_merged_logs(dashboard, browser):
+    page = browser.new_page()
+    _sign_in(page, dashboard)
+    job = _launch(dashboard, """
+        name: chorus
+        execution: parallel
+        ---
+        name: a
+        resources: {cpus: 1, memory: 1}
+        run: |
+          echo a1; sleep 1.2; echo a2; sleep 1.2; echo a3
+          python3 -c "
+          import time
+          x = bytearray(48 << 20)
+          t = time.time()
+          while time.time() - t < 4: pass
+          "
+        ---
+        name: b
+        run: |
+          sleep 0.6; echo b1; sleep 1.2; echo b2; sleep 1.2; echo b3
+        """)
+    page.goto(f"{dashboard.url}jobs/{job}")
+    a0 = page.locator('tr.node[data-task="a"][data-rank="0"]')
+    expect(a0.locator("td.res")).to_have_text("1 CPU · 1 GB")
+    expect(page.locator('tr.node[data-task="b"][data-rank="0"] td.res')).to_have_text(
+        "best-effort")
+    if os.geteuid() == 0:  # use comes from the node's cgroup (made by root only, here)
+        expect(a0.locator("td.use")).to_contain_text("CPU 0.", timeout=20_000)
+        expect(a0.locator("td.use")).to_contain_text("MiB")
+    expect(page.locator(".live-root")).to_have_attribute("data-done", "1", timeout=TIMEOUT_MS)
+    expect(a0.locator("td.use")).to_have_text("-")  # ended: nothing in use
+    # a reload replays the tail: every task's lines in the order they were written
+    page.reload()
+    expect(page.locator("#log-state")).to_contain_text("end of logs")
+    texts = [t.split(") ", 1)[1] for t in page.locator("#logs .line").all_inner_texts()]
+    assert texts == ["a1", "b1", "a2", "b2", "a3", "b3"], texts

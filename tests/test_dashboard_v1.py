@@ -181,7 +181,7 @@ def test_resources_requested_reserved_and_used(dashboard):
     assert use["memory_bytes"] > 32 << 20  # the 64 MiB it holds (resident)
     assert use["cpu_seconds"] > 0 and 0.2 < use["cpu_cores"] <= 1.3  # busy, capped at 1 CPU
     html = request(dashboard, "GET", f"/fragments/jobs/{job}").text
-    assert "1 CPU · 1 GB" in html and re.search(r"CPU \d\.\d\d · \d+\.\d MiB", html)
+    assert "1 CPU · 1 GB" in html and re.search(r"CPU \d\.\d\d · \d+\.\d MiB", html), html
     api.cancel(job, home=dashboard.home)
 
 

@@ -208,7 +208,8 @@ def _bytes(n: int) -> str:
 
 
 def usage_text(u: dict | None) -> str:
-    """`CPU 0.93 · 152.0 MiB` (cores in use, memory), `-` when unknown."""
+    """`CPU 0.93 · 76.0 MiB / 1.0 GiB · GPU 0: 2.0 GiB` (cores in use, memory and its limit,
+    GPU memory), `-` when unknown."""
     if u is None:
         return "-"
     bits = []
@@ -217,7 +218,12 @@ def usage_text(u: dict | None) -> str:
     elif u["cpu_seconds"] is not None:
         bits.append(f'CPU {u["cpu_seconds"]:.1f} s')
     if u["memory_bytes"] is not None:
-        bits.append(_bytes(u["memory_bytes"]))
+        mem = _bytes(u["memory_bytes"])
+        if u.get("memory_limit_bytes"):
+            mem += " / " + _bytes(u["memory_limit_bytes"])
+        bits.append(mem)
+    for gpu, used in sorted((u.get("gpus") or {}).items()):
+        bits.append(f"GPU {gpu}: {_bytes(used)}")
     return " · ".join(bits) or "-"
 
 
@@ -231,7 +237,8 @@ def _node_rows(task: dict, colour: int) -> str:
         res_title = ("reserved on this machine" if res and res["reserved"]
                      else "what its task asks for (first alternative)")
         use = n.get("usage")
-        use_title = f'{use["processes"]} process(es), from {use["source"]}' if use else ""
+        use_title = (f'{use["processes"]} process(es), from {use["source"]}'
+                     + (f'; {use["note"]}' if use.get("note") else "")) if use else ""
         rows.append(
             f'<tr class="node" data-task="{escape(task["name"])}" data-rank="{n["rank"]}">'
             f'<td class="indent"><span class="c{colour}">{escape(task["name"])}-{n["rank"]}</span>'
