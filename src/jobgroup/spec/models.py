@@ -182,6 +182,11 @@ class JobGroup(_Strict):
                 for field, names in (("envs", t.unfilled_envs), ("secrets", t.unfilled_secrets))
                 for n in names]
 
+    def nodes(self) -> list[tuple[int, int, Task]]:
+        """Every node of the group as (task index, rank, task), task by task, rank by rank:
+        the order of addresses, hosts files and start-up everywhere."""
+        return [(i, r, t) for i, t in enumerate(self.tasks) for r in range(t.num_nodes)]
+
     @property
     def primaries(self) -> list[str]:
         """Names of primary tasks: `primary_tasks`, or every task when that is empty."""

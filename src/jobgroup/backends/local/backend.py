@@ -69,10 +69,7 @@ class LocalBackend(Backend):
         plan = self._jobs.get(job_id)
         if plan is not None:
             return plan.addresses
-        index: dict[tuple[int, int], int] = {}
-        for i, t in enumerate(group.tasks):
-            for r in range(t.num_nodes):
-                index[(i, r)] = len(index)
+        index = {(i, r): n for n, (i, r, _) in enumerate(group.nodes())}
         job_dir = self._job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         net = None
@@ -90,7 +87,7 @@ class LocalBackend(Backend):
         hosts_file = job_dir / "hosts"
         isolation.write_hosts(hosts_file, [
             (addresses[(i, r)], [f"{t.name}-{r}.{group.name}", f"{t.name}-{r}"])
-            for i, t in enumerate(group.tasks) for r in range(t.num_nodes)
+            for i, r, t in group.nodes()
         ])
         if net is not None:
             egress.write_resolv(job_dir / "resolv.conf", resolv)
@@ -179,8 +176,7 @@ class LocalBackend(Backend):
         themselves stay with the job's files (rootfs.py)."""
         self.runner.forget(job_id)
         plan = self._jobs.pop(job_id, None)
-        names = {f"{t.name}-{r}": (i, r) for i, t in enumerate(plan.group.tasks)
-                 for r in range(t.num_nodes)} if plan else {}
+        names = {f"{t.name}-{r}": (i, r) for i, r, t in plan.group.nodes()} if plan else {}
         if self.level == isolation.NAMESPACES or network.record_path(self.home, job_id).exists():
             network.teardown(self.home, job_id)  # (no network at the other levels)
         faults.hit("network.destroyed")
