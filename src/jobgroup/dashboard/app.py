@@ -523,6 +523,7 @@ def build(server: Any) -> Any:
         ),
         exception_handlers={Exception: _error},
         request_max_body_size=None,  # WholeBody has read (and bounded) it already
+        logging_config=None,  # (Litestar's would configure the root logger of the process)
         debug=False,
     )
     return Guard(WholeBody(app, server), server)

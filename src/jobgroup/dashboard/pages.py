@@ -120,7 +120,7 @@ def job_rows(jobs: list[dict]) -> str:
             f'<td class="st st-{kind}">{st}</td><td class="infra">{escape(j["infra"])}</td>'
             f'<td>{j["num_tasks"]}</td><td>{j["num_nodes"]}</td>'
             f'<td>{j["restarts"]}</td><td>{dur}</td><td>{_ts(j["submitted_at"])}</td>'
-            f'<td>{reason}</td></tr>'
+            f'<td title="{escape(j["reason"], quote=True)}">{reason}</td></tr>'
         )
     return "".join(out)
 

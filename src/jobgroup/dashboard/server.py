@@ -96,7 +96,7 @@ class DashboardServer:
         c.include_server_header = False
         c.accesslog = None
         c.errorlog = logging.getLogger("jobgroup.dashboard.hypercorn")
-        c.loglevel = "WARNING"
+        c.errorlog.setLevel(logging.WARNING)  # not its "Running on ..." (the CLI says where)
         return c
 
     async def _serve(self) -> None:
