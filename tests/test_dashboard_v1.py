@@ -273,3 +273,36 @@ def test_tail_window_and_byte_cap():
     assert sum(len(v) for v in kept.values()) <= 4 and truncated
     w = logmerge.TailWindow(budget=6)
     assert not w.add(_line("a", "xyz")) and w.add(_line("b", "uvw"))
+
+
+def test_log_streams_are_bounded_and_their_slots_come_back(dashboard, monkeypatch):
+    """At most MAX_STREAMS streams at once (503 beyond); a stream that ends, or whose client
+    leaves, gives its slot back."""
+    import http.client
+    import threading
+
+    job = launch_yaml(dashboard, "name: quiet\nrun: sleep 60\n")["id"]
+    dashboard.streams = threading.BoundedSemaphore(2)
+    conns = []
+    for _ in range(2):
+        c = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=30)
+        c.request("GET", f"/api/v1/jobs/{job}/logs/stream",
+                  headers={"Authorization": f"Bearer {dashboard.token}"})
+        assert c.getresponse().status == 200
+        conns.append(c)
+    third = request(dashboard, "GET", f"/api/v1/jobs/{job}/logs/stream")
+    assert third.status == 503 and third.json["detail"] == "too many log streams open"
+    for c in conns:
+        c.close()  # the clients leave: their slots come back
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        c = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=30)
+        c.request("GET", f"/api/v1/jobs/{job}/logs/stream",
+                  headers={"Authorization": f"Bearer {dashboard.token}"})
+        status = c.getresponse().status
+        c.close()
+        if status == 200:
+            break
+        time.sleep(0.2)
+    assert status == 200
+    api.cancel(job, home=dashboard.home)

@@ -30,6 +30,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -243,11 +244,15 @@ def build(server: Any) -> Any:
         jid, task_idx, width = await asyncio.to_thread(_selection, job_id, task, rank)
         if not server.streams.acquire(blocking=False):
             raise HTTPException(status_code=503, detail="too many log streams open")
-        want = LOG_TAIL_DEFAULT if tail is None else tail
-        return Stream(_sse(jid, task_idx, rank, width, want), media_type="text/event-stream",
+        release = _once(server.streams.release)
+        events = _sse(jid, task_idx, rank, width, LOG_TAIL_DEFAULT if tail is None else tail,
+                      release)
+        weakref.finalize(events, release)  # a stream never started (the client left) too
+        return Stream(events, media_type="text/event-stream",
                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def _sse(jid: int, task_idx: int | None, rank: int | None, width: int, want: int):
+    async def _sse(jid: int, task_idx: int | None, rank: int | None, width: int, want: int,
+                   release: Callable[[], None]):
         """The events of a stream: a reader thread hands lines over in batches (at most
         LOG_BATCH characters, or whatever there is when it waits for more) through a queue of
         LOG_QUEUE batches: memory stays bounded whatever the size of the logs and the speed
@@ -257,9 +262,15 @@ def build(server: Any) -> Any:
         wake = asyncio.Event()
         stop = threading.Event()
         end = object()
+
+        def woken() -> None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # the server stopped: its loop is closed
+                stop.set()
+
         reader = threading.Thread(target=_read_logs, name=f"logs-{jid}", daemon=True,
-                                  args=(jid, task_idx, rank, want, q, stop, end,
-                                        lambda: loop.call_soon_threadsafe(wake.set)))
+                                  args=(jid, task_idx, rank, want, q, stop, end, woken))
         try:
             yield f"event: start\ndata: {json.dumps({'width': width})}\n\n".encode()
             reader.start()
@@ -285,7 +296,7 @@ def build(server: Any) -> Any:
                 yield "".join(f"data: {json.dumps(_line(ln))}\n\n" for ln in item).encode()
         finally:
             stop.set()
-            server.streams.release()
+            release()
 
     def _read_logs(jid: int, task_idx: int | None, rank: int | None, want: int,
                    q: queue.Queue, stop: threading.Event, end: object,
@@ -527,6 +538,20 @@ def build(server: Any) -> Any:
         debug=False,
     )
     return Guard(WholeBody(app, server), server)
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """`fn`, called at most once however often this is."""
+    lock, done = threading.Lock(), [False]
+
+    def once() -> None:
+        with lock:
+            if done[0]:
+                return
+            done[0] = True
+        fn()
+
+    return once
 
 
 def _copy(fn: Callable) -> Callable:
