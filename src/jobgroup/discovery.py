@@ -50,8 +50,8 @@ def gpus_per_node(task: Task) -> int:
     return int(sum(alts[0].values()))
 
 
-# SKYPILOT_TASK_ID's time where the caller does not know when the job was submitted (the
-# Kubernetes backend renders its pods without it, `--dryrun` too): the format, not a real time.
+# SKYPILOT_TASK_ID's time where the caller does not know when the job was submitted (a
+# Kubernetes `--dryrun`, which has no job yet): the format, not a real time.
 NO_TIME = "1970-01-01-00-00-00-000000"
 
 

@@ -109,12 +109,15 @@ class JobContext:
     """What the controller hands a backend about a job: `options` are the job's stored launch
     options, with the facts the backend's `admit` asked to record merged in (e.g. Slurm's job
     id and node lists); `base_dir` is the folder the spec's relative paths are resolved
-    against. Read-only to the backend."""
+    against; `submitted_at` is when the job was submitted (epoch seconds, from the store; the
+    time in SKYPILOT_TASK_ID, `discovery.task_id`), None where it is not known. Read-only to
+    the backend."""
 
     job_id: int
     group: JobGroup
     options: Mapping[str, Any]
     base_dir: Path
+    submitted_at: float | None = None
 
 
 class Jobs(Protocol):

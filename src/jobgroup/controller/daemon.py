@@ -866,7 +866,7 @@ def _ref(job_id: int, n: NodeRec) -> NodeRef:
 
 def _context(job: JobRec, group: JobGroup) -> JobContext:
     return JobContext(job_id=job.id, group=group, options=job.options,
-                      base_dir=Path(job.base_dir))
+                      base_dir=Path(job.base_dir), submitted_at=job.submitted_at)
 
 
 class BackendJobs:
