@@ -72,7 +72,7 @@ def _group():
 
 def test_objects_and_hosts_carry_the_safe_form_and_validate() -> None:
     kv = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[test]'")
-    objs = render_objects(_group(), 4, KubernetesConfig(namespace="ml"))
+    objs = render_objects(_group(), 4, KubernetesConfig(namespace="ml"), workload="pods")
     for obj in objs:
         kv.validate(obj, "1.33", strict=True)
     g, s, c = dns_name("RL_Group"), dns_name("my_server"), dns_name("Client")
@@ -108,7 +108,7 @@ def test_objects_and_hosts_carry_the_safe_form_and_validate() -> None:
 
 
 def test_safe_names_change_nothing_for_groups_that_had_them() -> None:
-    objs = render_objects(spec("name: web\nrun: 'true'\n"), 1)
+    objs = render_objects(spec("name: web\nrun: 'true'\n"), 1, workload="pods")
     (cm,) = [o for o in objs if o["metadata"]["name"] == "web-job"]
     assert "hostaliases" not in cm["data"] and "hostaliases" not in cm["data"]["web.run.sh"]
 

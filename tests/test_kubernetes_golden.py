@@ -1,5 +1,6 @@
 """Kubernetes backend: golden files of the objects generated for the seed's two shapes (RL
-post-training; train + parallel eval on a shared volume), cluster versions with GPUs.
+post-training; train + parallel eval on a shared volume), cluster versions with GPUs: as a JobSet
+(the default workload) and, for the second, as bare pods.
 
 Review changes to tests/golden/kubernetes/*.yaml like code. To regenerate after an intended
 change: JOBGROUP_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_kubernetes_golden.py
@@ -79,10 +80,16 @@ volumes: {/checkpoints: train-eval-ckpt}
 run: python3 evaluator.py
 """
 
-CASES = {
-    "rl-post-training": (RL, KubernetesConfig(namespace="ml")),
+POD_CONFIG = {"spec": {"securityContext": {"runAsNonRoot": False, "fsGroup": 1000},
+                       "priorityClassName": "ml-high",
+                       "imagePullSecrets": [{"name": "registry-creds"}]}}
+
+CASES = {  # a JobSet (the default), and bare pods (`workload: pods`)
+    "rl-post-training": (RL, KubernetesConfig(namespace="ml", pod_config=POD_CONFIG)),
     "train-eval": (TRAIN_EVAL, KubernetesConfig(namespace="ml", kueue_queue="team-a",
                                                 storage_class="nfs-rwx")),
+    "train-eval-pods": (TRAIN_EVAL, KubernetesConfig(namespace="ml", kueue_queue="team-a",
+                                                     storage_class="nfs-rwx", workload="pods")),
 }
 
 

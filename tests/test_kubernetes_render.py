@@ -19,6 +19,7 @@ from jobgroup.errors import UsageError
 from jobgroup.spec import load, load_file
 
 kv = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[test]'")
+import k8sschema  # noqa: E402  (needs kubernetes_validate)
 
 REPO = Path(__file__).resolve().parent.parent
 K8S_VERSION = "1.33"  # a recent release; the schemas of 1.37 are checked too, below
@@ -26,15 +27,7 @@ EXAMPLES = sorted(REPO.glob("examples/*/*.yaml"))
 
 
 def validate_all(objs: list[dict], version: str = K8S_VERSION) -> None:
-    for obj in objs:
-        if obj["kind"] == "PodGroup":  # a CRD (scheduler-plugins): no upstream schema
-            assert obj["apiVersion"] == "scheduling.x-k8s.io/v1alpha1"
-            assert obj["spec"]["minMember"] > 0
-            continue
-        try:
-            kv.validate(obj, version, strict=True)
-        except kv.ValidationError as e:
-            raise AssertionError(f"{obj['kind']} {obj['metadata']['name']}: {e}") from None
+    k8sschema.validate_all(objs, version)
 
 
 def spec(text: str):
@@ -50,9 +43,10 @@ def env_of(pod) -> dict:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
-def test_examples_validate(path: Path) -> None:
+def test_examples_validate_as_bare_pods(path: Path) -> None:
     loaded = load_file(str(path))
-    objs = render_objects(loaded.group, 7, base_dir=REPO)  # workdirs relative to the repo
+    objs = render_objects(loaded.group, 7, base_dir=REPO,  # workdirs relative to the repo
+                          workload="pods")
     validate_all(objs)
     group = loaded.group
     assert len(pods(objs)) == sum(t.num_nodes for t in group.tasks)
@@ -75,6 +69,30 @@ def test_examples_render_yaml_round_trips() -> None:
         docs = list(yaml.safe_load_all(text))
         assert docs == render_objects(group, 1, base_dir=REPO, reveal_secrets=False)
         assert text == render_yaml(group, 1, base_dir=REPO)  # deterministic
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
+def test_examples_validate_as_a_jobset(path: Path) -> None:
+    group = load_file(str(path)).group
+    objs = render_objects(group, 7, base_dir=REPO)  # the default: a JobSet
+    validate_all(objs)
+    assert [o["kind"] for o in objs][-1] == "JobSet"
+    assert "Pod" not in [o["kind"] for o in objs] and "Service" not in [o["kind"] for o in objs]
+    js = objs[-1]
+    rjobs = {r["name"]: r for r in js["spec"]["replicatedJobs"]}
+    assert set(rjobs) == {t.name for t in group.tasks}
+    for t in group.tasks:
+        job = rjobs[t.name]["template"]["spec"]
+        assert (job["completionMode"], job["completions"], job["parallelism"]) == \
+            ("Indexed", t.num_nodes, t.num_nodes)
+        pod = job["template"]
+        assert pod["metadata"]["labels"]["jobgroup.dev/task"] == t.name
+        assert pod["spec"]["restartPolicy"] == "Never"
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in \
+            pod["spec"]["containers"][0]["volumeMounts"]
+    assert js["spec"]["successPolicy"]["targetReplicatedJobs"] == group.primaries
+    assert js["spec"]["network"] == {"enableDNSHostnames": True, "subdomain": group.name,
+                                     "publishNotReadyAddresses": True}
 
 
 FULL = """\
@@ -131,7 +149,7 @@ def test_full_fixture_validates(full, version: str) -> None:
                            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists",
                                          "effect": "NoSchedule"}],
                            node_selector={"pool": "gpu"}, storage_class="fast")
-    objs = render_objects(group, 3, cfg, base_dir=base, env={"EPOCHS": "5"})
+    objs = render_objects(group, 3, cfg, base_dir=base, env={"EPOCHS": "5"}, workload="pods")
     validate_all(objs, version)
     kinds = [o["kind"] for o in objs]
     assert kinds == ["PersistentVolumeClaim"] * 2 + ["Secret", "ConfigMap", "ConfigMap",
@@ -141,7 +159,7 @@ def test_full_fixture_validates(full, version: str) -> None:
 def test_resources_gpus_probes_and_gang_labels(full) -> None:
     group, base = full
     cfg = KubernetesConfig(kueue_queue="team-a", pod_group=True)
-    objs = render_objects(group, 3, cfg, base_dir=base)
+    objs = render_objects(group, 3, cfg, base_dir=base, workload="pods")
     by_name = {p["metadata"]["name"]: p for p in pods(objs)}
     trainer = by_name["shop-trainer-1"]
     c = trainer["spec"]["containers"][0]
@@ -171,7 +189,7 @@ def test_resources_gpus_probes_and_gang_labels(full) -> None:
         assert p["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == "5"
         assert p["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "shop-3"
     # no kueue, no pod group: no gang labels
-    plain = render_objects(group, 3, KubernetesConfig(), base_dir=base)
+    plain = render_objects(group, 3, KubernetesConfig(), base_dir=base, workload="pods")
     assert not any("kueue.x-k8s.io/queue-name" in p["metadata"]["labels"] for p in pods(plain))
     assert "PodGroup" not in [o["kind"] for o in plain]
 
@@ -179,7 +197,7 @@ def test_resources_gpus_probes_and_gang_labels(full) -> None:
 def test_env_topology_and_names(full) -> None:
     group, base = full
     objs = render_objects(group, 3, KubernetesConfig(namespace="ml"), base_dir=base,
-                          env={"EPOCHS": "5"})
+                          env={"EPOCHS": "5"}, workload="pods")
     env = env_of(next(p for p in pods(objs) if p["metadata"]["name"] == "shop-trainer-1"))
     fq = "svc.cluster.local"
     assert env["SKYPILOT_JOBGROUP_HOST_TRAINER"]["value"] == f"trainer-0.shop.ml.{fq}"
@@ -200,7 +218,7 @@ def test_env_topology_and_names(full) -> None:
 
 def test_secrets_never_in_plain_env(full) -> None:
     group, base = full
-    objs = render_objects(group, 3, base_dir=base)
+    objs = render_objects(group, 3, base_dir=base, workload="pods")
     (secret,) = [o for o in objs if o["kind"] == "Secret"]
     assert secret["stringData"] == {"trainer.HF_TOKEN": "hf_supersecret",
                                     "trainer.WANDB_API_KEY": "wandb_supersecret"}
@@ -216,7 +234,7 @@ def test_secrets_never_in_plain_env(full) -> None:
 
 def test_files_as_configmaps(full) -> None:
     group, base = full
-    objs = render_objects(group, 3, base_dir=base)
+    objs = render_objects(group, 3, base_dir=base, workload="pods")
     cms = [o for o in objs if o["kind"] == "ConfigMap" and "-files-" in o["metadata"]["name"]]
     assert len(cms) == 2  # the workdir and the mounted file, each once for both trainer pods
     workdir = next(c for c in cms if "binaryData" in c)
@@ -300,9 +318,10 @@ def test_task_names_and_other_problems_all_at_once() -> None:
         resources: {accelerators: "TPU-v9:2"}
         run: "true"
         """)
-    assert "affinity" not in pods(render_objects(g2, 1, KubernetesConfig(gpu_label=None)))[0]["spec"]
+    assert "affinity" not in pods(render_objects(g2, 1, KubernetesConfig(gpu_label=None),
+                                               workload="pods"))[0]["spec"]
     cfg = parse_config("gpu_types: {TPU-v9: [acme-tpu9]}\n")
-    pod = pods(render_objects(g2, 1, cfg))[0]
+    pod = pods(render_objects(g2, 1, cfg, workload="pods"))[0]
     assert "acme-tpu9" in str(pod["spec"]["affinity"])
 
 
@@ -333,7 +352,8 @@ def test_config_from_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_the_home_uid_labels_every_object_of_a_job_and_its_service_selector(full) -> None:
     group, base = full
-    objs = render_objects(group, 3, KubernetesConfig(home_uid="abc123"), base_dir=base)
+    objs = render_objects(group, 3, KubernetesConfig(home_uid="abc123"), base_dir=base,
+                          workload="pods")
     for o in objs:
         home = o["metadata"]["labels"].get("jobgroup.dev/home")
         # volumes outlive jobs and are shared: no job labels, no home
@@ -342,7 +362,7 @@ def test_the_home_uid_labels_every_object_of_a_job_and_its_service_selector(full
     assert svc["spec"]["selector"] == {"jobgroup.dev/group": "shop", "jobgroup.dev/job-id": "3",
                                        "jobgroup.dev/home": "abc123"}
     # without a backend (dry runs, goldens) there is no home to name
-    plain = render_objects(group, 3, KubernetesConfig(), base_dir=base)
+    plain = render_objects(group, 3, KubernetesConfig(), base_dir=base, workload="pods")
     assert not any("jobgroup.dev/home" in o["metadata"]["labels"] for o in plain)
     with pytest.raises(KubernetesConfigError, match="home_uid is not a setting"):
         parse_config("home_uid: x\n")
@@ -383,3 +403,29 @@ def test_the_namespace_defaults_to_the_kubeconfig_contexts(tmp_path: Path,
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     yaml_file.unlink()
     assert load_config() == KubernetesConfig()
+
+
+def test_skypilot_task_id_has_the_jobs_submission_time(full) -> None:
+    """The controller hands the job's submission time (`JobContext.submitted_at`, from the
+    store) and the pods carry it in SKYPILOT_TASK_ID; only a dry run has none."""
+    from datetime import datetime
+
+    from jobgroup.controller.daemon import _context
+    from jobgroup.discovery import NO_TIME
+    from jobgroup.state.status import Status
+    from jobgroup.state.store import JobRec
+
+    group, base = full
+    when = datetime(2025, 3, 4, 5, 6, 7, 890000).timestamp()
+    job = JobRec(id=3, name="shop", status=Status.PENDING, reason="", execution="parallel",
+                 submitted_at=when, started_at=None, ended_at=None, spec="",
+                 base_dir=str(base), options={}, cancel_requested=False, outcome=None,
+                 outcome_reason="", primaries_done_at=None)
+    ctx = _context(job, group)
+    assert ctx.submitted_at == when
+    objs = render_objects(group, 3, base_dir=base, submitted_at=ctx.submitted_at,
+                          workload="pods")
+    task_id = env_of(pods(objs)[0])["SKYPILOT_TASK_ID"]["value"]
+    assert task_id == "sky-managed-2025-03-04-05-06-07-890000_shop_trainer_3-0"
+    dry = render_objects(group, 3, base_dir=base, workload="pods")
+    assert NO_TIME in env_of(pods(dry)[0])["SKYPILOT_TASK_ID"]["value"]

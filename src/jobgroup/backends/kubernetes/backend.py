@@ -320,7 +320,8 @@ class KubernetesBackend(Backend):
             try:
                 objs = render.render_objects(
                     group, job_id, self.config, base_dir=ctx.base_dir,
-                    env=options.get("env") or {}, gated=True)
+                    env=options.get("env") or {}, gated=True, submitted_at=ctx.submitted_at,
+                    workload="pods")
                 for obj in objs:
                     self._create(obj)
             except _Busy as e:  # not adopted: asked again at the next pass
@@ -389,7 +390,7 @@ class KubernetesBackend(Backend):
             files = render._Files(group, ctx.base_dir)
             self._create(render.pod_object(group, job_id, task_idx, rank, self.config,
                                            files, attempt=attempt, env=opts.get("env") or {},
-                                           gated=True))
+                                           gated=True, submitted_at=ctx.submitted_at))
         self._follow_logs(name, launch.log_path)
         # the controller has seen nothing of the pod yet: a change the watch saw before this
         # start (the pod ran since `admit`) wakes it too, at once (one `outcome`, from the cache)

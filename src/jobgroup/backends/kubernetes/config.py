@@ -3,6 +3,10 @@
 Every key is optional; unknown keys are errors (a typo must not silently change where jobs run)::
 
     context: my-cluster          # kubeconfig context (like `kubectl --context`); default: current
+    workload: null               # jobset: a JobSet per group (kubernetes-sigs/jobset, v0.8+);
+                                 # pods: bare Pods + a headless Service; null: JobSet where the
+                                 # cluster serves the JobSet API (discovery), else pods. Dry
+                                 # runs, which ask no cluster, print a JobSet unless `pods`.
     namespace: ml-team           # where every object of a group is created; default: the
                                  # context's namespace (as for kubectl), else "default"
     image: python:3.11-slim      # container image of tasks without `resources.image_id`
@@ -25,6 +29,15 @@ Every key is optional; unknown keys are errors (a typo must not silently change 
     dns_wait_timeout: 600        # seconds a node waits for its peers' names to resolve
     setup_timeout: 86400         # seconds `setup` may take (the startup probe's budget)
     cluster_domain: cluster.local
+    pod_config: {}               # SkyPilot's kubernetes.pod_config: a partial Pod (metadata,
+                                 # spec: securityContext, imagePullSecrets, priorityClassName,
+                                 # tolerations, affinity, ...) deep-merged into every pod; a
+                                 # task's `config: {kubernetes: {pod_config: ...}}` merges over it
+    dshm: true                   # /dev/shm as a memory-backed emptyDir (the runtime's is 64 MiB)
+    dshm_size: null              # its sizeLimit (e.g. 16Gi); null: none (counts as memory use)
+    ttl_after_finished: 3600     # JobSet ttlSecondsAfterFinished: a group that ended while no
+                                 # jobgroup controller ran is deleted by the cluster that long
+                                 # after (jobgroup deletes it at once otherwise); null: kept
 
 Not a key of kubernetes.yaml: `home_uid`, a random id of the state directory
 (`$JOBGROUP_HOME/kubernetes.uid`, created once by the backend, see `home_uid`). Every object of a
@@ -41,7 +54,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -96,6 +109,11 @@ class KubernetesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
     dns_wait_timeout: int = 600
     setup_timeout: int = 86400
     cluster_domain: str = "cluster.local"
+    workload: Literal["jobset", "pods"] | None = None
+    pod_config: dict[str, Any] = msgspec.field(default_factory=dict)
+    dshm: bool = True
+    dshm_size: str | None = None
+    ttl_after_finished: int | None = 3600
     home_uid: str | None = None  # set by the backend from the state directory, never from YAML
 
     def gpu_values(self, accelerator: str) -> list[str] | None:

@@ -10,24 +10,40 @@ What it does, in order:
 4. waits until every peer's name (`{task}-{rank}.{group}.{namespace}.svc.{domain}`) resolves
    — the headless Service publishes not-ready pods, so this takes seconds, not `sleep 30` —
    giving up after $JOBGROUP_DNS_WAIT seconds (exit 97, reason in the termination log);
-5. when $JOBGROUP_RUN_GATE is 1 (pods created by the backend's controller), waits for
+5. when $JOBGROUP_RUN_GATE is 1 (bare pods created by the backend's controller), waits for
    /tmp/jobgroup/run, which the controller creates when every setup of the group succeeded
-   (and depends_on allows); pods applied by hand (`--dryrun -o yaml`) start `run` at once;
-6. runs `run` in its own session; exits with run's exit code.
+   (and depends_on allows); pods applied by hand (`--dryrun -o yaml`) and a JobSet's pods
+   (whose order JobSet keeps) start `run` at once;
+6. turns SKYPILOT_NODE_IPS (the task's nodes' DNS names, which have all resolved by now) into
+   their IP addresses, as SkyPilot gives them (a name that gives no address stays);
+7. runs `run` in its own session; exits with run's exit code.
 
 SIGTERM (pod deletion) is handled from the first line: the driver is the container's PID 1, and
 PID 1 ignores signals it has no handler for, so without a trap a pod deleted while it waits (for
 peers, at the gate) would only end by SIGKILL after the whole grace period. While setup or run
 runs, SIGTERM is forwarded to its whole process group (servers shut down within the grace
 period) and the driver exits with its code; before and between them, the driver exits 143.
+With $JOBGROUP_STOP_DELAY (an auxiliary task's termination_delay, in a JobSet: the pod is
+deleted when the primary tasks have finished) SIGTERM reaches `run` that many seconds later, or
+as soon as the pod's annotations (downward API, /etc/podinfo/annotations) carry
+`jobgroup.dev/stop="now"`; `run` may end by itself before.
 """
 
 DRIVER = r"""set -u
 jg=/etc/jobgroup
 note() { printf '%s' "$1" > /dev/termination-log 2>/dev/null || true; }
 child=
+phase=
+delay=${JOBGROUP_STOP_DELAY:-0}
 on_term() {
   [ -z "$child" ] && exit 143
+  if [ "$phase" = run ] && [ "$delay" -gt 0 ]; then
+    end=$((SECONDS + delay)); delay=0
+    ( while [ "$SECONDS" -lt "$end" ] &&
+          ! grep -qs 'jobgroup.dev/stop="now"' /etc/podinfo/annotations; do sleep 0.5; done
+      kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null ) &
+    return
+  fi
   kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null
 }
 trap on_term TERM INT
@@ -79,7 +95,17 @@ done
 if [ "${JOBGROUP_RUN_GATE:-0}" = 1 ]; then
   until [ -e /tmp/jobgroup/run ]; do sleep 0.2; done
 fi
+ips=
+for h in ${SKYPILOT_NODE_IPS:-}; do
+  ip=$(getent ahosts "$h" 2>/dev/null | awk 'NR==1{print $1}')
+  [ -z "$ip" ] && command -v python3 >/dev/null 2>&1 &&
+    ip=$(python3 -c 'import socket, sys; print(socket.gethostbyname(sys.argv[1]))' "$h" 2>/dev/null)
+  ips="$ips${ips:+
+}${ip:-$h}"
+done
+[ -n "$ips" ] && export SKYPILOT_NODE_IPS="$ips"
 note run
+phase=run
 run_child "$jg/$JOBGROUP_TASK.run.sh"
 rc=$?
 note "run exited $rc"

@@ -100,7 +100,7 @@ update() {
   while read -r fqdn names; do
     [ -n "$fqdn" ] || continue
     ip=$(lookup "$fqdn")
-    [ -n "$ip" ] && want="$want$ip	$names	$mark
+    [ -n "$ip" ] && want="$want$ip $names $mark
 "
   done < "$list"
   have=$(grep -F -e "$mark" /etc/hosts 2>/dev/null)

@@ -61,12 +61,18 @@ def preflight(group: JobGroup, tasks: list[Task]) -> Preflight:
 
 
 def dryrun(group: JobGroup, options: dict, home: Path, base_dir: Path, level: str) -> DryRun:
-    """The Kubernetes backend's dry run: the objects launch would create (job id 0), secret
-    values `<redacted>`, ready for `kubectl apply -f -`; printed instead of the plan."""
+    """The Kubernetes backend's dry run: the objects launch would create (job id 0; a JobSet
+    unless kubernetes.yaml says `workload: pods`: a dry run asks no cluster what it serves),
+    secret values `<redacted>`, ready for `kubectl apply -f -`; printed instead of the plan."""
+    import msgspec
+
     from jobgroup.backends.kubernetes import load_config
+    from jobgroup.backends.kubernetes.config import home_uid
     from jobgroup.backends.kubernetes.render import render_objects, render_yaml
 
-    config, env = load_config(home), dict(options.get("env") or {})
+    # the labels a launch gives (the state directory's uid too); the job id is 0
+    config = msgspec.structs.replace(load_config(home), home_uid=home_uid(home))
+    env = dict(options.get("env") or {})
     objects = render_objects(group, 0, config, base_dir=base_dir, env=env, reveal_secrets=False)
     text = render_yaml(group, 0, config, base_dir=base_dir, env=env)
     return DryRun(documents=objects, yaml=text)

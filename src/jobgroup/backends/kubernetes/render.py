@@ -27,6 +27,7 @@ otherwise the backend's `admit` deletes everything when not every pod is schedul
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from typing import Any
 import yaml
 
 from jobgroup import discovery, nodescript
+from jobgroup.backends.kubernetes import podconfig
 from jobgroup.backends.kubernetes.config import KubernetesConfig
 from jobgroup.backends.kubernetes.driver import DRIVER
 from jobgroup.backends.kubernetes.files import Bundle, FilesTooBig, collect, configmap_data
@@ -44,6 +46,7 @@ from jobgroup.backends.kubernetes.names import (
     ALIAS_SCRIPT, ALIASES_KEY, RUN_PREAMBLE, changed, dns_name, name_problem, service_name_ok,
 )
 from jobgroup.errors import UsageError
+from jobgroup.spec.durations import delay_for
 from jobgroup.spec.models import JobGroup, Task
 from jobgroup.spec.names import dns_label_problem
 from jobgroup.spec.resources import parse_accelerators, parse_cpus, parse_memory, ports
@@ -82,10 +85,13 @@ def labels(group: str, job_id: int, task: str | None = None, task_idx: int | Non
     `home`: the state directory's uid (`config.home_uid`), so two state directories whose job
     ids both start at 1 never take each other's objects; left out when None (rendering without
     a backend, e.g. the goldens)."""
-    out = {**MANAGED_BY, f"{LABEL}/group": dns_name(group), f"{LABEL}/job-id": str(job_id)}
+    out = {**MANAGED_BY, "app.kubernetes.io/name": dns_name(group),
+           "app.kubernetes.io/instance": instance(group, job_id),
+           f"{LABEL}/group": dns_name(group), f"{LABEL}/job-id": str(job_id)}
     if home:
         out[f"{LABEL}/home"] = home
     if task is not None:
+        out["app.kubernetes.io/component"] = dns_name(task)
         out[f"{LABEL}/task"] = dns_name(task)
         out[f"{LABEL}/task-index"] = str(task_idx)
     if rank is not None:
@@ -93,6 +99,13 @@ def labels(group: str, job_id: int, task: str | None = None, task_idx: int | Non
     if attempt is not None:
         out[f"{LABEL}/attempt"] = str(attempt)
     return out
+
+
+def instance(group: str, job_id: int) -> str:
+    """`app.kubernetes.io/instance`: `{group}-{job id}` (a label value: at most 63
+    characters)."""
+    suffix = f"-{job_id}"
+    return dns_name(group)[:63 - len(suffix)].rstrip("-") + suffix
 
 
 def job_selector(job_id: int, group: str, home: str | None = None) -> str:
@@ -113,22 +126,63 @@ def hostname(task: str, rank: int) -> str:
     return f"{dns_name(task)}-{rank}"
 
 
-def node_fqdn(group: str, task: str, rank: int, config: KubernetesConfig) -> str:
-    return (f"{hostname(task, rank)}.{dns_name(group)}.{config.namespace}.svc."
-            f"{config.cluster_domain}")
+def workload_of(config: KubernetesConfig, workload: str | None = None) -> str:
+    """"jobset" or "pods": `workload` when given (what the backend found the cluster serves),
+    else kubernetes.yaml's, else "jobset" (a dry run asks no cluster)."""
+    return workload or config.workload or "jobset"
 
 
-def addresses(group: JobGroup, config: KubernetesConfig) -> dict[tuple[int, int], str]:
+def node_hostname(group: str, task: str, rank: int | str, workload: str = "pods") -> str:
+    """The pod's real hostname: `{task}-{rank}` for a bare pod; in a JobSet the Job
+    controller's `{job}-{index}`, the Job being JobSet's `{jobset}-{replicatedJob}-0`:
+    `{group}-{task}-0-{rank}` (DNS-safe forms; `rank` may be `$(JOB_COMPLETION_INDEX)`)."""
+    if workload == "jobset":
+        return f"{dns_name(group)}-{dns_name(task)}-0-{rank}"
+    return f"{dns_name(task)}-{rank}"
+
+
+def node_fqdn(group: str, task: str, rank: int, config: KubernetesConfig,
+              workload: str = "pods") -> str:
+    return (f"{node_hostname(group, task, rank, workload)}.{dns_name(group)}."
+            f"{config.namespace}.svc.{config.cluster_domain}")
+
+
+def addresses(group: JobGroup, config: KubernetesConfig,
+              workload: str = "pods") -> dict[tuple[int, int], str]:
     """Each node's address as the backend reports it: its stable FQDN (pod IPs are not known
     before scheduling and change when a node is restarted; the name does not)."""
-    return {(i, r): node_fqdn(group.name, t.name or "", r, config)
+    return {(i, r): node_fqdn(group.name, t.name or "", r, config, workload)
             for i, t in enumerate(group.tasks) for r in range(t.num_nodes)}
+
+
+def dependents(group: JobGroup, task_idx: int) -> set[int]:
+    """The tasks that wait, directly or not, for task `task_idx` (`depends_on`, and the next
+    steps of a pipeline)."""
+    names = {t.name: i for i, t in enumerate(group.tasks)}
+    waits: dict[int, set[int]] = {i: set() for i in range(len(group.tasks))}
+    for i, t in enumerate(group.tasks):
+        for dep in t.dependencies():
+            if dep in names:
+                waits[names[dep]].add(i)
+        if group.execution == "serial" and i > 0:
+            waits[i - 1].add(i)
+    out: set[int] = set()
+    todo = [task_idx]
+    while todo:
+        for j in waits[todo.pop()]:
+            if j not in out:
+                out.add(j)
+                todo.append(j)
+    return out
 
 
 # --- checks ---------------------------------------------------------------------------------
 
-def problems(group: JobGroup, config: KubernetesConfig) -> list[str]:
-    """Why this group cannot run on kubernetes (empty: it can). Every problem, in spec order."""
+def problems(group: JobGroup, config: KubernetesConfig, workload: str | None = None
+             ) -> list[str]:
+    """Why this group cannot run on kubernetes (empty: it can). Every problem, in spec order.
+    `workload`: "jobset" or "pods"; None: whichever the backend may choose (kubernetes.yaml's
+    `workload`, else either: what a JobSet cannot hold is a problem)."""
     out: list[str] = []
     why = name_problem(group.name, "group")
     if why:
@@ -188,6 +242,11 @@ def problems(group: JobGroup, config: KubernetesConfig) -> list[str]:
         if isinstance(t.resources.image_id, dict):
             out.append(f"task '{name}': image_id per region is not supported on kubernetes; "
                        "give one image")
+        out.extend(podconfig.problems(config.pod_config, t))
+    if not out and (workload or config.workload) != "pods":
+        from jobgroup.backends.kubernetes import jobset
+
+        out.extend(jobset.problems(group, config))
     return out
 
 
@@ -327,25 +386,51 @@ def _image(t: Task, config: KubernetesConfig) -> str:
     return config.image
 
 
-def _env(group: JobGroup, job_id: int, task_idx: int, rank: int, config: KubernetesConfig,
-         overrides: dict[str, str] | None) -> list[Obj]:
+INDEX = "$(JOB_COMPLETION_INDEX)"  # a pod's rank in a JobSet, expanded by the kubelet
+INDEX_ENV: Obj = {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+    "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}
+
+
+def _literal(value: str) -> str:
+    """`value` as the kubelet passes it on: it expands `$(NAME)` and turns `$$` into `$` in
+    env values, so a value holding either gets every `$` doubled."""
+    return value.replace("$", "$$") if "$(" in value or "$$" in value else value
+
+
+def _env(group: JobGroup, job_id: int, task_idx: int, rank: int | None,
+         config: KubernetesConfig, overrides: dict[str, str] | None,
+         submitted_at: float | None = None, workload: str = "pods") -> list[Obj]:
     """The node's variables, in precedence order (envs < secrets < --env < jobgroup's), each
-    name once; secrets become secretKeyRefs unless a later layer overrides them."""
+    name once; secrets become secretKeyRefs unless a later layer overrides them.
+    `submitted_at`: the job's submission time (SKYPILOT_TASK_ID's; None: a placeholder).
+    `rank=None` (a JobSet's pod template, one for every node of the task): the rank-dependent
+    variables are `$(JOB_COMPLETION_INDEX)` expansions, that variable defined first (the Job
+    controller would add it last, after the variables that use it)."""
     task = group.tasks[task_idx]
-    env = discovery.node_env(group, job_id, task_idx, rank, addresses(group, config),
+    addrs = addresses(group, config, workload)
+    env = discovery.node_env(group, job_id, task_idx, 0 if rank is None else rank, addrs,
                              topology_path=TOPOLOGY, overrides=overrides, setup=True,
-                             infra="kubernetes")
+                             infra="kubernetes", submitted_at=submitted_at)
+    env = {k: _literal(v) for k, v in env.items()}
     secret_names = {k for k in task.secrets if k not in (overrides or {}) and
                     not k.startswith(("SKYPILOT_", "JOBGROUP_"))}
     t = task.name or ""
-    peers = " ".join(addresses(group, config).values())
+    if workload == "jobset":  # a task waits only for nodes that exist before it runs
+        later = dependents(group, task_idx)
+        peers = " ".join(a for (i, _), a in addrs.items() if i not in later)
+    else:
+        peers = " ".join(addrs.values())
     env.update({"JOBGROUP_PEERS": peers, "JOBGROUP_DNS_WAIT": str(config.dns_wait_timeout)})
-    if changed(t) or changed(group.name):  # the pod's real names (names.py)
-        env["JOBGROUP_HOSTNAME"] = hostname(t, rank)
-        env["JOBGROUP_FQDN"] = f"{hostname(t, rank)}.{dns_name(group.name)}"
+    index: int | str = INDEX if rank is None else rank
+    if rank is None:
+        env["SKYPILOT_NODE_RANK"] = env["SKYPILOT_SETUP_NODE_RANK"] = INDEX
+    if workload == "jobset" or changed(t) or changed(group.name):  # the pod's real names
+        real = node_hostname(group.name, t, index, workload)
+        env["JOBGROUP_HOSTNAME"] = real
+        env["JOBGROUP_FQDN"] = f"{real}.{dns_name(group.name)}"
     if task.workdir is not None:
         env["JOBGROUP_WORKDIR"] = WORKDIR
-    out: list[Obj] = []
+    out: list[Obj] = [copy.deepcopy(INDEX_ENV)] if rank is None else []
     for k in sorted(env):
         if k in secret_names:
             out.append({"name": k, "valueFrom": {"secretKeyRef": {
@@ -485,7 +570,7 @@ def service_object(group: JobGroup, job_id: int, config: KubernetesConfig) -> Ob
         "clusterIP": "None",
         "publishNotReadyAddresses": True,
         "selector": {k: v for k, v in labels(group.name, job_id, home=config.home_uid).items()
-                     if k not in MANAGED_BY},
+                     if k.startswith(f"{LABEL}/")},
     }
     if all_ports:
         spec["ports"] = [{"name": f"p{p}", "port": p, "targetPort": p, "protocol": "TCP"}
@@ -495,21 +580,26 @@ def service_object(group: JobGroup, job_id: int, config: KubernetesConfig) -> Ob
         "labels": labels(group.name, job_id, home=config.home_uid)}, "spec": spec}
 
 
-def host_aliases(group: JobGroup, config: KubernetesConfig) -> str | None:
-    """`safe-fqdn {task}-{rank}.{group} {task}-{rank}` per node, when some name of the group
-    is not DNS-safe (names.py); None when every name is."""
-    if not (changed(group.name) or any(changed(t.name or "") for t in group.tasks)):
+def host_aliases(group: JobGroup, config: KubernetesConfig,
+                 workload: str = "pods") -> str | None:
+    """`real-fqdn {task}-{rank}.{group} {task}-{rank}` per node, when the names as written
+    are not the pods' own: in a JobSet (pods are `{group}-{task}-0-{rank}`), or when some name
+    of the group is not DNS-safe (names.py); None when every name is the pod's own."""
+    if workload != "jobset" and not (changed(group.name) or
+                                     any(changed(t.name or "") for t in group.tasks)):
         return None
-    return "".join(f"{node_fqdn(group.name, t.name or '', r, config)} "
+    return "".join(f"{node_fqdn(group.name, t.name or '', r, config, workload)} "
                    f"{discovery.fqdn(t.name or '', r, group.name)} "
                    f"{discovery.hostname(t.name or '', r)}\n"
                    for t in group.tasks for r in range(t.num_nodes))
 
 
-def job_configmap(group: JobGroup, job_id: int, config: KubernetesConfig) -> Obj:
+def job_configmap(group: JobGroup, job_id: int, config: KubernetesConfig,
+                  workload: str = "pods") -> Obj:
     data = {"topology.json": json.dumps(
-        discovery.topology(group, job_id, addresses(group, config)), indent=2, sort_keys=True)}
-    aliases = host_aliases(group, config)
+        discovery.topology(group, job_id, addresses(group, config, workload)), indent=2,
+        sort_keys=True)}
+    aliases = host_aliases(group, config, workload)
     if aliases:
         data[ALIASES_KEY] = aliases
         data[f"{ALIASES_KEY}.sh"] = ALIAS_SCRIPT
@@ -539,19 +629,46 @@ def pod_group_name(group: str, job_id: int) -> str:
     return f"{dns_name(group)}-{job_id}"
 
 
-def pod_object(group: JobGroup, job_id: int, task_idx: int, rank: int, config: KubernetesConfig,
-               files: _Files, *, attempt: int = 1, env: dict[str, str] | None = None,
-               gated: bool = False) -> Obj:
-    """The Pod of node `rank` of task `task_idx`. `gated`: `run` waits for the controller."""
+DSHM = "dshm"
+PODINFO = "podinfo"
+PODINFO_DIR = "/etc/podinfo"  # the pod's annotations (downward API), read by the driver
+STOP_ANNOTATION = f"{LABEL}/stop"  # "now": the driver forwards SIGTERM at once (see driver.py)
+
+
+def pod_template(group: JobGroup, job_id: int, task_idx: int, config: KubernetesConfig,
+                 files: _Files, *, rank: int | None, attempt: int | None = None,
+                 env: dict[str, str] | None = None, gated: bool = False,
+                 submitted_at: float | None = None, workload: str = "pods",
+                 grace: float | None = None) -> Obj:
+    """The metadata (labels, annotations) and spec of the pods of task `task_idx`: one node's
+    (`rank`) for bare pods, or the template of every node of the task in a JobSet
+    (`rank=None`: the Job controller gives each pod its index). With the /dev/shm volume
+    (`dshm`) and the pod_config of kubernetes.yaml and of the task merged in last
+    (`podconfig.py`). `gated`: `run` waits for the controller; `submitted_at`: the job's
+    submission time (SKYPILOT_TASK_ID); `grace`: the launch's `--grace` (a JobSet's pods are
+    deleted by the cluster, with their own grace period)."""
     task = group.tasks[task_idx]
     name = task.name or ""
     res, affinity = resources(task, config)
     vols, mounts = _mounts(group, task, files, config)
     vols.insert(0, {"name": "jobgroup", "configMap": {"name": job_configmap_name(group.name)}})
     mounts.insert(0, {"name": "jobgroup", "mountPath": JOB_DIR, "readOnly": True})
-    env_list = _env(group, job_id, task_idx, rank, config, env)
+    if config.dshm:
+        vols.append({"name": DSHM, "emptyDir": {"medium": "Memory", **(
+            {"sizeLimit": config.dshm_size} if config.dshm_size else {})}})
+        mounts.append({"name": DSHM, "mountPath": "/dev/shm"})
+    env_list = _env(group, job_id, task_idx, rank, config, env, submitted_at, workload)
     if gated:
         env_list.append({"name": "JOBGROUP_RUN_GATE", "value": "1"})
+    grace_s = 30 if grace is None else max(0, math.ceil(grace))
+    if workload == "jobset":
+        delay = 0 if name in group.primaries else math.ceil(delay_for(group, name))
+        if delay:  # an auxiliary: its run gets SIGTERM `delay` seconds after its pod's
+            env_list.append({"name": "JOBGROUP_STOP_DELAY", "value": str(delay)})
+            grace_s += delay
+        vols.append({"name": PODINFO, "downwardAPI": {"items": [{
+            "path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}]}})
+        mounts.append({"name": PODINFO, "mountPath": PODINFO_DIR, "readOnly": True})
     container: Obj = {
         "name": CONTAINER,
         "image": _image(task, config),
@@ -576,24 +693,10 @@ def pod_object(group: JobGroup, job_id: int, task_idx: int, rank: int, config: K
         container["readinessProbe"] = probe
     meta_labels = labels(group.name, job_id, name, task_idx, rank, attempt,
                          home=config.home_uid)
-    annotations: dict[str, str] = {}
-    if config.kueue_queue:
-        total = sum(t.num_nodes for t in group.tasks)
-        meta_labels[KUEUE_QUEUE] = config.kueue_queue
-        meta_labels[KUEUE_GROUP] = pod_group_name(group.name, job_id)
-        annotations[KUEUE_TOTAL] = str(total)
-    if config.pod_group:
-        meta_labels[COSCHED_GROUP] = pod_group_name(group.name, job_id)
-    metadata: Obj = {"name": pod_name(group.name, name, rank, attempt),
-                     "namespace": config.namespace, "labels": meta_labels}
-    if annotations:
-        metadata["annotations"] = annotations
     spec: Obj = {
-        "hostname": hostname(name, rank),
-        "subdomain": dns_name(group.name),
         "restartPolicy": "Never",
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": grace_s,
         "containers": [container],
         "volumes": vols,
     }
@@ -607,6 +710,34 @@ def pod_object(group: JobGroup, job_id: int, task_idx: int, rank: int, config: K
         spec["affinity"] = affinity
     if config.tolerations:
         spec["tolerations"] = list(config.tolerations)
+    out: Obj = {"metadata": {"labels": meta_labels}, "spec": spec}
+    podconfig.merge(out, podconfig.effective(config.pod_config, task))
+    return out
+
+
+def pod_object(group: JobGroup, job_id: int, task_idx: int, rank: int, config: KubernetesConfig,
+               files: _Files, *, attempt: int = 1, env: dict[str, str] | None = None,
+               gated: bool = False, submitted_at: float | None = None) -> Obj:
+    """The bare Pod of node `rank` of task `task_idx` (workload `pods`). `gated`: `run` waits
+    for the controller; `submitted_at`: the job's submission time (SKYPILOT_TASK_ID)."""
+    name = group.tasks[task_idx].name or ""
+    tpl = pod_template(group, job_id, task_idx, config, files, rank=rank, attempt=attempt,
+                       env=env, gated=gated, submitted_at=submitted_at)
+    meta_labels = tpl["metadata"]["labels"]
+    annotations: dict[str, str] = dict(tpl["metadata"].get("annotations") or {})
+    if config.kueue_queue:
+        total = sum(t.num_nodes for t in group.tasks)
+        meta_labels[KUEUE_QUEUE] = config.kueue_queue
+        meta_labels[KUEUE_GROUP] = pod_group_name(group.name, job_id)
+        annotations[KUEUE_TOTAL] = str(total)
+    if config.pod_group:
+        meta_labels[COSCHED_GROUP] = pod_group_name(group.name, job_id)
+    metadata: Obj = {"name": pod_name(group.name, name, rank, attempt),
+                     "namespace": config.namespace, **tpl["metadata"], "labels": meta_labels}
+    if annotations:
+        metadata["annotations"] = annotations
+    spec: Obj = {"hostname": hostname(name, rank), "subdomain": dns_name(group.name),
+                 **tpl["spec"]}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
@@ -622,31 +753,53 @@ def pod_group_object(group: JobGroup, job_id: int, config: KubernetesConfig) -> 
 
 # --- whole group ----------------------------------------------------------------------------
 
+def claims(group: JobGroup, config: KubernetesConfig) -> list[Obj]:
+    """The PVCs of the group's named volumes, when kubernetes.yaml creates them on first use
+    (no job labels: volumes outlive jobs)."""
+    if not config.create_volumes:
+        return []
+    names = sorted({c[0] for t in group.tasks for v in t.volumes.values()
+                    if (c := volume_claim(v))} |
+                   {str(s["name"]) for t in group.tasks for s in t.file_mounts.values()
+                    if isinstance(s, dict) and not s.get("source")})
+    return [pvc_object(n, None, config) for n in names]
+
+
 def render_objects(group: JobGroup, job_id: int = 0, config: KubernetesConfig | None = None, *,
                    base_dir: Path | str | None = None, env: dict[str, str] | None = None,
-                   reveal_secrets: bool = True, gated: bool = False) -> list[Obj]:
-    """Every object of the group, in apply order: PVCs, Secret, ConfigMaps, Service, PodGroup,
-    Pods. Deterministic (same input -> same output). Raises RenderError listing every problem.
+                   reveal_secrets: bool = True, gated: bool = False,
+                   submitted_at: float | None = None, workload: str | None = None,
+                   grace: float | None = None, suspend: bool = False) -> list[Obj]:
+    """Every object of the group, in apply order. Workload `jobset` (`jobset.py`): PVCs,
+    Secret, ConfigMaps, the JobSet; `pods`: PVCs, Secret, ConfigMaps, Service, PodGroup, Pods.
+    Deterministic (same input -> same output). Raises RenderError listing every problem.
 
     `base_dir`: the folder relative workdir/file_mounts paths are resolved against (the spec
     file's folder; default: the current directory). `env`: `--env` overrides.
-    `reveal_secrets=False` writes `<redacted>` instead of secret values (for printing)."""
+    `submitted_at`: when the job was submitted (SKYPILOT_TASK_ID's time; a dry run has none).
+    `workload`: "jobset" or "pods" (default: kubernetes.yaml's, else "jobset"). `grace`: the
+    launch's `--grace` (a JobSet's pods' grace period); `suspend`: the JobSet is created
+    suspended. `reveal_secrets=False` writes `<redacted>` instead of secret values (for
+    printing)."""
     config = config or KubernetesConfig()
-    errs = problems(group, config)
+    workload = workload_of(config, workload)
+    errs = problems(group, config, workload)
     if errs:
         raise RenderError(errs)
-    files = _Files(group, Path(base_dir) if base_dir is not None else Path.cwd())
-    pods = [pod_object(group, job_id, i, r, config, files, env=env, gated=gated)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    if workload == "jobset":
+        from jobgroup.backends.kubernetes import jobset
+
+        return jobset.objects(group, job_id, config, base_dir=base, env=env,
+                              reveal_secrets=reveal_secrets, submitted_at=submitted_at,
+                              grace=grace, suspend=suspend)
+    files = _Files(group, base)
+    pods = [pod_object(group, job_id, i, r, config, files, env=env, gated=gated,
+                       submitted_at=submitted_at)
             for i, t in enumerate(group.tasks) for r in range(t.num_nodes)]
     if files.problems:
         raise RenderError(files.problems)
-    out: list[Obj] = []
-    if config.create_volumes:
-        names = sorted({c[0] for t in group.tasks for v in t.volumes.values()
-                        if (c := volume_claim(v))} |
-                       {str(s["name"]) for t in group.tasks for s in t.file_mounts.values()
-                        if isinstance(s, dict) and not s.get("source")})
-        out.extend(pvc_object(n, None, config) for n in names)
+    out: list[Obj] = claims(group, config)
     secret = secret_object(group, job_id, config, reveal=reveal_secrets)
     if secret:
         out.append(secret)
@@ -660,7 +813,8 @@ def render_objects(group: JobGroup, job_id: int = 0, config: KubernetesConfig | 
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:  # every object written out in full
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
@@ -686,14 +840,24 @@ HEADER = """\
 # SKYPILOT_NODE_IPS holds the nodes' DNS names.
 """
 
+HEADER_JOBSET = """\
+# Generated by jobgroup for the kubernetes backend: a JobSet (jobset.x-k8s.io/v1alpha2, JobSet
+# v0.8 or later) and what its pods read (`kubectl apply -f` works). The cluster runs the group
+# by its rules (success of the primary tasks, fail-fast, restarts, depends_on, termination_delay)
+# with or without jobgroup; a launch also makes the JobSet own the ConfigMaps and the Secret
+# (ownerReferences need its uid), so that deleting it deletes them. SKYPILOT_NODE_IPS holds the
+# nodes' DNS names until they run (then their IPs).
+"""
+
 
 def render_yaml(group: JobGroup, job_id: int = 0, config: KubernetesConfig | None = None, *,
                 base_dir: Path | str | None = None, env: dict[str, str] | None = None,
-                reveal_secrets: bool = False) -> str:
+                reveal_secrets: bool = False, workload: str | None = None) -> str:
     """The group's objects as multi-document YAML (for `launch --dryrun -o yaml`). Secret values
     are `<redacted>` unless `reveal_secrets`."""
     objs = render_objects(group, job_id, config, base_dir=base_dir, env=env,
-                          reveal_secrets=reveal_secrets)
+                          reveal_secrets=reveal_secrets, workload=workload)
     note = "" if reveal_secrets or not any(o["kind"] == "Secret" for o in objs) else \
         "# Secret values are shown as <redacted>.\n"
-    return HEADER + note + to_yaml(objs)
+    jobset = workload_of(config or KubernetesConfig(), workload) == "jobset"
+    return (HEADER_JOBSET if jobset else HEADER) + note + to_yaml(objs)
