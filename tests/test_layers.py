@@ -63,3 +63,63 @@ def test_no_backward_arrows():
                     for f in FORBIDDEN_MODULES.get(_area(m), ())):
                 wrong.append(f"{m} imports {target}")
     assert not wrong, "\n".join(wrong)
+
+
+def _graph() -> dict[str, set[str]]:
+    """module -> the jobgroup modules it imports (function-local and TYPE_CHECKING ones
+    included: a circle there is still a circle to read)."""
+    modules = {_module(p): p for p in ROOT.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for m, path in modules.items():
+        out = set()
+        for target in _imports(path):
+            while target and target not in modules:  # `from a.b import name` -> a.b
+                target = target.rpartition(".")[0]
+            if target and target != m:
+                out.add(target)
+        graph[m] = out
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(comp)
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles_in_the_cli_and_the_kubernetes_client():
+    """Issue 21: cli/fastlaunch <-> cli/jobs and kubernetes client <-> config imported each
+    other. No module of the CLI, nor those two, is part of any import circle."""
+    watched = ("jobgroup.cli.", "jobgroup.backends.kubernetes.client",
+               "jobgroup.backends.kubernetes.config")
+    bad = [sorted(c) for c in _circles(_graph()) if any(m.startswith(watched) for m in c)]
+    assert not bad, bad

@@ -11,7 +11,7 @@ The status line (`LiveStatus`), while the group is PENDING or STARTING:
 - otherwise (a pipe, a file, CI), a plain line each time the status or the reason changes, never
   a carriage return;
 - once the group leaves PENDING/STARTING, one line saying where it runs (`local`,
-  `slurm:<Slurm job id>`, `k8s:<namespace>`) and after how long.
+  `slurm:<Slurm job id>`, `k8s:<namespace>`) and how long after submission it started.
 No library draws it: a spinner is a few escape codes, and the foreground road imports nothing
 more for it (`import rich.live` takes ~34 ms here, which every foreground `launch` would pay).
 """
@@ -26,33 +26,18 @@ from typing import IO, TYPE_CHECKING, Callable
 
 import click
 
-from jobgroup.cli.output import paint, use_colour
+from jobgroup.cli.output import end_line, paint, use_colour
 from jobgroup.humanize import human_duration
 from jobgroup.state.status import Status
 
 if TYPE_CHECKING:
     from jobgroup import api
 
-_STATUS_COLOUR = {
-    Status.SUCCEEDED: "green", Status.RUNNING: "cyan", Status.STARTING: "cyan",
-    Status.PENDING: "yellow", Status.CANCELLING: "yellow", Status.CANCELLED: "yellow",
-}
 _WAITING = (Status.PENDING, Status.STARTING)
-
-
-def status_text(status: Status, colour: bool) -> str:
-    c = _STATUS_COLOUR.get(status, "red" if status.failed else None)
-    return paint(status.value, c, colour)
 
 
 def exit_for(job: api.Job) -> int:
     return 0 if job.status == Status.SUCCEEDED else 1
-
-
-def end_line(job: api.Job, colour: bool = False) -> str:
-    """`Job 3 (name) FAILED: task 'a' run exited with code 3`."""
-    reason = f": {job.reason}" if job.reason else ""
-    return f"Job {job.id} ({job.name}) {status_text(job.status, colour)}{reason}"
 
 
 def print_end(job: api.Job) -> None:
@@ -102,9 +87,10 @@ class LiveStatus:
         if job.status not in _WAITING:
             self.clear()
             self.done = True
-            if not job.status.terminal:
-                self._say(f"Job {job.id} is {status_text(job.status, self.colour)} on "
-                          f"{job.infra} (after {human_duration(elapsed)}).")
+            if job.started_at is not None:  # (a group that never started: the end line says)
+                waited = max(0.0, job.started_at - job.submitted_at)
+                self._say(f"Job {job.id} started on {job.infra} ({human_duration(waited)} "
+                          "after submission).")
             return
         reason = job.reason or ("waiting for the controller" if job.status == Status.PENDING
                                 else "starting its nodes")
@@ -123,6 +109,10 @@ class LiveStatus:
         elif key != self.last:
             self._say(f"Job {job.id} {job.status.value} ({human_duration(elapsed)}): {reason}")
         self.last = key
+
+    @property
+    def pending(self) -> bool:
+        return self.job is not None and self.job.status == Status.PENDING
 
     def clear(self) -> None:
         if self.shown:

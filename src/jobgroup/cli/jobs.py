@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from jobgroup.cli.attach import exit_for as _exit_for
-from jobgroup.cli.attach import follow_until_end, print_end, status_text  # noqa: F401
-from jobgroup.cli.output import table, use_colour
+from jobgroup.cli.output import status_text, table, use_colour
 from jobgroup.envvars import inherited, parse_env
 from jobgroup.home import default_home
 from jobgroup.humanize import human_ago, human_duration
@@ -123,6 +121,8 @@ def launch(file: str, **opts: object) -> None:
     if opts["detach"]:
         click.echo(detach_hint(job["id"]))
         return
+    from jobgroup.cli.attach import follow_until_end  # (the foreground only)
+
     sys.exit(follow_until_end(job["id"]))
 
 
@@ -384,6 +384,7 @@ def wait(job_id: int, timeout: float | None, as_json: bool) -> None:
       jobgroup wait 3 --timeout 600
     """
     from jobgroup import api
+    from jobgroup.cli.attach import exit_for, print_end
 
     job = api.wait(job_id, timeout=timeout)
     if as_json:
@@ -394,4 +395,4 @@ def wait(job_id: int, timeout: float | None, as_json: bool) -> None:
         click.echo(f"Job {job_id} is still {job.status.value} after {timeout:g}s.", err=True)
     else:
         print_end(job)
-    sys.exit(_exit_for(job))
+    sys.exit(exit_for(job))

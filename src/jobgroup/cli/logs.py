@@ -4,16 +4,25 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import click
 
 from jobgroup import api
 from jobgroup.api import get_job, resolve_task
-from jobgroup.cli.output import TASK_COLOURS, paint, use_colour
+from jobgroup.cli.output import TASK_COLOURS, end_line, paint, use_colour
 
-if TYPE_CHECKING:
-    from jobgroup.cli.attach import LiveStatus
+
+class StatusLine(Protocol):
+    """A line drawn while the logs are idle (`cli.attach.LiveStatus`)."""
+
+    shown: bool  # drawn on the terminal now
+    done: bool  # the group has left PENDING/STARTING: nothing more to draw
+    pending: bool  # the group was PENDING when last looked at
+
+    def tick(self, force: bool = False) -> None: ...
+
+    def clear(self) -> None: ...
 
 HINT = "logs-task"  # the hint about TASK, said once per state directory
 
@@ -35,7 +44,7 @@ def hint_once(name: str, text: str) -> None:
 
 
 def follow_job(job_id: int, task: str | None, rank: int | None, follow: bool,
-               tail: int | None = None, *, live: LiveStatus | None = None,
+               tail: int | None = None, *, live: StatusLine | None = None,
                since: float | None = None, timestamps: bool = False) -> None:
     """Print the job's logs (all tasks unless `task`); return when done (see `lines`).
 
@@ -79,9 +88,12 @@ def follow_job(job_id: int, task: str | None, rank: int | None, follow: bool,
     unfinished: tuple[str, int, int] | None = None  # node whose last piece had `more`
     for line in api.logs(job_id, task, rank=rank, follow=follow, tail=tail, on_idle=idle,
                          since=since, timestamps=timestamps):
-        if live is not None and live.shown:
-            out.flush()
-            live.clear()
+        if live is not None and not live.done:
+            # a line while the group seemed PENDING: it started; say where before the line
+            live.tick(force=live.pending)
+            if live.shown:
+                out.flush()
+                live.clear()
         key = (line.task, line.rank, line.attempt)
         if key == unfinished:
             head = ""
@@ -151,8 +163,6 @@ def logs(job: str | None, task: str | None, rank: int | None, follow: bool,
       jobgroup logs 3 --tail 100          # the last 100 lines of each node, then follow
       jobgroup logs --since 10m --timestamps --no-follow
     """
-    from jobgroup.cli.attach import end_line
-
     if job is not None and not job.isdigit():
         if task is not None:
             raise click.BadParameter(f"{job!r} is not a job ID", param_hint="JOB")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Sequence
+from typing import IO, TYPE_CHECKING, Sequence
+
+from jobgroup.state.status import Status
+
+if TYPE_CHECKING:
+    from jobgroup import api
 
 _CODES = {
     "red": "31", "green": "32", "yellow": "33", "blue": "34", "magenta": "35", "cyan": "36",
@@ -40,3 +45,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         cells = [str(c).ljust(widths[i]) for i, c in enumerate(row)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+_STATUS_COLOUR = {
+    Status.SUCCEEDED: "green", Status.RUNNING: "cyan", Status.STARTING: "cyan",
+    Status.PENDING: "yellow", Status.CANCELLING: "yellow", Status.CANCELLED: "yellow",
+}
+
+
+def status_text(status: Status, colour: bool) -> str:
+    """A status, coloured by what it means (green done well, red failed, ...)."""
+    c = _STATUS_COLOUR.get(status, "red" if status.failed else None)
+    return paint(status.value, c, colour)
+
+
+def end_line(job: api.Job, colour: bool = False) -> str:
+    """`Job 3 (name) FAILED: task 'a' run exited with code 3`."""
+    reason = f": {job.reason}" if job.reason else ""
+    return f"Job {job.id} ({job.name}) {status_text(job.status, colour)}{reason}"

@@ -6,12 +6,11 @@ Also what an API error means (no answer vs a refusal) and says, in one line."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any, NamedTuple
 
 from jobgroup.backends.base import Unreachable
-from jobgroup.backends.kubernetes.config import KubernetesConfig
+from jobgroup.backends.kubernetes.config import KubernetesConfig, kubeconfig_path  # noqa: F401
 
 TIMEOUT = 15.0  # seconds any single API call may take
 
@@ -46,12 +45,6 @@ def connect(config: KubernetesConfig) -> Connection:
         raise Unreachable(f"no usable kubeconfig: {e}") from None
     api = client.ApiClient(cfg)
     return Connection(client.CoreV1Api(api), client.CustomObjectsApi(api), cfg.host)
-
-
-def kubeconfig_path() -> str:
-    """$KUBECONFIG (several files separated by ':' are merged, as kubectl does), else
-    ~/.kube/config; read now (the client library reads it once, when first imported)."""
-    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
 
 
 def unreachable(e: BaseException) -> bool:

@@ -152,6 +152,12 @@ def load_config(home: Path | None = None) -> KubernetesConfig:
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
+def kubeconfig_path() -> str:
+    """$KUBECONFIG (several files separated by ':' are merged, as kubectl does), else
+    ~/.kube/config; read now (the client library reads it once, when first imported)."""
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
 class KubeconfigError(Exception):
     """The kubeconfig cannot be read (missing, not YAML, no contexts); the message says why."""
 
@@ -161,8 +167,6 @@ def kubeconfig_contexts() -> tuple[list[dict], dict | None]:
     ~/.kube/config), read with the client library (ImportError when it is missing). The one
     reader of kubeconfig contexts: launch checks and the namespace default both use it."""
     from kubernetes import config as kc
-
-    from jobgroup.backends.kubernetes.client import kubeconfig_path
 
     try:
         contexts, current = kc.list_kube_config_contexts(config_file=kubeconfig_path())
