@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import msgspec
 
-from jobgroup.backends.registry import WHERE_KEYS, where_label
+from jobgroup.backends.where import WHERE_KEYS, where_label
 from jobgroup.envvars import parse_env  # noqa: F401  (part of the API)
 from jobgroup.errors import NotFound, UsageError
 from jobgroup.state.status import Status

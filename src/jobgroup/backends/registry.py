@@ -55,36 +55,17 @@ class Entry:
     preflight: str
     on_this_machine: bool
     aliases: tuple[str, ...] = ()
-    # How `queue`'s INFRA column names where a group runs: `label`, then `:` and the job's
-    # option `where` (a fact the backend records at admission: the cluster's job id, the
-    # namespace) once there is one.
-    label: str = ""
-    where: str | None = None
 
 
 BACKENDS: dict[str, Entry] = {e.name: e for e in (
     Entry("local", "jobgroup.backends.local.backend:LocalBackend",
           "jobgroup.backends.local.preflight", on_this_machine=True),
     Entry("slurm", "jobgroup.backends.slurm.backend:SlurmBackend",
-          "jobgroup.backends.slurm.preflight", on_this_machine=True, where="slurm_job_id"),
+          "jobgroup.backends.slurm.preflight", on_this_machine=True),
     Entry("kubernetes", "jobgroup.backends.kubernetes.backend:KubernetesBackend",
-          "jobgroup.backends.kubernetes.preflight", on_this_machine=False, aliases=("k8s",),
-          label="k8s", where="k8s_namespace"),
+          "jobgroup.backends.kubernetes.preflight", on_this_machine=False, aliases=("k8s",)),
 )}
 _ALIASES = {a: e.name for e in BACKENDS.values() for a in e.aliases}
-# The job options `where_label` reads (the store hands listings only these).
-WHERE_KEYS = ("infra", *sorted({e.where for e in BACKENDS.values() if e.where}))
-
-
-def where_label(options: dict) -> str:
-    """Where a job runs, from its options: `local`, `slurm:1234`, `k8s:ml-team` (`slurm` while
-    the cluster has not taken the group yet)."""
-    e = entry(str(options.get("infra") or "local"))
-    if e is None:
-        return str(options.get("infra"))
-    label = e.label or e.name
-    fact = options.get(e.where) if e.where else None
-    return f"{label}:{fact}" if fact not in (None, "") else label
 
 
 def kind(infra: str | None) -> str:
