@@ -35,11 +35,6 @@ def _hog(jenv) -> int:
     return hog
 
 
-def _free_later(jenv, hog: int, after: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({after})",
-                             ], env=jenv.env)
-
-
 def test_plain_lines_when_not_a_terminal(jenv):
     hog = _hog(jenv)
     spec = jenv.spec(NEXT, "next.yaml")
