@@ -1,7 +1,9 @@
-"""A fake Kubernetes cluster for tests, WRITTEN BY US (stdlib only): no real API server,
-kubelet or scheduler can run on the build machines, so the kubernetes backend is exercised
-against this instead. What it speaks and emulates is listed in `server.py` (the REST API) and
-`kubelet.py` (scheduling, pods run as local processes under bubblewrap, DNS by hosts files).
+"""A fake Kubernetes cluster for tests, WRITTEN BY US (stdlib only, and jsonschema to admit
+JobSets): no real API server, kubelet, scheduler or controller can run on the build machines, so
+the kubernetes backend is exercised against this instead. What it speaks and emulates is listed
+in `server.py` (the REST API), `kubelet.py` (scheduling, pods run as local processes under
+bubblewrap, DNS by hosts files) and `controllers.py` (Jobs, JobSets, Kueue, the garbage
+collector: only as far as jobgroup relies on them).
 
     with FakeCluster(tmp_path, capacity={"cpu": 8, "nvidia.com/gpu": 0}) as k8s:
         k8s.write_kubeconfig(tmp_path / "kubeconfig")   # then KUBECONFIG=... for the client
@@ -11,6 +13,9 @@ against this instead. What it speaks and emulates is listed in `server.py` (the 
         k8s.go_down(); k8s.come_back()   # the API server stops answering / answers again
         k8s.fail_exec = 403              # pods/exec refused (403: RBAC; 500: kubelet unreachable)
         k8s.exec_exit = 1                # commands run through pods/exec exit 1; None: normal
+
+    FakeCluster(tmp_path, jobset=True)  # serves jobset.x-k8s.io/v1alpha2 (else: not installed)
+    FakeCluster(tmp_path, jobset=True, kueue={"team-a": {"cpu": 4}})  # + Kueue, queue quotas
 
 Everything it starts (pod processes) is stopped by pid in `stop`, and its folder removed.
 """
@@ -23,6 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .controllers import Controllers
 from .kubelet import Kubelet
 from .server import ApiServer
 from .store import Store
@@ -33,18 +39,23 @@ __all__ = ["FakeCluster"]
 class FakeCluster:
     def __init__(self, root: Path | None = None, *, capacity: dict[str, Any] | None = None,
                  labels: dict[str, str] | None = None, namespaces: tuple[str, ...] = ("default",),
-                 probe_scale: float = 1.0) -> None:
+                 probe_scale: float = 1.0, jobset: bool = False,
+                 kueue: dict[str, dict[str, Any]] | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="k8sfake-", dir=root))
         self.store = Store()
         self.namespaces = set(namespaces)
+        self.served = ("jobs",) + (("jobsets",) if jobset else ()) + \
+            (("workloads",) if kueue is not None else ())
         self.kubelet = Kubelet(self.store, self.root, capacity=capacity, labels=labels,
                                probe_scale=probe_scale)
+        self.controllers = Controllers(self.store, self.kubelet, kueue=kueue)
         self.server: ApiServer | None = None
         self.port = 0
         self._serve()
 
     def _serve(self) -> None:
-        server = ApiServer(self.store, self.kubelet, self.namespaces, port=self.port)
+        server = ApiServer(self.store, self.kubelet, self.namespaces, port=self.port,
+                           served=self.served)
         self.port = server.server_port
         self.kubelet.api_port = self.port
         self.server = server
@@ -114,6 +125,7 @@ class FakeCluster:
 
     def stop(self) -> None:
         self.go_down()
+        self.controllers.stop()
         self.kubelet.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -275,6 +275,7 @@ class Kubelet:
                         and p["metadata"]["name"] == name), None)
             if pod is None:
                 continue
+            self._refresh_downward(run, pod)
             own = pod["spec"].get("hostname") or name
             text = "\n".join(["# Kubernetes-managed hosts file (k8sfake: cluster DNS emulated)",
                               "127.0.0.1\tlocalhost",
@@ -322,6 +323,9 @@ class Kubelet:
         m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
         if m:
             return (pod["metadata"].get(m.group(1)) or {}).get(m.group(2), "")
+        if path in ("metadata.labels", "metadata.annotations"):  # the downward API's format
+            items = sorted((pod["metadata"].get(path.split(".")[1]) or {}).items())
+            return "\n".join(f"{k}={json.dumps(v)}" for k, v in items)
         return {"metadata.name": pod["metadata"]["name"],
                 "metadata.namespace": pod["metadata"]["namespace"],
                 "metadata.uid": pod["metadata"]["uid"], "spec.nodeName": NODE,
@@ -358,23 +362,49 @@ class Kubelet:
             items = ref.get("items")
             files = {i["path"]: data[i["key"]] for i in items} if items else data
         if "downwardAPI" in vol:
-            for item in vol["downwardAPI"].get("items") or []:
-                files[item["path"]] = self._field(pod, item["fieldRef"]["fieldPath"]).encode()
+            files = self._downward(pod, vol)
         for rel, content in files.items():
             path = d / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
         return d
 
+    def _downward(self, pod: Obj, vol: Obj) -> dict[str, bytes]:
+        return {item["path"]: self._field(pod, item["fieldRef"]["fieldPath"]).encode()
+                for item in vol["downwardAPI"].get("items") or []}
+
+    def _refresh_downward(self, run: PodRun, pod: Obj) -> None:
+        """The kubelet keeps downward API volumes current (labels, annotations): rewritten when
+        they change (a real kubelet takes up to its sync period, about a minute)."""
+        for vol in pod["spec"].get("volumes") or []:
+            if "downwardAPI" not in vol:
+                continue
+            d = run.dir / "volumes" / vol["name"]
+            if not d.is_dir():
+                continue
+            for rel, content in self._downward(pod, vol).items():
+                path = d / rel
+                try:
+                    if path.read_bytes() != content:
+                        tmp = path.with_name(path.name + ".tmp")
+                        tmp.write_bytes(content)
+                        os.replace(tmp, path)
+                except OSError:
+                    pass
+
     def _view(self, run: PodRun, pod: Obj, container: Obj) -> list[str]:
         vols = {v["name"]: v for v in pod["spec"].get("volumes") or []}
         tmp = run.dir / "tmp"
         tmp.mkdir(exist_ok=True)
         binds = [Bind(str(tmp), "/tmp")]
+        dev: list[str] = []  # mounts under /dev (/dev/shm): over the fresh /dev, below
         for m in container.get("volumeMounts") or []:
             src = self._volume_dir(run, pod, vols[m["name"]])
             if m.get("subPath"):
                 src = src / m["subPath"]
+            if m["mountPath"].startswith("/dev/"):
+                dev += ["--ro-bind" if m.get("readOnly") else "--bind", str(src), m["mountPath"]]
+                continue
             binds.append(Bind(str(src), m["mountPath"], bool(m.get("readOnly"))))
         resolv = run.dir / "resolv.conf"
         resolv.write_text(NO_DNS)
@@ -382,7 +412,7 @@ class Kubelet:
                         hosts_file=str(run.hosts), binds=binds, resolv_file=str(resolv),
                         chdir=container.get("workingDir") or "/")
         # A fresh /dev (inside the view) so that /dev/termination-log is created there only.
-        return [*bwrap_args(view), "--dev", "/dev", "--bind", str(run.term),
+        return [*bwrap_args(view), "--dev", "/dev", *dev, "--bind", str(run.term),
                 container.get("terminationMessagePath") or "/dev/termination-log",
                 "--unshare-pid", "--as-pid-1"]
 
@@ -492,7 +522,8 @@ class Kubelet:
     def _conditions(p: Obj, ready: bool) -> None:
         state = "True" if ready else "False"
         p["status"]["conditions"] = [
-            c for c in p["status"].get("conditions") or [] if c["type"] == "PodScheduled"] + [
+            c for c in p["status"].get("conditions") or []
+            if c["type"] in ("PodScheduled", "DisruptionTarget")] + [
             {"type": t, "status": s, "lastProbeTime": None, "lastTransitionTime": now()}
             for t, s in (("Initialized", "True"), ("Ready", state),
                          ("ContainersReady", state))]
@@ -672,6 +703,10 @@ class Kubelet:
 
         def evicted(p: Obj) -> None:
             p["status"].update(phase="Failed", reason="Evicted", message=message)
+            p["status"]["conditions"] = [c for c in p["status"].get("conditions") or []
+                                         if c["type"] != "DisruptionTarget"] + [{
+                "type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                "message": message, "lastProbeTime": None, "lastTransitionTime": now()}]
         self._set(run, evicted)
         self._kill(run, signal.SIGKILL)
 

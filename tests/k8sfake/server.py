@@ -1,12 +1,19 @@
 """The fake API server: core/v1 REST paths and JSON as the `kubernetes` client and kubectl send
 them, over plain HTTP on 127.0.0.1 (stdlib `ThreadingHTTPServer`, one thread per request).
 
-Served: discovery (/api, /apis, /api/v1, /version), namespaces (read), and namespaced pods,
-services, configmaps, secrets, persistentvolumeclaims, events: create, get, list (labelSelector),
-watch (`watch=true`, chunked JSON lines, `resourceVersion` replay, `timeoutSeconds`), delete,
-deletecollection; pods/log (`follow`, `sinceTime`/`sinceSeconds`, `tailLines`, `timestamps`,
-`limitBytes`), pods/exec (WebSocket, channel protocol v4). Errors are
-`Status` objects with the real codes (404 NotFound, 409 AlreadyExists, 400 BadRequest)."""
+Served: discovery (/api, /apis, /api/v1, /apis/GROUP/VERSION, /version), namespaces (read), and
+namespaced pods, services, configmaps, secrets, persistentvolumeclaims, events, batch/v1 jobs,
+and where the cluster has them (`FakeCluster(jobset=True)`, `kueue=...`) jobset.x-k8s.io/v1alpha2
+jobsets and kueue.x-k8s.io/v1beta2 workloads: create, get, list (labelSelector), watch
+(`watch=true`, chunked JSON lines, `resourceVersion` replay, `timeoutSeconds`), patch (JSON merge
+patch; strategic merge patch, applied as a merge patch, only for built-in kinds: 415 for custom
+resources, as the real server), delete (`propagationPolicy`: Orphan keeps the dependents, anything
+else lets the garbage collector delete them), deletecollection; pods/log (`follow`,
+`sinceTime`/`sinceSeconds`, `tailLines`, `timestamps`, `limitBytes`), pods/exec (WebSocket,
+channel protocol v4). A JobSet is admitted only when it passes `tests/schemas/jobset-v1alpha2.json`
+and the webhook's rules (`tests/k8sschema.py`): 422 Invalid otherwise, with the JobSet webhook's
+defaults applied. Errors are `Status` objects with the real codes (404 NotFound, 409
+AlreadyExists, 400 BadRequest, 415 UnsupportedMediaType, 422 Invalid)."""
 
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import websocket
-from .store import KINDS, ApiError, Store, not_found
+from .store import ALL_KINDS, GROUPS, KINDS, ApiError, Store, not_found
 
 if TYPE_CHECKING:
     from .kubelet import Kubelet
@@ -38,6 +45,44 @@ def _resource_list() -> dict[str, Any]:
              "kind": "Namespace", "verbs": ["get", "list"]}]
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
             "resources": res}
+
+
+def _group_resources(plurals: list[str], group_version: str) -> dict[str, Any]:
+    res = [{"name": p, "singularName": ALL_KINDS[p].lower(), "namespaced": True,
+            "kind": ALL_KINDS[p], "verbs": _VERBS} for p in plurals]
+    res += [{"name": f"{p}/status", "singularName": "", "namespaced": True,
+             "kind": ALL_KINDS[p], "verbs": ["get", "patch", "update"]} for p in plurals]
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+            "resources": res}
+
+
+def _admit_jobset(body: dict[str, Any]) -> dict[str, Any]:
+    """The JobSet webhook's defaults, then its validation and the CRD's schema (422)."""
+    import copy
+
+    import jsonschema
+
+    import k8sschema
+
+    obj = copy.deepcopy(body)
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("successPolicy", {"operator": "All"})
+    net = spec.setdefault("network", {})
+    net.setdefault("enableDNSHostnames", True)
+    net.setdefault("publishNotReadyAddresses", True)
+    for r in spec.get("replicatedJobs") or []:
+        r.setdefault("replicas", 1)
+        r["template"].setdefault("spec", {}).setdefault("completionMode", "Indexed")
+    try:
+        jsonschema.validate(obj, k8sschema.schema("jobset-v1alpha2.json"))
+    except jsonschema.ValidationError as e:
+        raise ApiError(422, "Invalid", f'JobSet.jobset.x-k8s.io "{obj["metadata"].get("name")}" '
+                       f"is invalid: {e.message}") from None
+    errs = k8sschema.jobset_rules(obj)
+    if errs:
+        raise ApiError(422, "Invalid", 'admission webhook "vjobset.kb.io" denied the request: '
+                       + "; ".join(errs))
+    return obj
 
 
 def _truthy(v: str | None) -> bool:
@@ -79,7 +124,8 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _body(self) -> Any:
-        n = int(self.headers.get("Content-Length") or 0)
+        n = 0 if self._read else int(self.headers.get("Content-Length") or 0)
+        self._read = True
         raw = self.rfile.read(n) if n else b""
         if not raw:
             return None
@@ -92,9 +138,15 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
         parts = [p for p in url.path.split("/") if p]
+        self._read = False
         try:
             self._route(parts, q)
         except ApiError as e:
+            if not self._read and self.command in ("POST", "PUT", "PATCH", "DELETE"):
+                try:  # what the request sent must not be read as the next request
+                    self._body()
+                except ApiError:
+                    pass
             self._send(e.code, e.status())
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -112,13 +164,33 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, {"kind": "APIVersions", "versions": ["v1"],
                                     "serverAddressByClientCIDRs": [
                                         {"clientCIDR": "0.0.0.0/0", "serverAddress": host}]})
+        served = self.server.served
+        groups: dict[str, list[str]] = {}
+        for plural in served:
+            group, version, _ = GROUPS[plural]
+            groups.setdefault(f"{group}/{version}", []).append(plural)
         if parts == ["apis"]:
-            return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+            return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": gv.split("/")[0], "versions": [{"groupVersion": gv,
+                                                          "version": gv.split("/")[1]}],
+                 "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]}}
+                for gv in sorted(groups)]})
         if parts == ["api", "v1"]:
             return self._send(200, _resource_list())
-        if parts[:2] != ["api", "v1"]:
+        if parts[:1] == ["apis"] and len(parts) >= 3:
+            gv = f"{parts[1]}/{parts[2]}"
+            if gv not in groups:
+                raise ApiError(404, "NotFound", "the server could not find the requested "
+                               "resource")
+            if len(parts) == 3:
+                return self._send(200, _group_resources(groups[gv], gv))
+            rest = parts[3:]
+            plurals = set(groups[gv])
+        elif parts[:2] == ["api", "v1"]:
+            rest = parts[2:]
+            plurals = set(KINDS)
+        else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        rest = parts[2:]
         if rest == ["namespaces"]:
             return self._send(200, {"kind": "NamespaceList", "apiVersion": "v1",
                                     "metadata": {"resourceVersion": str(store.rv)},
@@ -128,9 +200,9 @@ class Handler(BaseHTTPRequestHandler):
             if rest[1] not in self.server.namespaces:
                 raise not_found("namespaces", rest[1])
             return self._send(200, self._namespace(rest[1]))
-        if len(rest) == 1 and rest[0] in KINDS and m == "GET":  # across namespaces
+        if len(rest) == 1 and rest[0] in plurals and m == "GET":  # across namespaces
             return self._collection(rest[0], None, q)
-        if len(rest) < 3 or rest[0] != "namespaces" or rest[2] not in KINDS:
+        if len(rest) < 3 or rest[0] != "namespaces" or rest[2] not in plurals:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         ns, plural = rest[1], rest[2]
         if ns not in self.server.namespaces:
@@ -141,21 +213,39 @@ class Handler(BaseHTTPRequestHandler):
                 return self._collection(plural, ns, q)
             if m == "POST":
                 body = self._body() or {}
+                if plural == "jobsets":
+                    body = _admit_jobset(body)
                 return self._send(201, store.create(plural, ns, body))
             if m == "DELETE":
                 opts = self._body() or {}
                 out = []
                 for obj in store.list(plural, ns, q.get("labelSelector")):
-                    out.append(self._delete(plural, ns, obj["metadata"]["name"], q, opts))
-                return self._send(200, {"kind": KINDS[plural] + "List", "apiVersion": "v1",
-                                        "metadata": {}, "items": out})
+                    try:
+                        out.append(self._delete(plural, ns, obj["metadata"]["name"], q, opts))
+                    except ApiError:
+                        pass  # deleted in between
+                return self._send(200, {"kind": ALL_KINDS[plural] + "List",
+                                        "apiVersion": "v1", "metadata": {}, "items": out})
             raise ApiError(405, "MethodNotAllowed", f"{m} is not supported here")
         name = rest[3]
-        if len(rest) == 4:
+        if len(rest) == 4 or (len(rest) == 5 and rest[4] == "status" and plural in GROUPS):
             if m == "GET":
                 return self._send(200, store.get(plural, ns, name))
-            if m == "DELETE":
+            if m == "DELETE" and len(rest) == 4:
                 return self._send(200, self._delete(plural, ns, name, q, self._body() or {}))
+            if m == "PATCH":
+                kind = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                if kind == "application/strategic-merge-patch+json" and plural in (
+                        "jobsets", "workloads"):
+                    raise ApiError(415, "UnsupportedMediaType", "the body of the request was "
+                                   "in an unknown format - accepted media types include: "
+                                   "application/json-patch+json, application/merge-patch+json, "
+                                   "application/apply-patch+yaml")
+                if kind not in ("application/merge-patch+json",
+                                "application/strategic-merge-patch+json"):
+                    raise ApiError(415, "UnsupportedMediaType", f"the fake applies merge "
+                                   f"patches only, not {kind or 'no content type'}")
+                return self._send(200, store.patch(plural, ns, name, self._body() or {}))
             raise ApiError(405, "MethodNotAllowed", f"{m} is not supported by the fake")
         if plural == "pods" and rest[4:] == ["log"] and m == "GET":
             return self._log(ns, name, q)
@@ -174,7 +264,20 @@ class Handler(BaseHTTPRequestHandler):
         if plural == "pods":
             return self.server.kubelet.delete_pod(ns, name, None if grace is None
                                                   else int(grace))
-        obj = self.server.store.remove(plural, ns, name)
+        store = self.server.store
+        obj = store.find(plural, ns, name)
+        if obj is None:
+            raise not_found(plural, name)
+        if q.get("propagationPolicy", opts.get("propagationPolicy")) == "Orphan":
+            uid = obj["metadata"]["uid"]
+            for p in ALL_KINDS:
+                for dep in store.list(p, ns):
+                    refs = dep["metadata"].get("ownerReferences") or []
+                    if any(r.get("uid") == uid for r in refs):
+                        store.update(p, ns, dep["metadata"]["name"], lambda o: o["metadata"]
+                                     .update(ownerReferences=[r for r in refs
+                                                              if r.get("uid") != uid]))
+        obj = store.remove(plural, ns, name)
         if obj is None:
             raise not_found(plural, name)
         return obj
@@ -185,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
         if not _truthy(q.get("watch")):
             with store.lock:
                 items, rv = store.list(plural, ns, selector), store.rv
-            return self._send(200, {"kind": KINDS[plural] + "List", "apiVersion": "v1",
+            return self._send(200, {"kind": ALL_KINDS[plural] + "List", "apiVersion": "v1",
                                     "metadata": {"resourceVersion": str(rv)}, "items": items})
         from .store import parse_selector
 
@@ -322,9 +425,10 @@ class ApiServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, store: Store, kubelet: "Kubelet", namespaces: set[str],
-                 port: int = 0) -> None:
+                 port: int = 0, served: tuple[str, ...] = ("jobs",)) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.store, self.kubelet, self.namespaces = store, kubelet, namespaces
+        self.served = served  # the API groups' resources this cluster has (store.GROUPS)
         self.stopping = threading.Event()
         self.conns: set[socket.socket] = set()  # open connections (closed by `close_all`)
         self.requests: list[str] = []

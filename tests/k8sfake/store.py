@@ -1,5 +1,7 @@
-"""The fake API server's objects: namespaced core/v1 objects kept as JSON dicts, a resource
-version counter, label selectors, and a change log that watches replay (like etcd's)."""
+"""The fake API server's objects: namespaced objects kept as JSON dicts (core/v1, batch/v1 Jobs,
+JobSets, Kueue Workloads), a resource version counter, label selectors, a change log that
+watches replay (like etcd's), JSON merge patches, and the garbage collector's rule (an object
+whose owners are all gone goes too)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,34 @@ KINDS = {  # plural -> kind (the core/v1 resources the fake serves)
     "persistentvolumeclaims": "PersistentVolumeClaim",
     "events": "Event",
 }
+# The resources of API groups (served under /apis/GROUP/VERSION): plural -> (group, version,
+# kind). JobSets and Workloads only where the cluster is made with them (`FakeCluster`).
+GROUPS = {
+    "jobs": ("batch", "v1", "Job"),
+    "jobsets": ("jobset.x-k8s.io", "v1alpha2", "JobSet"),
+    "workloads": ("kueue.x-k8s.io", "v1beta2", "Workload"),
+}
+ALL_KINDS = {**KINDS, **{p: k for p, (_, _, k) in GROUPS.items()}}
+
+
+def api_version(plural: str) -> str:
+    if plural in GROUPS:
+        group, version, _ = GROUPS[plural]
+        return f"{group}/{version}"
+    return "v1"
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: mappings merge, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
 
 
 def now() -> str:
@@ -114,11 +144,11 @@ class Store:
         if not name and meta.get("generateName"):
             name = meta["generateName"] + uuid.uuid4().hex[:5]
         if not name:
-            raise ApiError(422, "Invalid", f"{KINDS[plural]} \"\" is invalid: metadata.name: "
+            raise ApiError(422, "Invalid", f"{ALL_KINDS[plural]} \"\" is invalid: metadata.name: "
                            "Required value: name or generateName is required")
         obj = copy.deepcopy(body)
-        obj.setdefault("apiVersion", "v1")
-        obj.setdefault("kind", KINDS[plural])
+        obj.setdefault("apiVersion", api_version(plural))
+        obj.setdefault("kind", ALL_KINDS[plural])
         obj["metadata"] = {**meta, "name": name, "namespace": ns, "uid": str(uuid.uuid4()),
                            "creationTimestamp": now()}
         if plural == "secrets":  # stringData is write-only: merged into data (base64)
@@ -171,6 +201,33 @@ class Store:
             change(obj)
             self._bump(plural, ns, "MODIFIED", obj)
             return copy.deepcopy(obj)
+
+    def patch(self, plural: str, ns: str, name: str, patch: Obj) -> Obj:
+        """A JSON merge patch of the object (metadata.name/namespace/uid stay); 404 if none."""
+        def change(obj: Obj) -> None:
+            keep = {k: obj["metadata"][k] for k in ("name", "namespace", "uid",
+                                                     "creationTimestamp")}
+            merged = merge_patch(obj, patch)
+            merged["metadata"].update(keep)
+            obj.clear()
+            obj.update(merged)
+        out = self.update(plural, ns, name, change)
+        if out is None:
+            raise not_found(plural, name)
+        return out
+
+    def uids(self) -> set[str]:
+        with self.lock:
+            return {o["metadata"]["uid"] for o in self.objects.values()}
+
+    def orphans(self) -> list[tuple[str, str, str]]:
+        """(plural, namespace, name) of the objects whose owners (ownerReferences) are all
+        gone: what the garbage collector deletes (background propagation)."""
+        with self.lock:
+            uids = {o["metadata"]["uid"] for o in self.objects.values()}
+            return [(p, n, name) for (p, n, name), o in self.objects.items()
+                    if (refs := o["metadata"].get("ownerReferences"))
+                    and not any(r.get("uid") in uids for r in refs)]
 
     def remove(self, plural: str, ns: str, name: str) -> Obj | None:
         with self.lock:
