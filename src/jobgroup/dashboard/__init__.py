@@ -1,8 +1,10 @@
 """`jobgroup dashboard`: a local web page and the JSON API behind it.
 
 - `server`     binds the socket and serves the application with Hypercorn (timeouts, shutdown);
-- `app`        the routes: the API under /api/v1 (and the first release's paths), the pages,
-               error replies (RFC 9457), the log streams (SSE), on Litestar (why: its docstring);
+- `app`        the Litestar application: the route table (the API under /api/v1 and the first
+               release's paths, the pages), the OpenAPI settings (why Litestar: its docstring);
+- `routes_api`, `routes_pages`  the handlers; `replies` what they share (ETags, RFC 9457
+               problems); `logstream` a job's logs as Server-Sent Events;
 - `middleware` every request first: the token, Host and Origin checks, the security headers,
                and bodies handed on only whole (`auth` holds the policy);
 - `schemas`    the API's bodies as msgspec Structs (the OpenAPI description is generated from them);

@@ -11,7 +11,7 @@ Times are given twice: seconds since the epoch (`*_at`, as before) and ISO 8601 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import msgspec
 from msgspec import Struct
@@ -218,8 +218,13 @@ class CancelReply(Struct, kw_only=True):
     result: str  # "cancelling" or "already ended (STATUS)"
 
 
+JobIdValue = Annotated[int, msgspec.Meta(gt=0, lt=10**12)]
+
+
 class CancelManyBody(Struct, kw_only=True, forbid_unknown_fields=True):
-    ids: list[int] | None = None
+    """Jobs to cancel by id, or `all` the active ones."""
+
+    ids: list[JobIdValue] | None = None
     all: bool = False
 
 
@@ -227,4 +232,3 @@ class CancelManyReply(Struct, kw_only=True):
     results: dict[str, str]
 
 
-StatusFilter = Literal["all", "active", "ended", "failed"]

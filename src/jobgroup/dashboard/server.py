@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import threading
 from pathlib import Path
@@ -99,23 +100,36 @@ class DashboardServer:
         c.errorlog.setLevel(logging.WARNING)  # not its "Running on ..." (the CLI says where)
         return c
 
-    async def _serve(self) -> None:
+    async def _serve(self, interrupted: list[bool]) -> None:
         from hypercorn.asyncio import serve
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C stops serving the way `shutdown` does (open streams end, connections
+            # close), rather than cancelling the server's task wherever it is.
+            def interrupt() -> None:
+                interrupted.append(True)
+                self.stopping.set()
+                self._stop.set()
+
+            self._loop.add_signal_handler(signal.SIGINT, interrupt)
         if self.stopping.is_set():
             return
         await serve(self.app, self._config(), shutdown_trigger=self._stop.wait)
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Serve until `shutdown` (or KeyboardInterrupt, which is raised here)."""
+        """Serve until `shutdown`, or Ctrl-C (then KeyboardInterrupt is raised here, once the
+        server has stopped)."""
         del poll_interval  # (the standard library's signature; Hypercorn needs none)
+        interrupted: list[bool] = []
         try:
-            asyncio.run(self._serve())
+            asyncio.run(self._serve(interrupted))
         finally:
             self.stopping.set()
             self._done.set()
+        if interrupted:
+            raise KeyboardInterrupt
 
     def shutdown(self) -> None:
         """Stop serving; returns once the server has stopped (open streams end first)."""

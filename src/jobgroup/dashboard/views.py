@@ -7,6 +7,7 @@ raise `NotFound`; a bad filter raises `UsageError`.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import datetime, timezone
@@ -14,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from jobgroup import api
-from jobgroup.backends.registry import WHERE_KEYS, where_label
 from jobgroup.errors import JobGroupError, NotFound, UsageError
 from jobgroup.state.status import Phase, Status
 from jobgroup.state.store import JobRec, NodeRec, Store, TaskRec
@@ -85,10 +85,11 @@ def check_page(limit: int | None, offset: int | None) -> tuple[int, int]:
 
 # a job's columns, and the options that say where it runs (`where_label`), read by SQLite's
 # JSON functions (options carry the launcher's environment: decoding 1,000 of them is slow)
+# (`api.where_label`/`WHERE_KEYS`: the CLI's INFRA column, whichever module holds them)
 _COLS = ("j.id, j.name, j.status, j.reason, j.execution, j.submitted_at, j.started_at,"
          " j.ended_at, j.group_restarts, j.cancel_requested, j.isolation,"
          " json_object(" + ", ".join(f"'{k}', json_extract(j.options, '$.{k}')"
-                                     for k in WHERE_KEYS) + ")")
+                                     for k in api.WHERE_KEYS) + ")")
 
 
 def _select(store: Store, status: str | None, q: str | None, limit: int | None,
@@ -119,9 +120,7 @@ def _task(t: TaskRec, now: float) -> dict:
 
 def _infra(options: str | dict) -> str:
     """`where_label` of the options `_COLS` read (JSON text), or of a job's own."""
-    import json
-
-    return where_label(json.loads(options) if isinstance(options, str) else options)
+    return api.where_label(json.loads(options) if isinstance(options, str) else options)
 
 
 def _summary(row: tuple, tasks: list[TaskRec], now: float) -> dict:
