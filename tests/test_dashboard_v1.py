@@ -167,7 +167,9 @@ def test_resources_requested_reserved_and_used(dashboard):
     while time.time() < deadline:
         detail = request(dashboard, "GET", f"/api/v1/jobs/{job}").json
         node = detail["tasks"][0]["nodes"][0]
-        if node["phase"] == "run" and node["usage"] and node["usage"]["cpu_cores"] is not None:
+        use = node["usage"]
+        if node["phase"] == "run" and use and use["cpu_cores"] is not None and \
+                (use["memory_bytes"] or 0) > 32 << 20:  # (its 64 MiB allocated)
             break
         time.sleep(0.5)
     node = detail["tasks"][0]["nodes"][0]
@@ -306,3 +308,15 @@ def test_log_streams_are_bounded_and_their_slots_come_back(dashboard, monkeypatc
         time.sleep(0.2)
     assert status == 200
     api.cancel(job, home=dashboard.home)
+
+
+def test_head_answers_like_get_without_a_body(dashboard):
+    _jobs(dashboard.home, 2)
+    for path in ("/api/v1/jobs", "/", "/static/app.js"):
+        got, head = request(dashboard, "GET", path), request(dashboard, "HEAD", path)
+        assert head.status == 200 and head.body == b"", path
+        assert head.headers["Content-Length"] == str(len(got.body))
+        assert head.headers["Content-Type"] == got.headers["Content-Type"]
+        assert got.headers["Content-Type"].count("charset") <= 1
+        assert head.headers["Content-Security-Policy"] == got.headers["Content-Security-Policy"]
+    assert request(dashboard, "HEAD", "/api/v1/jobs/1/logs/stream").status == 405

@@ -114,9 +114,16 @@ class Guard:
             await self.app(scope, receive, send)
             return
 
+        # HEAD: the GET without its body (not of a log stream, which would never end)
+        head = scope["method"] == "HEAD" and not scope["path"].endswith("/stream")
+        if head:
+            scope = {**scope, "method": "GET"}
+
         async def secured(message: dict) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), *_RAW_SECURITY]}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         why = self._refusal(scope)

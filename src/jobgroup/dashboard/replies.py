@@ -19,7 +19,7 @@ from jobgroup.state.store import Store
 
 log = logging.getLogger("jobgroup.dashboard")
 
-HTML = "text/html; charset=utf-8"
+HTML = "text/html"  # (Litestar adds "; charset=utf-8" to text/* types)
 MAX_JOB_ID = 10**12
 
 

@@ -19,7 +19,7 @@ from jobgroup.errors import NotFound
 from jobgroup.state.store import Store
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+STATIC = {"app.js": "text/javascript", "style.css": "text/css"}  # (+ charset: Litestar)
 
 
 def _jobs_html(request: Request, state: State, status: str | None, q: str | None,
