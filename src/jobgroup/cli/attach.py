@@ -106,7 +106,8 @@ class LiveStatus:
             self.stream.write("\r\x1b[K" + (paint(text, "dim", True) if self.colour else text))
             self.stream.flush()
             self.shown = True
-        elif key != self.last:
+        elif key != self.last and (job.status == Status.PENDING or reason != "admitted"):
+            # (STARTING because admitted says nothing of a wait: "started on" follows)
             self._say(f"Job {job.id} {job.status.value} ({human_duration(elapsed)}): {reason}")
         self.last = key
 

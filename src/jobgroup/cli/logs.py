@@ -59,6 +59,8 @@ def follow_job(job_id: int, task: str | None, rank: int | None, follow: bool,
     if task is None:
         selected = list(range(len(names)))
         if len(names) > 1:
+            if live is not None:
+                live.clear()  # (a spinner line would run into the hint)
             hint_once(HINT, f"Hint: This job has {len(names)} tasks. Use 'jobgroup logs {job_id} "
                       "TASK' to view logs for a specific task (TASK can be task ID or name).")
     else:
