@@ -63,8 +63,54 @@ def test_slurm_conf_rendering(tmp_path: Path) -> None:
         assert want in lines, want
     node_lines = [x for x in lines if x.startswith("NodeName=")]
     assert node_lines[1] == ("NodeName=node2 NodeAddr=10.214.3.3 NodeHostname=node2 CPUs=2 "
-                             "RealMemory=4000 State=UNKNOWN")
+                             "RealMemory=4000 Feature=cpu State=UNKNOWN")
     assert not any(x.startswith("GresTypes") for x in lines)  # 22.05 rejects an empty value
+    # No cgroups: Slurm tracks processes by their parents; accounting from /proc.
+    for want in ("ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+                 "JobAcctGatherType=jobacct_gather/linux", "DefMemPerCPU=2000",
+                 f"FirstJobId={slurmconf.first_job_id('ab12')}"):
+        assert want in lines, want
+
+
+def test_cgroup_containment_gpus_and_job_ids_are_rendered(tmp_path: Path) -> None:
+    paths = Paths.of(tmp_path)
+    lay = slurmconf.plan_layout("ab12", ipaddress.ip_network("10.214.3.0/24"), 3, "vm", 6817, 2,
+                                4000, "/run/x/munge.socket", cgroup="v1", gpus="A100:2",
+                                gpu_nodes=1)
+    lines = slurmconf.render_slurm_conf(lay, paths).splitlines()
+    for want in ("ProctrackType=proctrack/cgroup", "TaskPlugin=task/cgroup",
+                 "JobAcctGatherType=jobacct_gather/cgroup", "GresTypes=gpu"):
+        assert want in lines, want
+    nodes = [x for x in lines if x.startswith("NodeName=")]
+    assert "Gres=gpu:A100:2 Feature=gpu" in nodes[0] and "Gres" not in nodes[1]
+    cg = slurmconf.render_cgroup_conf(lay).splitlines()
+    assert "CgroupPlugin=cgroup/v1" in cg and "ConstrainRAMSpace=yes" in cg
+    assert "ConstrainCores=no" in cg  # every emulated node shares this machine's cores
+    assert slurmconf.render_gres_conf(lay, paths).splitlines()[1] == (
+        f"NodeName=node1 Name=gpu Type=A100 File={paths.dev}/node1/nvidia[0-1]")
+    # Two clusters at once (two sessions' tests) never share job ids, hence never a cgroup.
+    starts = {slurmconf.first_job_id(t) for t in ("ab12", "ab13", "zz00", "0000")}
+    assert len(starts) == 4 and max(starts) + 100_000 < 67_043_328
+    with pytest.raises(UsageError, match="TYPE:COUNT"):
+        slurmconf.parse_gpus("A100:x")
+    # slurmstepd's sockets (SPOOL/node/node_JOB.STEP) must fit a Unix socket address.
+    names = ["node1", "node100"]
+    assert slurmconf.spool_dir(Paths.of(Path("/h")), names, 59_900_001) == Path(
+        "/h/devcluster/slurm/spool")
+    deep = Paths.of(Path("/tmp/" + "x" * 60))
+    assert slurmconf.spool_dir(deep, names, 59_900_001) == deep.spool_outside
+    assert str(deep.spool_outside).startswith("/run/jobgroup-slurm-")
+
+
+def test_which_cgroups_slurm_gets_here() -> None:
+    hybrid = "\n".join([
+        "30 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw",
+        "31 25 0:27 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer",
+        "32 25 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory",
+        "33 25 0:29 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset"])
+    assert dc.cgroup_mode(hybrid) == "v1"
+    assert dc.cgroup_mode("30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw") == "v2"
+    assert dc.cgroup_mode("") == ""
 
 
 def test_hosts_and_commands(tmp_path: Path) -> None:
@@ -285,6 +331,46 @@ def test_server_on_one_node_is_reached_by_name_from_another(cluster, tmp_path: P
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=5)
+
+
+@pytest.mark.root
+@needs_cluster
+def test_slurms_own_containment_ends_what_a_step_left_running(cluster) -> None:
+    """Where this machine allows it, the nodes run with proctrack/cgroup: a step's background
+    child, even one that left its session, ends with the step; `status` says which it is; the
+    accounting gatherer measures steps (sstat, `jobgroup top`)."""
+    home, info = cluster
+    mode = json.loads((info.root / "cluster.json").read_text())["cgroup"]
+    assert mode == dc.cgroup_mode()
+    running, lines = dc.status(home)
+    assert running and ("proctrack/cgroup" if mode else "proctrack/linuxproc") in lines[0]
+    if not mode:
+        pytest.skip("no cgroups Slurm can use here: processes that leave a step's tree escape")
+    mark = f"jg-outlive-{os.getpid()}"
+    p = _slurm(info, "srun", "-w", "node2", "bash", "-c",
+               f'm={mark[:6]}; (exec -a "$m{mark[6:]}" sleep 300) & '
+               f'setsid bash -c \'exec -a "$0" sleep 301\' "$m{mark[6:]}-s" & echo started')
+    assert p.stdout.strip() == "started"
+
+    def gone() -> bool:
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if mark.encode() in f.read():
+                        return False
+            except OSError:
+                pass
+        return True
+
+    deadline = time.monotonic() + 10
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone()
+    p = _slurm(info, "srun", "-w", "node1", "bash", "-c",
+               "python3 -c 'x = bytearray(40 << 20); import time; time.sleep(2)' & sleep 1; "
+               "sstat -n -P -j $SLURM_JOB_ID.$SLURM_STEP_ID --format=MaxRSS; wait")
+    rss = p.stdout.strip().splitlines()[0]
+    assert rss.endswith("K") and int(rss[:-1]) > 40 << 10, p.stdout
 
 
 @pytest.mark.root

@@ -30,15 +30,23 @@ def slurm() -> None:
               help="CPUs each node advertises to Slurm (default 2).")
 @click.option("--memory-per-node", type=click.IntRange(1), default=None, metavar="MB",
               help="Memory each node advertises, in MB (default 4000).")
+@click.option("--gpus", default=None, metavar="TYPE:N",
+              help="Emulated GPUs per node (GRES gpu:TYPE:N, e.g. A100:2; no real device).")
+@click.option("--gpu-nodes", type=click.IntRange(0), default=None, metavar="K",
+              help="With --gpus: only the first K nodes have them (default: every node).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait until every node is idle.")
 def up(nodes: int | None, cpus_per_node: int | None, memory_per_node: int | None,
-       timeout: float) -> None:
-    """Start the cluster (or restart what of it is down) and wait until every node is idle."""
+       gpus: str | None, gpu_nodes: int | None, timeout: float) -> None:
+    """Start the cluster (or restart what of it is down) and wait until every node is idle.
+
+    Where this machine's cgroups allow it, nodes run with Slurm's own containment
+    (proctrack/cgroup, task/cgroup); `status` says which."""
     from jobgroup.devcluster import slurm as dc
 
     info = dc.up(default_home(), nodes=nodes, cpus_per_node=cpus_per_node,
-                 memory_per_node=memory_per_node, timeout=timeout, progress=click.echo)
+                 memory_per_node=memory_per_node, timeout=timeout, progress=click.echo,
+                 gpus=gpus, gpu_nodes=gpu_nodes)
     click.echo(f"Nodes: {', '.join(f'{n.name} ({n.address})' for n in info.nodes)}; "
                f"partition {info.partition}; controller {info.controller_address}:"
                f"{info.controller_port}.")

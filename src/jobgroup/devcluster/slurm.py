@@ -13,11 +13,13 @@ Every daemon is started by us and stopped by its recorded pid (verified), never 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -35,10 +37,14 @@ from jobgroup.devcluster.slurmconf import (
     check_paths,
     home_tag,
     munged_command,
+    parse_gpus,
     plan_layout,
+    render_cgroup_conf,
+    render_gres_conf,
     render_hosts,
     render_slurm_conf,
     slurmctld_command,
+    spool_dir,
     slurmd_command,
 )
 from jobgroup.errors import UsageError
@@ -95,6 +101,12 @@ def _layout_to_json(layout: Layout, paths: Paths) -> dict:
         "tag": layout.tag,
         "cpus_per_node": layout.cpus_per_node,
         "memory_per_node": layout.memory_per_node,
+        "cgroup": layout.cgroup,
+        "gpu_type": layout.gpu_type,
+        "gpus_per_node": layout.gpus_per_node,
+        "gpu_nodes": layout.gpu_nodes,
+        "first_job_id": layout.first_job_id,
+        "spool": layout.spool,
         "layout": [asdict(n) for n in layout.nodes],
     }
 
@@ -105,7 +117,10 @@ def _layout_from_json(d: dict) -> Layout:
         controller_host=d["controller_host"], controller_port=int(d["controller_port"]),
         nodes=[Node(**n) for n in d["layout"]], cpus_per_node=int(d["cpus_per_node"]),
         memory_per_node=int(d["memory_per_node"]), partition=d["partition"],
-        munge_socket=d["munge_socket"],
+        munge_socket=d["munge_socket"], cgroup=str(d.get("cgroup", "")),
+        gpu_type=str(d.get("gpu_type", "")), gpus_per_node=int(d.get("gpus_per_node", 0)),
+        gpu_nodes=int(d.get("gpu_nodes", 0)), first_job_id=int(d.get("first_job_id", 1)),
+        spool=str(d.get("spool", "")),
     )
 
 
@@ -245,12 +260,49 @@ def _free_port(preferred: list[int]) -> int:
         return s.getsockname()[1]
 
 
-def _new_layout(paths: Paths, nodes: int, cpus: int, memory: int) -> Layout:
+def _new_layout(paths: Paths, nodes: int, cpus: int, memory: int, gpus: str | None = None,
+                gpu_nodes: int | None = None) -> Layout:
     tag = home_tag(paths.root)
     subnet = net.pick_subnet(nodes)
     port = _free_port([6817, 20000 + int(tag, 36) % 10000])
     host = socket.gethostname().split(".")[0] or "localhost"
-    return plan_layout(tag, subnet, nodes, host, port, cpus, memory, str(_munge_socket(paths)))
+    layout = plan_layout(tag, subnet, nodes, host, port, cpus, memory,
+                         str(_munge_socket(paths)), cgroup=cgroup_mode(), gpus=gpus,
+                         gpu_nodes=gpu_nodes)
+    spool = spool_dir(paths, [n.name for n in layout.nodes], layout.first_job_id)
+    return dataclasses.replace(layout, spool=str(spool))
+
+
+def cgroup_mode(mountinfo: str | None = None) -> str:
+    """Which of Slurm's cgroup plugins this machine can give the nodes: "v1" where the v1
+    freezer, memory and cpuset controllers are mounted (also on hybrid layouts, with v2 at
+    /sys/fs/cgroup/unified), "v2" where /sys/fs/cgroup is a cgroup2 mount, "" otherwise.
+    $JOBGROUP_DEV_SLURM_CGROUP (v1, v2, none) overrides it."""
+    forced = os.environ.get("JOBGROUP_DEV_SLURM_CGROUP", "").strip().lower()
+    if forced in ("v1", "v2"):
+        return forced
+    if forced in ("none", "no", "0", "off"):
+        return ""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return ""
+    v1: set[str] = set()
+    v2_root = False
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        mnt, fstype, opts = fields[4], rfields[0], rfields[2].split(",")
+        if fstype == "cgroup" and mnt.startswith("/sys/fs/cgroup/"):
+            v1.update(o for o in opts if o in ("freezer", "memory", "cpuset"))
+        elif fstype == "cgroup2" and mnt == "/sys/fs/cgroup":
+            v2_root = True
+    if v1 == {"freezer", "memory", "cpuset"}:
+        return "v1"
+    return "v2" if v2_root else ""
 
 
 def _munge_socket(paths: Paths) -> Path:
@@ -271,7 +323,7 @@ def _munge_socket(paths: Paths) -> Path:
 def _prepare_files(layout: Layout, paths: Paths) -> None:
     for d, mode in ((paths.root, 0o755), (paths.munge_dir, 0o700),
                     (Path(layout.munge_socket).parent, 0o755),
-                    (paths.state, 0o700), (paths.spool, 0o755), (paths.run, 0o755),
+                    (paths.state, 0o700), (_spool(layout, paths), 0o755), (paths.run, 0o755),
                     (paths.log, 0o755), (paths.hosts.parent, 0o755)):
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, mode)
@@ -281,14 +333,29 @@ def _prepare_files(layout: Layout, paths: Paths) -> None:
             f.write(os.urandom(1024))
     os.chmod(paths.munge_key, 0o400)
     for n in layout.nodes:
-        (paths.spool / n.name).mkdir(exist_ok=True)
-    for path, text in ((paths.conf, render_slurm_conf(layout, paths)),
-                       (paths.hosts, render_hosts(layout)), (paths.resolv, RESOLV_CONF)):
+        (_spool(layout, paths) / n.name).mkdir(exist_ok=True)
+    for name in layout.gpu_node_names():  # emulated GPUs: character devices like /dev/null
+        (paths.dev / name).mkdir(parents=True, exist_ok=True)
+        for i in range(layout.gpus_per_node):
+            dev = paths.dev / name / f"nvidia{i}"
+            if not dev.exists():
+                os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    files = [(paths.conf, render_slurm_conf(layout, paths)),
+             (paths.hosts, render_hosts(layout)), (paths.resolv, RESOLV_CONF)]
+    if layout.cgroup:
+        files.append((paths.cgroup_conf, render_cgroup_conf(layout)))
+    if layout.gpu_node_names():
+        files.append((paths.gres_conf, render_gres_conf(layout, paths)))
+    for path, text in files:
         if not path.exists() or path.read_text() != text:
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(text)
             os.chmod(tmp, 0o644)
             tmp.replace(path)
+
+
+def _spool(layout: Layout, paths: Paths) -> Path:
+    return Path(layout.spool) if layout.spool else paths.spool
 
 
 def _start_munged(layout: Layout, paths: Paths) -> None:
@@ -327,13 +394,20 @@ def _start_slurmd(node: Node, paths: Paths) -> None:
 
 def up(home: Path, nodes: int | None = None, cpus_per_node: int | None = None,
        memory_per_node: int | None = None, timeout: float = 60.0,
-       progress: Progress | None = None) -> ClusterInfo:
+       progress: Progress | None = None, gpus: str | None = None,
+       gpu_nodes: int | None = None) -> ClusterInfo:
     """Start the dev cluster of state directory `home` (or repair it: whatever of it is not
     running is started again, nothing running is touched) and wait until every node is idle
     (or busy with jobs). Returns where it is. Needs root.
 
     `nodes` (default 7), `cpus_per_node` (2) and `memory_per_node` (MB, 4000) size a new
-    cluster; asking for another size than the running one's is an error (run `down` first)."""
+    cluster; `gpus` ("A100:2") gives the first `gpu_nodes` nodes (default all) emulated GPUs
+    (GRES `gpu:A100:2`, feature `gpu`; the others have feature `cpu`). Asking for another size
+    than the running one's is an error (run `down` first).
+
+    Where the machine has cgroups Slurm can use (`cgroup_mode`), the nodes run with Slurm's
+    own containment (proctrack/cgroup, task/cgroup, jobacct_gather/cgroup); a new cluster
+    whose nodes do not come up with it is started again without it (said in `progress`)."""
     say = progress or (lambda _msg: None)
     _check_can_run()
     paths = Paths.of(home)
@@ -349,16 +423,34 @@ def up(home: Path, nodes: int | None = None, cpus_per_node: int | None = None,
             _teardown(paths, None)  # leftovers of a cluster whose cluster.json is gone
             paths.root.mkdir(parents=True, exist_ok=True)
             layout = _new_layout(paths, nodes or DEFAULT_NODES, cpus_per_node or DEFAULT_CPUS,
-                                 memory_per_node or DEFAULT_MEMORY_MB)
+                                 memory_per_node or DEFAULT_MEMORY_MB, gpus, gpu_nodes)
         else:
+            want_gpu = parse_gpus(gpus) if gpus is not None else None
             for what, want, have in (("nodes", nodes, len(layout.nodes)),
                                      ("CPUs per node", cpus_per_node, layout.cpus_per_node),
-                                     ("MB per node", memory_per_node, layout.memory_per_node)):
+                                     ("MB per node", memory_per_node, layout.memory_per_node),
+                                     ("GPUs", want_gpu, (layout.gpu_type, layout.gpus_per_node)),
+                                     ("GPU nodes", gpu_nodes, layout.gpu_nodes)):
                 if want is not None and want != have:
                     raise UsageError(f"the Slurm dev cluster already exists with {have} {what} "
                                      f"(asked for {want}): run `jobgroup dev slurm down` first")
         try:
             _bring_up(layout, paths, fresh, timeout, say)
+        except DevClusterError as e:
+            if not (fresh and layout.cgroup):
+                if fresh:
+                    _teardown(paths, layout, keep_logs=True)
+                raise
+            # Slurm's cgroup plugins would not start here: the same cluster without them.
+            _teardown(paths, layout, keep_logs=True)
+            say(f"Slurm's cgroup containment did not start here ({str(e).splitlines()[0]}); "
+                "starting the cluster without it (proctrack/linuxproc)")
+            layout = dataclasses.replace(layout, cgroup="")
+            try:
+                _bring_up(layout, paths, fresh, timeout, say)
+            except BaseException:
+                _teardown(paths, layout, keep_logs=True)
+                raise
         except BaseException:
             if fresh:
                 _teardown(paths, layout, keep_logs=True)
@@ -490,9 +582,41 @@ def _teardown(paths: Paths, layout: Layout | None, keep_logs: bool = False) -> b
     if bridge or veths or any(net.netns_path(ns).exists() for ns in namespaces):
         net.remove(bridge, veths, namespaces)
         did = True
+    if layout is not None:
+        _remove_cgroups([n.name for n in layout.nodes])
     did |= paths.cluster_json.exists()
     _remove_state(paths, keep_logs)
     return did
+
+
+def _remove_cgroups(node_names: list[str], root: Path = Path("/sys/fs/cgroup")) -> None:
+    """Remove the empty cgroups Slurm's cgroup/v1 plugin leaves per node (`slurm_<node>` in
+    each controller's hierarchy, and their empty `uid_*` children). Another dev cluster may use
+    nodes of the same names: each one is locked as Slurm locks it (flock on the directory) and
+    only empty directories are removed, so a running job's cgroups are never touched."""
+    try:
+        hierarchies = [d for d in root.iterdir() if d.is_dir()]
+    except OSError:
+        return
+    for h in hierarchies:
+        for name in node_names:
+            top = h / f"slurm_{name}"
+            try:
+                fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                for child in top.iterdir():
+                    if child.is_dir() and child.name.startswith("uid_"):
+                        with contextlib.suppress(OSError):
+                            child.rmdir()
+                with contextlib.suppress(OSError):
+                    top.rmdir()
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
 
 def _remove_state(paths: Paths, keep_logs: bool) -> None:
@@ -523,8 +647,13 @@ def status(home: Path) -> tuple[bool, list[str]]:
                        "`jobgroup dev slurm up` restarts it, `jobgroup dev slurm down` removes it."]
     ci = _info(layout, paths)
     states = node_states(home) or {}
+    contain = (f"cgroup/{layout.cgroup} (proctrack/cgroup, task/cgroup)" if layout.cgroup
+               else "proctrack/linuxproc (no cgroups)")
+    gpus = (f"; GPUs: gpu:{layout.gpu_type}:{layout.gpus_per_node} on "
+            f"{', '.join(layout.gpu_node_names())}" if layout.gpu_node_names() else "")
     lines = [f"Slurm dev cluster: controller {ci.controller_address}:{ci.controller_port}, "
-             f"partition {ci.partition}", f"export SLURM_CONF={ci.slurm_conf}"]
+             f"partition {ci.partition}; containment {contain}{gpus}",
+             f"export SLURM_CONF={ci.slurm_conf}"]
     if not states:
         lines.append(f"slurmctld does not answer (logs: {paths.log})")
     lines.append(f"{'NODE':<10}{'ADDRESS':<16}STATE")

@@ -43,6 +43,24 @@ class Layout:
     cpus_per_node: int = 2
     memory_per_node: int = 4000  # MB
     partition: str = PARTITION
+    # Slurm's own containment: "v1" / "v2" (proctrack/cgroup + task/cgroup through that cgroup
+    # plugin: every process of a step is tracked and killed with it, memory enforced), or ""
+    # where this machine allows none (proctrack/linuxproc: processes that leave the step's
+    # process tree escape Slurm; jobgroup's shims still catch them).
+    cgroup: str = ""
+    # Emulated GPUs: the first `gpu_nodes` nodes have `gpus_per_node` GPUs of `gpu_type` (GRES
+    # backed by character devices like /dev/null under the cluster's dev/ folder).
+    gpu_type: str = ""
+    gpus_per_node: int = 0
+    gpu_nodes: int = 0
+    # Job ids start here: Slurm names its cgroups slurm_<node>/uid_<uid>/job_<id>, so two dev
+    # clusters on this machine (same node names) must never hand out the same job ids.
+    first_job_id: int = 1
+    # SlurmdSpoolDir's parent (empty: Paths.spool); see `spool_dir`.
+    spool: str = ""
+
+    def gpu_node_names(self) -> list[str]:
+        return [n.name for n in self.nodes[: self.gpu_nodes]] if self.gpus_per_node else []
 
 
 @dataclass(frozen=True)
@@ -94,8 +112,12 @@ class Paths:
         return self.root / "state"
 
     @property
-    def spool(self) -> Path:  # SlurmdSpoolDir=spool/%n
+    def spool(self) -> Path:  # SlurmdSpoolDir=spool/%n (see `spool_dir`)
         return self.root / "spool"
+
+    @property
+    def spool_outside(self) -> Path:
+        return self.munge_socket_outside.parent / "spool"
 
     @property
     def run(self) -> Path:  # pid files (ours and the daemons' own)
@@ -104,6 +126,18 @@ class Paths:
     @property
     def log(self) -> Path:
         return self.root / "log"
+
+    @property
+    def cgroup_conf(self) -> Path:  # beside slurm.conf: where Slurm looks for it
+        return self.root / "cgroup.conf"
+
+    @property
+    def gres_conf(self) -> Path:
+        return self.root / "gres.conf"
+
+    @property
+    def dev(self) -> Path:  # emulated GPU devices: dev/<node>/nvidia<i>
+        return self.root / "dev"
 
     def pid_file(self, daemon: str) -> Path:
         """Our record of a daemon we started: 'pid starttime' (munged, slurmctld, slurmd-nodeN)."""
@@ -132,13 +166,36 @@ def home_tag(root: Path) -> str:
     return out
 
 
+# slurmstepd listens on SPOOL/<node>/<node>_<job id>.<step id> (the batch step's id has 10
+# digits); a Unix socket's path must fit in 108 bytes.
+MAX_STEP_SOCKET = 107
+
+
+def spool_dir(paths: Paths, node_names: list[str], first_job: int) -> Path:
+    """Where the nodes' spool folders go: inside the state directory when every step's socket
+    path fits a Unix socket address there, else under /run (`Paths.spool_outside`)."""
+    longest = max((len(n) for n in node_names), default=5)
+    rest = 1 + longest + 1 + longest + 1 + len(str(first_job + 9_999_999)) + 1 + 10
+    if len(str(paths.spool)) + rest <= MAX_STEP_SOCKET:
+        return paths.spool
+    return paths.spool_outside
+
+
+def first_job_id(tag: str) -> int:
+    """Where a cluster's job ids start: 600 blocks of 100,000 below Slurm's MaxJobId
+    (67,043,328), chosen by the cluster's tag, so two dev clusters running at once (tests of two
+    sessions) almost never share job ids, hence never a cgroup (see `Layout.first_job_id`)."""
+    return 1 + (int(tag, 36) % 600) * 100_000
+
+
 def node_names(n: int) -> list[str]:
     return [f"node{i}" for i in range(1, n + 1)]
 
 
 def plan_layout(tag: str, subnet: ipaddress.IPv4Network, nodes: int, controller_host: str,
                 controller_port: int, cpus_per_node: int, memory_per_node: int,
-                munge_socket: str) -> Layout:
+                munge_socket: str, cgroup: str = "", gpus: str | None = None,
+                gpu_nodes: int | None = None) -> Layout:
     """Names and addresses of a new cluster (the subnet and port are chosen by the caller).
 
     Bridge and veths start with 'jg-' so that the local backend's leftover finder
@@ -146,6 +203,9 @@ def plan_layout(tag: str, subnet: ipaddress.IPv4Network, nodes: int, controller_
     hosts = list(subnet.hosts())
     if len(hosts) < nodes + 1:
         raise UsageError(f"subnet {subnet} is too small for {nodes} nodes")
+    gpu_type, per_node = parse_gpus(gpus)
+    if gpu_nodes is not None and not 0 <= gpu_nodes <= nodes:
+        raise UsageError(f"--gpu-nodes {gpu_nodes}: the cluster has {nodes} nodes")
     return Layout(
         tag=tag, subnet=str(subnet), gateway=str(hosts[0]), bridge=f"jg-s{tag}",
         controller_host=controller_host, controller_port=controller_port,
@@ -153,13 +213,35 @@ def plan_layout(tag: str, subnet: ipaddress.IPv4Network, nodes: int, controller_
                     veth=f"jg-s{tag}-{i + 1}")
                for i, name in enumerate(node_names(nodes))],
         munge_socket=munge_socket, cpus_per_node=cpus_per_node, memory_per_node=memory_per_node,
+        cgroup=cgroup, gpu_type=gpu_type, gpus_per_node=per_node,
+        gpu_nodes=(nodes if gpu_nodes is None else gpu_nodes) if per_node else 0,
+        first_job_id=first_job_id(tag),
     )
+
+
+def parse_gpus(text: str | None) -> tuple[str, int]:
+    """`--gpus TYPE:COUNT` ("A100:2") -> ("A100", 2); None -> ("", 0). The type keeps its
+    spelling: it is the GRES type Slurm's users must write."""
+    if not text:
+        return "", 0
+    name, _, count = text.partition(":")
+    if not name.replace("-", "").replace("_", "").isalnum() or not (count or "1").isdigit() \
+            or int(count or "1") < 1:
+        raise UsageError(f"--gpus {text!r}: expected TYPE:COUNT, e.g. A100:2")
+    return name, int(count or "1")
 
 
 def render_slurm_conf(layout: Layout, paths: Paths) -> str:
     """slurm.conf for the cluster: one controller on the bridge's gateway, node1..N on their
-    namespace addresses, one default partition, no cgroups, no accounting, fast scheduling."""
+    namespace addresses, one default partition, Slurm's cgroup containment where this machine
+    allows it (`layout.cgroup`), the job completion log, fast scheduling."""
     names = ",".join(n.name for n in layout.nodes)
+    if layout.cgroup:
+        contain = ["ProctrackType=proctrack/cgroup", "TaskPlugin=task/cgroup",
+                   "JobAcctGatherType=jobacct_gather/cgroup"]
+    else:
+        contain = ["ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+                   "JobAcctGatherType=jobacct_gather/linux"]
     lines = [
         "# written by `jobgroup dev slurm up`; rewritten on every start",
         "ClusterName=jobgroup-dev",
@@ -172,16 +254,18 @@ def render_slurm_conf(layout: Layout, paths: Paths) -> str:
         "CredType=cred/munge",
         f"AuthInfo=socket={layout.munge_socket}",
         f"StateSaveLocation={paths.state}",
-        f"SlurmdSpoolDir={paths.spool}/%n",
+        f"SlurmdSpoolDir={layout.spool or paths.spool}/%n",
         f"SlurmctldPidFile={paths.run}/slurmctld.pid",
         f"SlurmdPidFile={paths.run}/slurmd-%n.pid",
         f"SlurmctldLogFile={paths.log}/slurmctld.log",
         f"SlurmdLogFile={paths.log}/slurmd-%n.log",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
+        # Slurm's containment (see `Layout.cgroup`); the gatherer feeds sstat (`jobgroup top`).
+        *contain,
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory",
-        "DefMemPerCPU=100",
+        # A job that names no memory gets its CPUs' share of the node (enforced with cgroups).
+        f"DefMemPerCPU={max(1, layout.memory_per_node // max(1, layout.cpus_per_node))}",
+        f"FirstJobId={layout.first_job_id}",
         "SchedulerType=sched/backfill",
         "SchedulerParameters=bf_interval=1,batch_sched_delay=0",
         # Nodes advertise what the config says, not this machine's cores and memory.
@@ -189,9 +273,10 @@ def render_slurm_conf(layout: Layout, paths: Paths) -> str:
         "MpiDefault=none",
         "ReturnToService=2",
         "AccountingStorageType=accounting_storage/none",
-        "JobAcctGatherType=jobacct_gather/none",
         # No accounting database: finished jobs stay in squeue/scontrol for MinJobAge seconds,
-        # and every ended job gets a line in the completion log (`sacct --completion`).
+        # and every ended job (each component of a heterogeneous one) gets a line with its
+        # JobState and ExitCode in the completion log (`jobcomp/filetxt`), as sites' reports
+        # read it.
         "JobCompType=jobcomp/filetxt",
         f"JobCompLoc={paths.log}/jobcomp.txt",
         "SlurmctldTimeout=30",
@@ -203,12 +288,43 @@ def render_slurm_conf(layout: Layout, paths: Paths) -> str:
         "SlurmctldDebug=info",
         "SlurmdDebug=info",
     ]
+    gpu_nodes = set(layout.gpu_node_names())
+    if gpu_nodes:
+        lines.append("GresTypes=gpu")
     for n in layout.nodes:
+        gpu = n.name in gpu_nodes
+        gres = f"Gres=gpu:{layout.gpu_type}:{layout.gpus_per_node} " if gpu else ""
         lines.append(f"NodeName={n.name} NodeAddr={n.address} NodeHostname={n.name} "
                      f"CPUs={layout.cpus_per_node} RealMemory={layout.memory_per_node} "
-                     "State=UNKNOWN")
+                     f"{gres}Feature={'gpu' if gpu else 'cpu'} State=UNKNOWN")
     lines.append(f"PartitionName={layout.partition} Nodes={names} Default=YES "
                  "MaxTime=INFINITE State=UP")
+    return "\n".join(lines) + "\n"
+
+
+def render_cgroup_conf(layout: Layout) -> str:
+    """cgroup.conf (read only when `layout.cgroup`): the cgroup plugin, memory enforced, cores
+    not pinned (every emulated node's CPUs are this machine's same cores: pinning would pile
+    all nodes onto the first ones)."""
+    lines = ["# written by `jobgroup dev slurm up`",
+             f"CgroupPlugin=cgroup/{layout.cgroup or 'v1'}",
+             "ConstrainCores=no",
+             "ConstrainRAMSpace=yes",
+             "ConstrainDevices=no"]
+    if layout.cgroup == "v2":
+        lines.append("IgnoreSystemd=yes")  # no systemd to ask for scopes: slurmd makes them
+    return "\n".join(lines) + "\n"
+
+
+def render_gres_conf(layout: Layout, paths: Paths) -> str:
+    """gres.conf: each GPU node's emulated devices (Slurm drops a GPU without a device file)."""
+    lines = ["# written by `jobgroup dev slurm up`: emulated GPUs"]
+    last = layout.gpus_per_node - 1
+    for name in layout.gpu_node_names():
+        lines.append(f"NodeName={name} Name=gpu Type={layout.gpu_type} "
+                     f"File={paths.dev}/{name}/nvidia[0-{last}]" if last else
+                     f"NodeName={name} Name=gpu Type={layout.gpu_type} "
+                     f"File={paths.dev}/{name}/nvidia0")
     return "\n".join(lines) + "\n"
 
 
