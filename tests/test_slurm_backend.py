@@ -1,5 +1,8 @@
 """The Slurm backend on a real Slurm cluster started by the tests (`jobgroup dev slurm up`):
-slurmctld plus one slurmd per network namespace, all on this machine."""
+slurmctld plus one slurmd per network namespace, all on this machine, with Slurm's cgroup
+containment where this machine allows it, emulated GPUs (gpu:A100:2 on node1 and node2) and the
+job completion log as Slurm's record of every job. What a user observes: the logs, the records,
+the processes left (none), the refusals."""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, wait_for
+import yaml
+
+from conftest import REPO, processes_of, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("slurmctld") is None,
@@ -24,7 +29,7 @@ def cluster(tmp_path_factory):
     from jobgroup.devcluster import slurm
 
     home = tmp_path_factory.mktemp("slurm-home")
-    info = slurm.up(home, nodes=7)
+    info = slurm.up(home, nodes=7, gpus="A100:2", gpu_nodes=2)
     yield info
     slurm.down(home)
 
@@ -40,7 +45,60 @@ def squeue(cluster) -> str:
                           capture_output=True, text=True, timeout=15).stdout.strip()
 
 
+# What Slurm prints when it cancels a step or kills srun's tasks: never in a node's log.
+NOISE = ("slurmstepd", "srun: error", "CANCELLED AT", "Job step aborted")
+
+
+def facts(senv, job: int) -> dict:
+    from jobgroup.state.store import Store
+
+    store = Store(senv.home)
+    try:
+        return dict(store.job(job).options)
+    finally:
+        store.close()
+
+
+def records(senv, cluster, job: int, timeout: float = 15) -> list[tuple[str, str]]:
+    """(JobState, ExitCode) of every component of the group's Slurm job, from the job
+    completion log (Slurm's own record, as site reporting reads it)."""
+    comps = facts(senv, job)["slurm_components"]
+    want = [comps[k] for k in sorted(comps, key=int)]
+    log = cluster.root / "log" / "jobcomp.txt"
+
+    def read() -> list[tuple[str, str]] | None:
+        seen = {}
+        for line in log.read_text().splitlines() if log.exists() else []:
+            f = dict(re.findall(r"(\w+)=(\S*)", line))
+            seen[f.get("JobId")] = (f.get("JobState", ""), f.get("ExitCode", ""))
+        return [seen[j] for j in want] if all(j in seen for j in want) else None
+
+    return wait_for(read, timeout=timeout)
+
+
+def all_logs(senv, job: int) -> str:
+    return "".join(p.read_text() for p in (senv.home / "jobs" / str(job) / "logs").glob("*.log"))
+
+
+def left(marker: str) -> list[int]:
+    """Processes whose command line holds `marker` (built here so it is not in ours)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
 def test_group_runs_as_one_heterogeneous_job_with_names(senv, cluster):
+    """Names resolve across Slurm nodes; the auxiliaries get SIGTERM when the primary is done
+    (their handlers' output in their logs) and SIGKILL only after the grace; no Slurm noise in
+    any log; Slurm records every component COMPLETED with exit 0; the Slurm job id and nodes
+    are the job's facts (queue's INFRA)."""
     job = senv.launch_d("""
         name: sgroup
         execution: parallel
@@ -48,7 +106,16 @@ def test_group_runs_as_one_heterogeneous_job_with_names(senv, cluster):
         termination_delay: 1s
         ---
         name: server
-        run: echo "server on $(hostname)"; exec python3 -m http.server 8080 --bind 0.0.0.0
+        run: |
+          trap 'echo "server: SIGTERM, checkpoint flushed"; exit 0' TERM
+          echo "server on $(hostname)"
+          python3 -m http.server 8080 --bind 0.0.0.0 &
+          wait
+        ---
+        name: stubborn
+        run: |
+          trap 'echo "stubborn: SIGTERM ignored"' TERM
+          while :; do sleep 0.2; done
         ---
         name: client
         num_nodes: 2
@@ -58,16 +125,29 @@ def test_group_runs_as_one_heterogeneous_job_with_names(senv, cluster):
             python3 -c "import urllib.request; urllib.request.urlopen('http://server-0.sgroup:8080/', timeout=2)" 2>/dev/null && break
             sleep 0.1
           done && echo "$(hostname) reached server-0.sgroup"
-        """, "--infra", "slurm")
+        """, "--infra", "slurm", "--grace", "2")
     final = senv.wait(job, timeout=90)
     assert final["status"] == "SUCCEEDED", (final, senv.log(job, "client"))
-    assert [t["status"] for t in final["tasks"]] == ["CANCELLED", "SUCCEEDED"]
+    assert [t["status"] for t in final["tasks"]] == ["CANCELLED", "CANCELLED", "SUCCEEDED"]
     for r in (0, 1):
         assert f"client-{r} reached server-0.sgroup" in senv.log(job, "client", r)
-    assert "server on server-0" in senv.log(job, "server")
-    assert wait_for(lambda: squeue(cluster) == "", timeout=15) is not None  # scancel'ed
+    server = senv.log(job, "server")
+    assert "server on server-0" in server and "server: SIGTERM, checkpoint flushed" in server
+    assert "stubborn: SIGTERM ignored" in senv.log(job, "stubborn")  # then killed after 2 s
+    logs = all_logs(senv, job)
+    assert not [n for n in NOISE if n in logs], logs
+    assert records(senv, cluster, job) == [("COMPLETED", "0:0")] * 3
+    assert wait_for(lambda: squeue(cluster) == "", timeout=15) is not None
     evs = json.loads(senv.jg("events", str(job), "--json", check=True).stdout)
     assert any(e["kind"] == "admitted" and "Slurm job" in e["message"] for e in evs)
+    ended = json.loads(senv.jg("queue", "--all", "--json", check=True).stdout)
+    me = next(j for j in ended if j["id"] == job)
+    f = facts(senv, job)
+    assert me["infra"] == f"slurm:{f['slurm_job_id']}"
+    assert f"slurm:{f['slurm_job_id']}" in senv.jg("queue", "--all", check=True).stdout
+    assert sorted(f["slurm_nodes"]) == ["0", "1", "2"] and len(f["slurm_nodes"]["2"]) == 2
+    assert f["slurm_nodelist"]
+    assert not processes_of(senv.home)
 
 
 def test_fail_fast_and_cancel_on_slurm(senv, cluster):
@@ -84,18 +164,42 @@ def test_fail_fast_and_cancel_on_slurm(senv, cluster):
     final = senv.wait(job, timeout=90)
     assert final["status"] == "FAILED"
     assert "task 'bad' run exited with code 3" in final["reason"]
+    assert records(senv, cluster, job) == [("FAILED", "3:0")] * 2  # Slurm's record agrees
     other = senv.launch_d("name: scancel\nrun: sleep 1000\n", "--infra", "slurm")
     wait_for(lambda: senv.job(other)["status"] == "RUNNING", timeout=60)
     senv.jg("cancel", str(other), check=True)
     assert senv.wait(other, timeout=60)["status"] == "CANCELLED"
+    assert [state for state, _ in records(senv, cluster, other)] == ["CANCELLED"]
     wait_for(lambda: squeue(cluster) == "", timeout=15)
+    assert not [n for n in NOISE if n in all_logs(senv, job) + all_logs(senv, other)]
 
 
-def test_group_that_can_never_fit_is_rejected_with_slurms_reason(senv):
-    job = senv.launch_d("name: huge\nnum_nodes: 50\nrun: echo no\n", "--infra", "slurm")
+def test_refusals_name_the_task_and_the_limit(senv, cluster):
+    job = senv.launch_d("name: workers\nnum_nodes: 10\nrun: echo no\n", "--infra", "slurm")
     final = senv.wait(job, timeout=60)
     assert final["status"] == "FAILED_NO_RESOURCE"
-    assert "Slurm" in final["reason"]
+    assert final["reason"] == ("Slurm can never run the group: task 'workers' asks for 10 "
+                               "nodes; partition debug has 7")
+    assert squeue(cluster) == ""  # refused before anything was submitted
+    # Before launching: the dry run says the same, and what the cluster has.
+    for spec, why in (
+            ("name: h\nresources: {accelerators: H100:1}\nrun: x\n",
+             "task 'h' asks for 1 GPU(s) H100 per node; partition debug has only gpu:A100:2"),
+            ("name: c\nresources: {cpus: 8}\nrun: x\n",
+             "task 'c' asks for 8 CPUs per node; the nodes of partition debug have at most 2"),
+            ("name: g\nexecution: parallel\n---\nname: a\nnum_nodes: 4\nrun: x\n---\n"
+             "name: b\nnum_nodes: 4\nrun: y\n",
+             "the group needs 8 nodes of partition debug at once (a heterogeneous job gives "
+             "every task nodes of its own: a 4, b 4); partition debug has 7")):
+        p = senv.jg("launch", str(senv.spec(spec)), "--dryrun", "--infra", "slurm", check=True)
+        assert why in p.stderr, p.stderr
+        plan = yaml.safe_load(p.stdout)["backend"]
+        assert plan["fits_the_cluster"] is False and plan["why_not"] == why
+    # A setting Slurm cannot take is refused at launch, naming the task and the label.
+    p = senv.jg("launch", str(senv.spec("name: w\nresources: {labels: {slurm-tme: '10'}}\n"
+                                         "run: x\n")), "-d", "--infra", "slurm")
+    assert p.returncode == 2 and "task 'w': label slurm-tme is not a Slurm setting; did you " \
+        "mean 'slurm-time'?" in p.stderr, p.stderr
 
 
 def test_pending_shows_slurms_reason(senv, cluster):
@@ -130,8 +234,8 @@ def test_the_seed_rl_example_runs_on_slurm(senv, cluster):
 def test_exec_port_forward_and_top_on_slurm(senv, cluster):
     """Issue 20 on Slurm: `exec` is a step of its own beside the node's (`srun --overlap`) that
     sees the node's name and peers, with the node's environment and the exit code back;
-    `port-forward` relays to the node's address; `top` answers from sstat (the dev cluster
-    gathers no accounting: it says so)."""
+    `port-forward` relays to the node's address; `top` answers from sstat (the dev cluster's
+    accounting gatherer measures the agent step that runs the node's processes)."""
     import sys
     import urllib.request
 
@@ -167,9 +271,17 @@ def test_exec_port_forward_and_top_on_slurm(senv, cluster):
     top = json.loads(senv.jg("top", str(job), "--json", check=True).stdout)
     assert {n["node"] for n in top["nodes"]} == {"web-0", "peer-0"}
     web = next(n for n in top["nodes"] if n["node"] == "web-0")
-    assert web["usage"]["source"] == "sstat" and web["usage"]["note"], web
+    assert web["usage"]["source"] == "sstat", web
+    if _gathers(cluster):  # the dev cluster's jobacct_gather: figures of the node's processes
+        assert web["usage"]["memory_bytes"] > 10 * 2**20, web  # python's http.server
+        assert web["usage"]["cpu_seconds"] is not None, web
     senv.jg("cancel", str(job), check=True)
     assert senv.wait(job, timeout=60)["status"] == "CANCELLED"
+
+
+def _gathers(cluster) -> bool:
+    conf = cluster.slurm_conf.read_text()
+    return "JobAcctGatherType=jobacct_gather/none" not in conf
 
 
 def _get(request, port: int) -> bytes | None:
@@ -197,3 +309,130 @@ def test_scripts_run_as_skypilot_runs_them_on_slurm(senv, cluster):
     assert "shell: interactive" in log and "unbuffered=1 " in log, log
     assert re.search(rf"id=sky-managed-\d{{4}}(-\d\d){{5}}-\d{{6}}_sshell_{job}-0\n", log), log
     assert not any(n in log for n in ("job control", "terminal process group", "tcsetattr")), log
+
+
+def test_no_process_outlives_its_node_nor_meets_a_restarted_one(senv, cluster):
+    """A node's background child and a server started with its output redirected are gone when
+    the node's attempt ends: the restarted attempt on the same Slurm node sees neither (its
+    port is free), and after the group nothing is left. A background child holding the output
+    does not keep the run from ending."""
+    import random
+
+    mark = f"jg-left-{os.getpid()}-{random.randrange(10**6)}"
+    port = random.randrange(20000, 30000)
+    flag = senv.tmp / "first-attempt-done"
+    job = senv.launch_d(f"""
+        name: sorphan
+        resources:
+          job_recovery: {{max_restarts_on_errors: 1}}
+        run: |
+          if [ ! -e {flag} ]; then
+            touch {flag}
+            (exec -a "{mark[:8]}""{mark[8:]}" sleep 300) &  # the name only at run time
+            python3 -m http.server {port} --bind 0.0.0.0 > /dev/null 2>&1 &
+            for i in $(seq 50); do python3 -c "import socket; socket.create_connection(('127.0.0.1', {port}), 1)" 2>/dev/null && break; sleep 0.1; done
+            echo "attempt 1 on $SLURMD_NODENAME: server up, exiting 1"
+            exit 1
+          fi
+          python3 - <<'PY'
+          import os, socket
+          mark = "{mark[:8]}" + "{mark[8:]}"
+          seen = 0
+          for p in os.listdir("/proc"):
+              try:
+                  seen += p.isdigit() and mark.encode() in open(f"/proc/{{p}}/cmdline", "rb").read()
+              except OSError:
+                  pass
+          s = socket.socket()
+          try:
+              s.bind(("0.0.0.0", {port}))
+              free = "free"
+          except OSError:
+              free = "busy"
+          print(f"attempt 2 on {{os.environ['SLURMD_NODENAME']}}: leftovers={{seen}} port={{free}}")
+          PY
+          sleep 300 &
+          echo "holding the output"
+        """, "--infra", "slurm")
+    final = senv.wait(job, timeout=60)
+    assert final["status"] == "SUCCEEDED", final
+    first = senv.log(job, "sorphan")
+    second = (senv.home / "jobs" / str(job) / "logs" / "sorphan-0.attempt2.log").read_text()
+    assert "attempt 1 on node" in first, first
+    node = first.split("attempt 1 on ")[1].split(":")[0]
+    assert f"attempt 2 on {node}: leftovers=0 port=free" in second, second
+    assert "holding the output" in second
+    assert left(mark) == [] and not processes_of(senv.home)
+    assert not [n for n in NOISE if n in first + second]
+
+
+def test_submission_settings_from_slurm_yaml_and_labels(senv, cluster):
+    """slurm.yaml (time limit, extra #SBATCH lines) and a task's labels (its own time limit, a
+    constraint, exclusive) reach Slurm; `--dryrun` prints the batch script and each step's
+    command without submitting."""
+    (senv.home).mkdir(parents=True, exist_ok=True)
+    (senv.home / "slurm.yaml").write_text("time: 30m\nsbatch: ['--nice=5']\n")
+    spec = """
+        name: stune
+        execution: parallel
+        ---
+        name: plain
+        run: echo "plain on $SLURMD_NODENAME"
+        ---
+        name: picky
+        resources:
+          labels: {slurm-time: "10", slurm-constraint: gpu, slurm-exclusive: "true"}
+        run: echo "picky on $SLURMD_NODENAME"
+        """
+    p = senv.jg("launch", str(senv.spec(spec)), "--dryrun", "--infra", "slurm", check=True)
+    plan = yaml.safe_load(p.stdout)["backend"]
+    script = plan["sbatch_script"]
+    for line in ("--time=30", "--nice=5", "--time=10", "--constraint=gpu", "--exclusive"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert [s["step"] for s in plan["steps"]] == ["jobgroup-agent-0", "jobgroup-agent-1"]
+    assert "srun --het-group=1 --nodes=1" in plan["steps"][1]["command"]
+    assert "jobgroup-shim" in plan["steps"][1]["each_node_runs"]["run"]
+    assert plan["fits_the_cluster"] is True and squeue(cluster) == ""
+    job = senv.launch_d(spec, "--infra", "slurm")
+    wait_for(lambda: "slurm_components" in facts(senv, job), timeout=60)
+    comps = facts(senv, job)["slurm_components"]
+    env = {**os.environ, **cluster.env()}
+    shown = [subprocess.run(["scontrol", "show", "job", "-o", comps[k]], env=env,
+                            capture_output=True, text=True, timeout=15).stdout for k in "01"]
+    assert "TimeLimit=00:30:00" in shown[0] and "Nice=5" in shown[0]
+    assert "TimeLimit=00:10:00" in shown[1] and "Features=gpu" in shown[1]
+    assert "OverSubscribe=NO" in shown[1]  # exclusive
+    assert senv.wait(job, timeout=60)["status"] == "SUCCEEDED"
+    assert re.search(r"picky on node[12]\n", senv.log(job, "picky"))  # the GPU nodes
+
+
+def test_gpus_as_the_cluster_spells_them_alternatives_and_cpu_only(senv, cluster):
+    """`a100:1` is submitted as the cluster's `gpu:A100:1`; of `[H100:1, A100:1]` the first
+    alternative the cluster has; the nodes see their GPUs. `--cpu-only` runs a GPU task
+    without GPUs; `--gpus any` asks for GPUs of any type."""
+    job = senv.launch_d("""
+        name: sgpu
+        execution: parallel
+        ---
+        name: lower
+        resources: {accelerators: a100:1}
+        run: echo "gpus=$CUDA_VISIBLE_DEVICES on $SLURMD_NODENAME"
+        ---
+        name: either
+        resources: {accelerators: [H100:1, A100:1]}
+        run: echo "gpus=$CUDA_VISIBLE_DEVICES on $SLURMD_NODENAME"
+        """, "--infra", "slurm")
+    assert senv.wait(job, timeout=60)["status"] == "SUCCEEDED"
+    script = (senv.home / "jobs" / str(job) / "slurm-batch.sh").read_text()
+    assert script.count("#SBATCH --gres=gpu:A100:1\n") == 2, script
+    for task in ("lower", "either"):
+        assert re.search(r"gpus=\d on node[12]\n", senv.log(job, task)), senv.log(job, task)
+    big = ("name: big\nresources: {accelerators: H100:8}\n"
+           "run: echo \"gpus=[$CUDA_VISIBLE_DEVICES]\"\n")
+    job = senv.launch_d(big, "--infra", "slurm", "--cpu-only")
+    assert senv.wait(job, timeout=60)["status"] == "SUCCEEDED"
+    assert "gpus=[]" in senv.log(job, "big")
+    assert "--gres" not in (senv.home / "jobs" / str(job) / "slurm-batch.sh").read_text()
+    p = senv.jg("launch", str(senv.spec("name: any\nresources: {accelerators: H100:2}\nrun: x\n")),
+                "--dryrun", "--infra", "slurm", "--gpus", "any", check=True)
+    assert "#SBATCH --gres=gpu:2\n" in yaml.safe_load(p.stdout)["backend"]["sbatch_script"]

@@ -129,6 +129,11 @@ class Jobs(Protocol):
     def state(self, job_id: int) -> str:
         """"live", "ending" (a cancel was asked for), "ended" (terminal), or "unknown"."""
 
+    def outcome(self, job_id: int) -> str | None:
+        """The group's fate once decided (the terminal status it ends with, e.g. "SUCCEEDED",
+        "FAILED", "CANCELLED"), else None: what a cluster's own record of the job should say
+        (Slurm: the batch script's exit code)."""
+
 
 class NoJobs:
     """`Backend.jobs` until its creator sets it: knows of no job."""
@@ -138,6 +143,9 @@ class NoJobs:
 
     def state(self, job_id: int) -> str:
         return "unknown"
+
+    def outcome(self, job_id: int) -> str | None:
+        return None
 
 
 @dataclass(frozen=True)

@@ -99,8 +99,8 @@ def submitted_lines(job: dict, level: str, note: str | None) -> tuple[str, str]:
     nodes = sum(t["num_nodes"] for t in tasks)
     out = f"Job {job['id']} ({job['name']}) submitted: {len(tasks)} task(s), {nodes} node(s)."
     if level == "slurm":
-        err = ("Slurm: one heterogeneous Slurm job for the group; every node's setup and run "
-               "are job steps on its Slurm node.")
+        err = ("Slurm: one heterogeneous Slurm job for the group; an agent on each Slurm node "
+               "runs that node's setup and run.")
     elif level == "kubernetes":
         err = "Kubernetes: one pod per node, one headless Service for the group's names."
     else:

@@ -902,6 +902,11 @@ class BackendJobs:
             return "ending"
         return "live"
 
+    def outcome(self, job_id: int) -> str | None:
+        job = self._job(job_id)
+        fate = job.outcome if job is not None else None
+        return fate.value if fate is not None else None
+
 
 def _workdir(base_dir: str, workdir: object) -> str | None:
     if not isinstance(workdir, str) or not workdir:
