@@ -190,7 +190,12 @@ def bwrap_args(
             full = posixpath.join(d, entry)
             if full in shadows or full in _HIDDEN:
                 continue  # rebuilt below (or not shown at all)
-            args += _entry(full, islink, readlink)
+            entry_args = _entry(full, islink, readlink)
+            if d != "/" and entry_args[0] == "--bind":
+                # Below / entries come and go (a dev cluster's /run/jobgroup-slurm-*, another
+                # group's files) between this listing and bwrap's start: one gone is skipped.
+                entry_args[0] = "--bind-try"
+            args += entry_args
     if view.root_dir and not view.private_root:  # level `user`: /tmp and /var/tmp its own
         for path in PRIVATE_DIRS:
             args += ["--bind", posixpath.join(view.root_dir, PRIVATE_DIRS[path]), path]
