@@ -4,6 +4,7 @@ schemas (kubernetes-validate, strict: unknown fields are errors), for the reposi
 
 from __future__ import annotations
 
+import base64
 import textwrap
 from pathlib import Path
 
@@ -250,26 +251,83 @@ def test_files_as_configmaps(full) -> None:
         "shared-data"
 
 
-def test_configmap_size_limit(tmp_path: Path) -> None:
-    (tmp_path / "big").mkdir()
-    (tmp_path / "big" / "weights.bin").write_bytes(b"x" * (1024 * 1024 + 1))
-    (tmp_path / "ok").mkdir()
-    (tmp_path / "ok" / "a.txt").write_bytes(b"x" * (1024 * 1024 - 100))
+def test_contents_above_a_configmap_ship_as_tar_parts(tmp_path: Path) -> None:
+    """No 1 MiB limit: a workdir or mounted folder above what a ConfigMap holds becomes a tar
+    in ConfigMap-sized parts, mounted as one projected volume and unpacked by the driver (into
+    the workdir, or an emptyDir at the mount path); what .skyignore names is left out; only a
+    single mounted file above 1 MiB is refused (mount its folder)."""
+    import io
+    import random
+    import tarfile
+
+    from jobgroup.backends.kubernetes.files import CHUNK
+
+    rng = random.Random(7)
+    (tmp_path / "big" / "data").mkdir(parents=True)
+    (tmp_path / "big" / "data" / "weights.bin").write_bytes(rng.randbytes(2 * 1024 * 1024))
+    (tmp_path / "big" / "run.sh").write_text("echo hi\n")
+    (tmp_path / "big" / "run.sh").chmod(0o755)
+    (tmp_path / "big" / "scratch").mkdir()
+    (tmp_path / "big" / "scratch" / "huge.bin").write_bytes(b"x" * 100)
+    (tmp_path / "big" / ".skyignore").write_text("# comment\n/scratch\n*.log\n")
+    (tmp_path / "big" / "data" / "debug.log").write_text("left out\n")
+    (tmp_path / "one.bin").write_bytes(b"y" * (1024 * 1024 + 1))
     group = spec("""\
         name: g
         workdir: big
+        file_mounts: {/data/big: big}
+        run: "true"
+        """)
+    objs = render_objects(group, 1, base_dir=tmp_path)
+    validate_all(objs)
+    parts = sorted((o for o in objs if o["kind"] == "ConfigMap" and "-files-" in
+                    o["metadata"]["name"]), key=lambda o: int(o["metadata"]["name"].rsplit(
+                        "-", 1)[1]))
+    assert len(parts) == 3  # 2 MiB and a bit, in parts of CHUNK bytes: one content, twice used
+    raw = b"".join(base64.b64decode(next(iter(o["binaryData"].values()))) for o in parts)
+    assert all(len(base64.b64decode(next(iter(o["binaryData"].values())))) <= CHUNK
+               for o in parts)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        names = {m.name: m for m in tar.getmembers()}
+    assert set(names) == {".skyignore", "data", "data/weights.bin", "run.sh"}
+    assert names["run.sh"].mode == 0o755
+    pod = objs[-1]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    digest = parts[0]["metadata"]["name"].split("-files-")[1].rsplit("-", 1)[0]
+    assert env["JOBGROUP_UNPACK"] == f"{digest}\t-\n{digest}\t/data/big"
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    projected = vols[mounts[f"/var/jobgroup/files/{digest}"]["name"]]["projected"]["sources"]
+    assert [s_["configMap"]["name"] for s_ in projected] == [p_["metadata"]["name"]
+                                                            for p_ in parts]
+    assert "emptyDir" in vols[mounts["/data/big"]["name"]]
+    assert render_objects(group, 1, base_dir=tmp_path) == objs  # deterministic
+    single = spec("""\
+        name: g
+        file_mounts: {/etc/one.bin: one.bin}
         run: "true"
         """)
     with pytest.raises(RenderError) as e:
-        render_objects(group, 1, base_dir=tmp_path)
-    msg = str(e.value)
-    assert "workdir" in msg and "at most 1 MiB" in msg and "volume" in msg
-    ok = spec("""\
-        name: g
-        workdir: ok
-        run: "true"
-        """)
-    validate_all(render_objects(ok, 1, base_dir=tmp_path))
+        render_objects(single, 1, base_dir=tmp_path)
+    assert "one file of 1.00 MiB" in str(e.value) and "mount the folder" in str(e.value)
+
+
+def test_gitignored_files_are_not_shipped(tmp_path: Path) -> None:
+    import subprocess
+
+    from jobgroup.backends.kubernetes.files import collect
+
+    repo = tmp_path / "repo"
+    (repo / "out").mkdir(parents=True)
+    (repo / "out" / "model.ckpt").write_text("big")
+    (repo / "train.py").write_text("print(1)\n")
+    (repo / ".gitignore").write_text("out/\n*.tmp\n")
+    (repo / "x.tmp").write_text("tmp")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    assert set(collect(repo, "workdir").files) == {".gitignore", "train.py"}
+    (repo / ".skyignore").write_text("train.py\n")  # a .skyignore wins over .gitignore
+    assert set(collect(repo, "workdir").files) == {".gitignore", ".skyignore", "out/model.ckpt",
+                                                   "x.tmp"}
 
 
 @pytest.mark.parametrize("name, why", [
@@ -429,3 +487,153 @@ def test_skypilot_task_id_has_the_jobs_submission_time(full) -> None:
     assert task_id == "sky-managed-2025-03-04-05-06-07-890000_shop_trainer_3-0"
     dry = render_objects(group, 3, base_dir=base, workload="pods")
     assert NO_TIME in env_of(pods(dry)[0])["SKYPILOT_TASK_ID"]["value"]
+
+
+def test_dryrun_of_the_rl_example_prints_a_jobset_that_validates(jenv, tmp_path: Path) -> None:
+    """`jobgroup launch examples/rl-post-training/rl-post-training.yaml --infra kubernetes
+    --dryrun -o yaml`: every launch check passes (the kubeconfig too: one is given, no cluster
+    is asked), and what it prints is a JobSet that validates (our schema of JobSet's fields, its
+    Job templates as batch/v1 Jobs), with /dev/shm, kubernetes.yaml's pod_config merged into
+    every pod template, and the success policy on the primary tasks."""
+    pytest.importorskip("kubernetes")
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    jenv.env["KUBECONFIG"] = str(tmp_path / "kubeconfig")
+    jenv.home.mkdir(parents=True, exist_ok=True)
+    (jenv.home / "kubernetes.yaml").write_text(yaml.safe_dump({"pod_config": {"spec": {
+        "priorityClassName": "ml-high", "securityContext": {"fsGroup": 1000},
+        "imagePullSecrets": [{"name": "registry-creds"}]}}}))
+    example = REPO / "examples" / "rl-post-training" / "rl-post-training.yaml"
+    p = jenv.jg("launch", str(example), "--infra", "kubernetes", "--dryrun", "-o", "yaml",
+                cwd=REPO)
+    assert p.returncode == 0, p.stdout + p.stderr
+    docs = [d for d in yaml.safe_load_all(p.stdout) if d]
+    validate_all(docs)
+    (js,) = [d for d in docs if d["kind"] == "JobSet"]
+    group = load_file(str(example)).group
+    assert js["spec"]["successPolicy"] == {"operator": "All",
+                                           "targetReplicatedJobs": group.primaries}
+    assert js["metadata"]["namespace"] == "ml-a"  # the kubeconfig context's
+    uid = (jenv.home / "kubernetes.uid").read_text().strip()
+    for r in js["spec"]["replicatedJobs"]:
+        pod = r["template"]["spec"]["template"]
+        spec = pod["spec"]
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in spec["containers"][0]["volumeMounts"]
+        assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in spec["volumes"]
+        assert spec["priorityClassName"] == "ml-high"
+        assert spec["securityContext"] == {"fsGroup": 1000}
+        assert spec["imagePullSecrets"] == [{"name": "registry-creds"}]
+        labels = pod["metadata"]["labels"]
+        assert labels["jobgroup.dev/home"] == uid  # the labels a launch gives
+        assert labels["app.kubernetes.io/managed-by"] == "jobgroup"
+        assert labels["app.kubernetes.io/component"] == r["name"]
+    assert not (jenv.home / "state.db").exists()  # nothing was launched
+
+
+def test_a_tasks_own_pod_config_merges_over_kubernetes_yaml() -> None:
+    from jobgroup.backends.kubernetes.podconfig import merge
+
+    group = spec("""\
+        name: g
+        config:
+          kubernetes:
+            pod_config:
+              metadata: {labels: {team: rl}}
+              spec:
+                containers: [{env: [{name: EXTRA, value: "1"}], securityContext: {privileged: true}}]
+                tolerations: [{key: gpu, operator: Exists}]
+        run: "true"
+        """)
+    cfg = KubernetesConfig(pod_config={"spec": {
+        "tolerations": [{"key": "pool", "operator": "Exists"}],
+        "imagePullSecrets": [{"name": "a"}], "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In",
+                                       "values": ["z1"]}]}]}}}}})
+    for workload in ("jobset", "pods"):
+        objs = render_objects(group, 1, cfg, workload=workload)
+        validate_all(objs)
+        pod = next(o for o in objs if o["kind"] == "Pod") if workload == "pods" else \
+            objs[-1]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+        spec_ = pod["spec"]
+        assert [t["key"] for t in spec_["tolerations"]] == ["pool", "gpu"]  # lists append
+        c = spec_["containers"][0]  # a container without a name merges into jobgroup's
+        assert c["name"] == "node" and c["securityContext"] == {"privileged": True}
+        assert {"name": "EXTRA", "value": "1"} in c["env"]
+        assert pod["metadata"]["labels"]["team"] == "rl"
+        assert spec_["affinity"]["nodeAffinity"]
+    base = {"spec": {"imagePullSecrets": [{"name": "a"}]}}
+    merge(base, {"spec": {"imagePullSecrets": [{"name": "b"}]}})
+    assert base["spec"]["imagePullSecrets"] == [{"name": "b"}]  # credentials: replaced
+    bad = spec("""\
+        name: g
+        config: {kubernetes: {pod_config: {spec: {containers: "no"}}}}
+        run: "true"
+        """)
+    with pytest.raises(RenderError, match="pod_config spec.containers"):
+        render_objects(bad, 1)
+
+
+def test_jobset_policies_from_the_spec() -> None:
+    group = spec("""\
+        name: pol
+        execution: parallel
+        primary_tasks: [trainer]
+        termination_delay: {default: 5s}
+        max_group_restarts: 2
+        ---
+        name: evaluator
+        depends_on: {trainer: ready}
+        run: "true"
+        ---
+        name: trainer
+        num_nodes: 3
+        resources: {job_recovery: {strategy: FAILOVER, max_restarts_on_errors: 2, recover_on_exit_codes: [42, 0]}}
+        run: "true"
+        ---
+        name: reward
+        depends_on: {evaluator: completed}
+        run: "true"
+        """)
+    objs = render_objects(group, 2, KubernetesConfig(ttl_after_finished=60), grace=4)
+    validate_all(objs)
+    js = objs[-1]
+    s = js["spec"]
+    assert [r["name"] for r in s["replicatedJobs"]] == ["trainer", "evaluator", "reward"]
+    rj = {r["name"]: r for r in s["replicatedJobs"]}
+    assert rj["evaluator"]["dependsOn"] == [{"name": "trainer", "status": "Ready"}]
+    assert rj["reward"]["dependsOn"] == [{"name": "evaluator", "status": "Complete"}]
+    assert s["successPolicy"] == {"operator": "All", "targetReplicatedJobs": ["trainer"]}
+    assert s["failurePolicy"] == {"maxRestarts": 2}
+    assert s["ttlSecondsAfterFinished"] == 60
+    trainer = rj["trainer"]["template"]["spec"]
+    assert trainer["backoffLimit"] == 2
+    assert trainer["podFailurePolicy"] == {"rules": [
+        {"action": "Ignore", "onExitCodes": {"containerName": "node", "operator": "In",
+                                             "values": [42]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget",
+                                                  "status": "True"}]}]}
+    tpod = trainer["template"]["spec"]
+    assert tpod["terminationGracePeriodSeconds"] == 4  # a primary: the launch's grace
+    env = {e["name"]: e for e in tpod["containers"][0]["env"]}
+    assert env["SKYPILOT_NODE_RANK"]["value"] == "$(JOB_COMPLETION_INDEX)"
+    assert tpod["containers"][0]["env"][0]["name"] == "JOB_COMPLETION_INDEX"  # defined first
+    assert env["SKYPILOT_NODE_IPS"]["value"].splitlines() == [
+        f"pol-trainer-0-{r}.pol.default.svc.cluster.local" for r in range(3)]
+    assert "pol-evaluator" not in env["JOBGROUP_PEERS"]["value"]  # made once trainer is ready
+    ev = rj["evaluator"]["template"]["spec"]["template"]["spec"]
+    assert ev["terminationGracePeriodSeconds"] == 9  # an auxiliary: grace + its delay
+    ev_env = {e["name"]: e.get("value") for e in ev["containers"][0]["env"]}
+    assert ev_env["JOBGROUP_STOP_DELAY"] == "5"
+    serial = spec("""\
+        name: pipe
+        execution: serial
+        ---
+        name: one
+        run: "true"
+        ---
+        name: two
+        run: "true"
+        """)
+    js = render_objects(serial, 1)[-1]
+    assert js["spec"]["replicatedJobs"][1]["dependsOn"] == [{"name": "one",
+                                                            "status": "Complete"}]

@@ -344,6 +344,19 @@ class Kubelet:
         if "emptyDir" in vol:
             return d
         files: dict[str, bytes] = {}
+        sources = [vol] if "projected" not in vol else vol["projected"].get("sources") or []
+        for source in sources:
+            files.update(self._source_files(pod, source))
+        for rel, content in files.items():
+            path = d / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        return d
+
+    def _source_files(self, pod: Obj, vol: Obj) -> dict[str, bytes]:
+        """The files of a configMap, secret or downwardAPI volume (or projected source)."""
+        ns = pod["metadata"]["namespace"]
+        files: dict[str, bytes] = {}
         for kind, plural in (("configMap", "configmaps"), ("secret", "secrets")):
             if kind not in vol:
                 continue
@@ -351,7 +364,7 @@ class Kubelet:
             obj = self.store.find(plural, ns, ref.get("name") or ref.get("secretName"))
             if obj is None:
                 if ref.get("optional"):
-                    return d
+                    return files
                 raise _ConfigError(f'{kind} "{ref.get("name") or ref.get("secretName")}" '
                                    "not found", mount=True)
             data: dict[str, bytes] = {}
@@ -363,11 +376,7 @@ class Kubelet:
             files = {i["path"]: data[i["key"]] for i in items} if items else data
         if "downwardAPI" in vol:
             files = self._downward(pod, vol)
-        for rel, content in files.items():
-            path = d / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-        return d
+        return files
 
     def _downward(self, pod: Obj, vol: Obj) -> dict[str, bytes]:
         return {item["path"]: self._field(pod, item["fieldRef"]["fieldPath"]).encode()

@@ -1,6 +1,9 @@
 """The node driver: the one bash script every pod's container runs (the same text for all).
 
 What it does, in order:
+0. unpacks the contents shipped as tar parts (`files.py`: above 1 MiB), each line of
+   $JOBGROUP_UNPACK being `digest<TAB>destination` (`-`: the workdir), from
+   /var/jobgroup/files/<digest>/part-*, with tar (else python3); a failure fails setup;
 1. copies the task's workdir (shipped as a read-only ConfigMap at /var/jobgroup/workdir) to
    $JOBGROUP_WORKDIR, a writable folder, and `cd`s there (only when the task has a workdir);
 2. runs the task's `setup` (from /etc/jobgroup/<task>.setup.sh) in its own session; on failure
@@ -28,6 +31,8 @@ deleted when the primary tasks have finished) SIGTERM reaches `run` that many se
 as soon as the pod's annotations (downward API, /etc/podinfo/annotations) carry
 `jobgroup.dev/stop="now"`; `run` may end by itself before.
 """
+
+from jobgroup.backends.kubernetes.files import UNPACK
 
 DRIVER = r"""set -u
 jg=/etc/jobgroup
@@ -58,6 +63,19 @@ run_child() {
   return "$rc"
 }
 mkdir -p /tmp/jobgroup
+""" + UNPACK + r"""if [ -n "${JOBGROUP_UNPACK:-}" ]; then
+  while IFS=$'\t' read -r src dst; do
+    [ -n "$src" ] || continue
+    [ "$dst" = - ] && dst=$JOBGROUP_WORKDIR
+    if ! unpack "/var/jobgroup/files/$src" "$dst"; then
+      echo "jobgroup: could not unpack the files shipped for $dst" >&2
+      note "setup failed: exit 1"
+      exit 1
+    fi
+  done <<EOF_UNPACK
+$JOBGROUP_UNPACK
+EOF_UNPACK
+fi
 if [ -n "${JOBGROUP_WORKDIR:-}" ]; then
   mkdir -p "$JOBGROUP_WORKDIR" || exit 1
   for f in /var/jobgroup/workdir/* /var/jobgroup/workdir/.[!.]*; do

@@ -10,7 +10,8 @@ What a group becomes (namespace from the config):
   requests/limits, the readiness probe, and labels carrying group, job id, task, task index, rank
   and attempt — a restarted controller rebuilds its state from the cluster by these labels;
 - a ConfigMap `{group}-job` with the topology file and each task's setup/run scripts;
-- a ConfigMap per distinct workdir/file_mounts content (`{group}-files-<digest>`, at most 1 MiB);
+- a ConfigMap per distinct workdir/file_mounts content (`{group}-files-<digest>`), or above
+  1 MiB a tar of it in parts (`{group}-files-<digest>-<i>`) that the driver unpacks (files.py);
 - a Secret `{group}-secrets` when a task has `secrets` (read by `secretKeyRef`, never as literal
   env values in the pod spec);
 - a PersistentVolumeClaim per named volume when the config creates volumes on first use (these
@@ -27,6 +28,7 @@ otherwise the backend's `admit` deletes everything when not every pod is schedul
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import math
@@ -41,7 +43,9 @@ from jobgroup import discovery, nodescript
 from jobgroup.backends.kubernetes import podconfig
 from jobgroup.backends.kubernetes.config import KubernetesConfig
 from jobgroup.backends.kubernetes.driver import DRIVER
-from jobgroup.backends.kubernetes.files import Bundle, FilesTooBig, collect, configmap_data
+from jobgroup.backends.kubernetes.files import (
+    Bundle, FilesTooBig, collect, configmap_data, part_key,
+)
 from jobgroup.backends.kubernetes.names import (
     ALIAS_SCRIPT, ALIASES_KEY, RUN_PREAMBLE, changed, dns_name, name_problem, service_name_ok,
 )
@@ -484,7 +488,16 @@ class _Files:
     def objects(self, job_id: int, config: KubernetesConfig) -> list[Obj]:
         out = []
         for digest in sorted(self.bundles):
-            data, binary = configmap_data(self.bundles[digest])
+            bundle = self.bundles[digest]
+            if bundle.archived:  # tar parts, one ConfigMap each (files.py)
+                for i, part in enumerate(bundle.parts()):
+                    out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                        "name": f"{dns_name(self.group.name)}-files-{digest}-{i}",
+                        "namespace": config.namespace,
+                        "labels": labels(self.group.name, job_id, home=config.home_uid)},
+                        "binaryData": {part_key(i): base64.b64encode(part).decode()}})
+                continue
+            data, binary = configmap_data(bundle)
             cm: Obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
                 "name": f"{dns_name(self.group.name)}-files-{digest}",
                 "namespace": config.namespace,
@@ -497,15 +510,28 @@ class _Files:
         return out
 
 
+UNPACK_DIR = "/var/jobgroup/files"  # where the tar parts of large contents are mounted
+
+
 def _mounts(group: JobGroup, task: Task, files: _Files, config: KubernetesConfig
-            ) -> tuple[list[Obj], list[Obj]]:
-    """(volumes, volumeMounts) of one pod of `task` (besides the job ConfigMap)."""
+            ) -> tuple[list[Obj], list[Obj], list[str]]:
+    """(volumes, volumeMounts, what the driver unpacks: `digest<TAB>destination` lines, `-`
+    for the workdir) of one pod of `task` (besides the job ConfigMap)."""
     vols: list[Obj] = []
     mounts: list[Obj] = []
+    unpack: list[str] = []
     name = task.name or ""
 
     def configmap_volume(cm: str, bundle: Bundle) -> str:
         vname = f"files-{len(vols)}"
+        if bundle.archived:  # every part of the tar, as one folder
+            vols.append({"name": vname, "projected": {"sources": [
+                {"configMap": {"name": f"{cm}-{i}", "items": [
+                    {"key": part_key(i), "path": part_key(i)}]}}
+                for i in range(len(bundle.parts()))]}})
+            mounts.append({"name": vname, "mountPath": f"{UNPACK_DIR}/{bundle.digest()}",
+                           "readOnly": True})
+            return vname
         items = [{"key": k, "path": rel} for rel, k in sorted(bundle.keys().items())]
         vols.append({"name": vname, "configMap": {"name": cm, "items": items}})
         return vname
@@ -514,7 +540,10 @@ def _mounts(group: JobGroup, task: Task, files: _Files, config: KubernetesConfig
         got = files.add(task.workdir, f"task '{name}': workdir")
         if got:
             vname = configmap_volume(*got)
-            mounts.append({"name": vname, "mountPath": WORKDIR_SRC, "readOnly": True})
+            if got[1].archived:
+                unpack.append(f"{got[1].digest()}\t-")
+            else:
+                mounts.append({"name": vname, "mountPath": WORKDIR_SRC, "readOnly": True})
     elif task.workdir is not None:
         files.problems.append(f"task '{name}': workdir as a git repository is not supported on "
                               "kubernetes; use a local folder")
@@ -538,14 +567,19 @@ def _mounts(group: JobGroup, task: Task, files: _Files, config: KubernetesConfig
         if got:
             cm, bundle = got
             vname = configmap_volume(cm, bundle)
-            if bundle.single:  # one file at exactly `dst`
+            if bundle.archived:  # unpacked by the driver into a writable folder at `dst`
+                into = f"unpacked-{len(vols)}"
+                vols.append({"name": into, "emptyDir": {}})
+                mounts.append({"name": into, "mountPath": dst})
+                unpack.append(f"{bundle.digest()}\t{dst}")
+            elif bundle.single:  # one file at exactly `dst`
                 key = next(iter(bundle.keys().values()))
                 vols[-1]["configMap"]["items"] = [{"key": key, "path": key}]
                 mounts.append({"name": vname, "mountPath": dst, "subPath": key,
                                "readOnly": True})
             else:
                 mounts.append({"name": vname, "mountPath": dst, "readOnly": True})
-    return vols, mounts
+    return vols, mounts, unpack
 
 
 def pvc_object(name: str, size: str | None = None, config: KubernetesConfig | None = None) -> Obj:
@@ -650,7 +684,7 @@ def pod_template(group: JobGroup, job_id: int, task_idx: int, config: Kubernetes
     task = group.tasks[task_idx]
     name = task.name or ""
     res, affinity = resources(task, config)
-    vols, mounts = _mounts(group, task, files, config)
+    vols, mounts, unpack = _mounts(group, task, files, config)
     vols.insert(0, {"name": "jobgroup", "configMap": {"name": job_configmap_name(group.name)}})
     mounts.insert(0, {"name": "jobgroup", "mountPath": JOB_DIR, "readOnly": True})
     if config.dshm:
@@ -660,6 +694,8 @@ def pod_template(group: JobGroup, job_id: int, task_idx: int, config: Kubernetes
     env_list = _env(group, job_id, task_idx, rank, config, env, submitted_at, workload)
     if gated:
         env_list.append({"name": "JOBGROUP_RUN_GATE", "value": "1"})
+    if unpack:
+        env_list.append({"name": "JOBGROUP_UNPACK", "value": "\n".join(unpack)})
     grace_s = 30 if grace is None else max(0, math.ceil(grace))
     if workload == "jobset":
         delay = 0 if name in group.primaries else math.ceil(delay_for(group, name))
@@ -711,7 +747,12 @@ def pod_template(group: JobGroup, job_id: int, task_idx: int, config: Kubernetes
     if config.tolerations:
         spec["tolerations"] = list(config.tolerations)
     out: Obj = {"metadata": {"labels": meta_labels}, "spec": spec}
-    podconfig.merge(out, podconfig.effective(config.pod_config, task))
+    try:
+        podconfig.merge(out, podconfig.effective(config.pod_config, task))
+    except podconfig.PodConfigError as e:
+        why = f"task '{name}': {e}"
+        if why not in files.problems:
+            files.problems.append(why)
     return out
 
 
