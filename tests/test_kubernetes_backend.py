@@ -159,7 +159,8 @@ run: "true"
 
 def test_admit_creates_then_waits_then_fails_and_cleans_up(tmp_path: Path) -> None:
     core = FakeCore()
-    be = KubernetesBackend(tmp_path, KubernetesConfig(schedule_timeout=0.2), core=core)
+    be = KubernetesBackend(tmp_path, KubernetesConfig(schedule_timeout=0.2, workload="pods"),
+                           core=core)
     group = load(GROUP)
     first = be.admit(ctx(5, group, tmp_path))
     assert first.state == "waiting" and "k8s_created_at" in first.facts
@@ -183,7 +184,7 @@ def test_admit_creates_then_waits_then_fails_and_cleans_up(tmp_path: Path) -> No
 
 def test_admit_ready_start_stop(tmp_path: Path) -> None:
     core = FakeCore()
-    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    be = KubernetesBackend(tmp_path, KubernetesConfig(workload="pods"), core=core)
     followed = []
     be._follow_logs = lambda pod, path: followed.append((pod, path))  # no kubectl here
     group = load(GROUP)
@@ -284,9 +285,9 @@ def test_a_name_held_by_another_job_is_waited_for_or_refused(tmp_path: Path) -> 
     """409 on a pod name: ours -> adopted; another job's pod that is terminating or has ended ->
     `waiting` (asked again, never adopted); another state directory's live pod -> failed."""
     core = FakeCore()
-    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    be = KubernetesBackend(tmp_path, KubernetesConfig(workload="pods"), core=core)
     group = load("name: g\nexecution: parallel\n---\nname: a\nrun: \"true\"\n")
-    old = KubernetesBackend(tmp_path, KubernetesConfig(), core=FakeCore())
+    old = KubernetesBackend(tmp_path, KubernetesConfig(workload="pods"), core=FakeCore())
     old.admit(ctx(1, group, tmp_path))
     pod = dict(old._core.objs[("Pod", "g-a-0")])
     pod["metadata"] = {**pod["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}
@@ -304,7 +305,8 @@ def test_a_name_held_by_another_job_is_waited_for_or_refused(tmp_path: Path) -> 
     assert adm.state == "waiting" and adm.facts, adm
     assert core.objs[("Pod", "g-a-0")]["metadata"]["labels"]["jobgroup.dev/job-id"] == "2"
     # a live pod of another state directory under that name: refused, with whose it is
-    other = KubernetesBackend(tmp_path / "other", KubernetesConfig(), core=FakeCore())
+    other = KubernetesBackend(tmp_path / "other", KubernetesConfig(workload="pods"),
+                              core=FakeCore())
     other.admit(ctx(3, group, tmp_path))
     for key in list(core.objs):
         del core.objs[key]
@@ -332,7 +334,7 @@ def test_too_many_requests_is_asked_again_not_an_error(tmp_path: Path) -> None:
     def throttled(ns, body, **_):
         raise Throttled("3")
     core.create_namespaced_persistent_volume_claim = throttled
-    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    be = KubernetesBackend(tmp_path, KubernetesConfig(workload="pods"), core=core)
     with pytest.raises(Unreachable, match=r"too busy .*HTTP 429 Too Many Requests; it asks "
                                           r"to retry after 3s"):
         be.admit(ctx(8, load(GROUP), tmp_path))  # the controller keeps it pending, asks again
@@ -344,7 +346,7 @@ def test_a_restarted_node_replaces_the_pod_of_its_previous_attempt(tmp_path: Pat
     """Attempt 2's pod is created only once attempt 1's is gone (deleted at once), so the
     node's name never resolves to the dying pod."""
     core = FakeCore()
-    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    be = KubernetesBackend(tmp_path, KubernetesConfig(workload="pods"), core=core)
     be._follow_logs = lambda pod, path: None  # no kubectl against this fake
     be._open_gate = lambda pod: True
     group = load(GROUP)
@@ -427,7 +429,7 @@ def _watched_group(tmp_path: Path):
     import asyncio
 
     core = FakeCore()
-    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    be = KubernetesBackend(tmp_path, KubernetesConfig(workload="pods"), core=core)
     be._follow_logs = lambda pod, path: None  # no kubectl against this fake
     be._open_gate = lambda pod: True
     group = load(GROUP)
@@ -558,7 +560,7 @@ def test_a_request_the_api_server_refuses_while_admitting_is_refused(tmp_path: P
     from jobgroup.backends.base import Refused
 
     core = FakeCore()
-    be = KubernetesBackend(tmp_path, KubernetesConfig(), core=core)
+    be = KubernetesBackend(tmp_path, KubernetesConfig(workload="pods"), core=core)
     group = load(GROUP)
     opts = be.admit(ctx(10, group, tmp_path)).facts  # its objects created
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, _zombie, wait_for
+from conftest import _TERMINAL, Env, _zombie, wait_for
 
 pytest.importorskip("kubernetes", reason="pip install -e '.[kubernetes]' (the test extra has it)")
 if not Path("/usr/bin/bwrap").exists() or os.geteuid() != 0:
@@ -84,8 +84,9 @@ def k8s(jenv: Env, tmp_path: Path):
     try:
         yield k
     finally:
-        def active() -> bool:
-            return bool(json.loads(jenv.jg("queue", "--json").stdout or "[]"))
+        def active() -> bool:  # (`queue` lists recently ended jobs too)
+            jobs = json.loads(jenv.jg("queue", "--json").stdout or "[]")
+            return any(j.get("status") not in _TERMINAL for j in jobs)
 
         if (jenv.home / "state.db").exists() and active():
             jenv.jg("cancel", "--all", timeout=30)
@@ -394,7 +395,8 @@ def test_native_readiness_is_what_the_kubelet_reports(k8s: K8s, tmp_path: Path) 
         be = KubernetesBackend(tmp_path, KubernetesConfig())
         group = load(PROBED)
         be.prepare(JobContext(job_id=7, group=group, options={}, base_dir=tmp_path))
-        for obj in render_objects(group, 7, be.config, base_dir=tmp_path):  # not gated
+        for obj in render_objects(group, 7, be.config, base_dir=tmp_path,  # not gated
+                                  workload="pods"):
             be._create(obj)
         server = NodeRef(7, 0, 0, "run", 1)
         assert be.node_ready(server) is False

@@ -18,6 +18,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import json
 import logging
@@ -459,9 +460,17 @@ class Controller:
             elif placement is not None:
                 placed = frozenset(range(len(group.tasks))) if group.execution == "parallel" \
                     else frozenset({int(job.options.get("placement_step", 0))})
+            max_group_restarts = group.max_group_restarts
+            if job.options.get("cluster_recovery"):
+                # The cluster restarts nodes and the group itself (Kubernetes JobSet: the
+                # Job's podFailurePolicy/backoffLimit, the JobSet's failurePolicy, rendered
+                # from the same spec); a failure its backend reports is final.
+                info = [dataclasses.replace(i, max_restarts=0, recover_codes=frozenset(),
+                                            recover_preemption=False) for i in info]
+                max_group_restarts = 0
             view = JobView(job=job, tasks=self.store.tasks(job_id),
                            nodes=self.store.nodes(job_id), info=info,
-                           max_group_restarts=group.max_group_restarts, placed=placed)
+                           max_group_restarts=max_group_restarts, placed=placed)
             for n in view.nodes:
                 if n.live and (job_id, n.task_idx, n.rank, n.phase.value,
                                n.attempt) not in self._watched:

@@ -72,11 +72,12 @@ from jobgroup.backends.base import (
     ENDED, Admission, Backend, Capabilities, Ended, Handle, JobContext, NodeNote, NodeRef,
     Outcome, PhaseLaunch, Refused, Unreachable, Usage,
 )
-from jobgroup.backends.kubernetes import render, status
+from jobgroup.backends.kubernetes import jobset, render, status
 from jobgroup.backends.kubernetes.client import (
     TIMEOUT, Connection, api_message, call, connect, describe,
 )
 from jobgroup.backends.kubernetes.config import KubernetesConfig, home_uid, load_config
+from jobgroup.backends.kubernetes.jobsetmode import JobSetMode
 from jobgroup.spec.models import JobGroup
 from jobgroup.state import layout
 
@@ -101,7 +102,7 @@ class _Busy(RuntimeError):
     """A name this job needs is still held by another job's object on its way out: wait."""
 
 
-class KubernetesBackend(Backend):
+class KubernetesBackend(JobSetMode, Backend):
     name = "kubernetes"
     level = "pods"
     # Pod addresses are the cluster's: port-forward goes through the API (`forward_argv`).
@@ -140,6 +141,15 @@ class KubernetesBackend(Backend):
         self._followers_stuck = False  # one got no stream in time: do not wait (`_keep_logs`)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # the JobSet workload's state (jobsetmode.py)
+        self._workloads: dict[int, str] = {}  # job -> "jobset" | "pods"
+        self._served: set[str] | None = None  # group/versions the API server serves
+        self._js_cache: dict[int, tuple[float, dict[str, Any] | None]] = {}
+        self._stopped_nodes: set[tuple[int, int, int]] = set()
+        self._resumed: dict[int, float] = {}
+        self._retry_at: dict[int, float] = {}
+
+    _busy = _Busy
 
     # --- client ---------------------------------------------------------------------------
     def _api(self) -> Any:
@@ -172,6 +182,9 @@ class KubernetesBackend(Backend):
             if kind == "PodGroup":
                 self._call(what, self._custom.create_namespaced_custom_object,
                            "scheduling.x-k8s.io", "v1alpha1", ns, "podgroups", obj)
+            elif kind == "JobSet":
+                self._call(what, self._custom.create_namespaced_custom_object,
+                           *self._js_args(), obj)
             else:
                 self._call(what, creators[kind], ns, obj)
         except Unreachable:
@@ -179,7 +192,7 @@ class KubernetesBackend(Backend):
         except Exception as e:
             if self._status_code(e) != 409:
                 raise RuntimeError(f"Kubernetes refused {what}: {api_message(e)}") from None
-            if kind in _READERS:
+            if kind in _READERS or kind == "JobSet":
                 self._conflict(obj)
 
     def _conflict(self, obj: dict[str, Any]) -> None:
@@ -191,7 +204,13 @@ class KubernetesBackend(Backend):
         api, ns, kind, name = self._api(), self.config.namespace, obj["kind"], \
             obj["metadata"]["name"]
         try:
-            cur = self._call(f"reading {kind} {name}", getattr(api, _READERS[kind]), name, ns)
+            if kind == "JobSet":
+                cur = self._call(f"reading {kind} {name}",
+                                 self._custom.get_namespaced_custom_object, *self._js_args(),
+                                 name)
+            else:
+                cur = self._call(f"reading {kind} {name}", getattr(api, _READERS[kind]), name,
+                                 ns)
         except Unreachable:
             raise
         except Exception as e:
@@ -218,11 +237,14 @@ class KubernetesBackend(Backend):
             else "unknown"
         if state == "ended":  # ours to remove: a cleanup that did not happen (or not yet)
             self._cleanup_leftover(int(theirs), have.get(f"{render.LABEL}/group", ""))
-        ended = kind == "Pod" and (cur.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        ended = (kind == "Pod" and (cur.get("status") or {}).get("phase") in
+                 ("Succeeded", "Failed")) or (kind == "JobSet" and bool(
+                     (cur.get("status") or {}).get("terminalState")))
         if theirs and (ended or state in ("ended", "ending")):
             raise _Busy(f"waiting for {kind} {name} of {owner} to be deleted")
         group = want.get(f"{render.LABEL}/group")
-        if kind == "Service" or (theirs and have.get(f"{render.LABEL}/group") == group):
+        if kind in ("Service", "JobSet") or \
+                (theirs and have.get(f"{render.LABEL}/group") == group):
             raise RuntimeError(
                 f"a group named {group!r} already runs in namespace {ns} ({owner}); names "
                 "resolve per group, so cancel it or use --name")
@@ -314,6 +336,8 @@ class KubernetesBackend(Backend):
     def _admit(self, ctx: JobContext) -> Admission:
         job_id, group, options = ctx.job_id, ctx.group, ctx.options
         self._jobs[job_id] = ctx
+        if self._workload(job_id) == "jobset":
+            return self._admit_jobset(ctx)
         selector = self._selector(job_id, group.name)
         created = float(options.get("k8s_created_at") or self._created.get(job_id) or 0)
         if not created:
@@ -352,7 +376,7 @@ class KubernetesBackend(Backend):
 
     def prepare(self, ctx: JobContext) -> dict[tuple[int, int], str]:
         self._jobs[ctx.job_id] = ctx
-        return render.addresses(ctx.group, self.config)
+        return render.addresses(ctx.group, self.config, self._workload(ctx.job_id))
 
     # --- phases -------------------------------------------------------------------------------
     def _pod_name(self, ref: NodeRef) -> str:
@@ -368,12 +392,14 @@ class KubernetesBackend(Backend):
         return pod if isinstance(pod, str) else self._pod_name(ref)
 
     def describe(self, handle: Handle) -> str:
-        return f"pod {handle.get('pod')}"
+        return f"pod {handle.get('pod')}" if handle.get("pod") else "its pod (not made yet)"
 
     def start(self, launch: PhaseLaunch) -> Handle:
         with self._lock:
             self._looked = self._version
         ref = launch.ref
+        if self._workload(ref.job_id) == "jobset":
+            return self._start_jobset(launch)
         ctx = self._job(ref.job_id)
         group, opts = ctx.group, ctx.options
         job_id, task_idx, rank, phase, attempt = (ref.job_id, ref.task_idx, ref.rank, ref.phase,
@@ -429,7 +455,7 @@ class KubernetesBackend(Backend):
             argv += ["--context", self.config.context]
         return argv
 
-    def _follow_logs(self, pod: str, log_path: Path) -> None:
+    def _follow_logs(self, pod: str, log_path: Path, *, append: bool = False) -> None:
         """`kubectl logs -f` straight into the node's log file (kept after the pod ends), in its
         own session so it outlives a controller restart; started once per pod (the log file
         is created here, so a restarted controller does not start a second one).
@@ -441,7 +467,8 @@ class KubernetesBackend(Backend):
         to an hour."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:  # one follower per pod: the first `start` of the node (setup, or run without one)
-            os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            if not append:  # (`append`: the caller keeps count, `_follow_pod`)
+                os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
             return
         if shutil.which("kubectl") is None:
@@ -600,6 +627,16 @@ class KubernetesBackend(Backend):
     def exec_argv(self, ref: NodeRef, argv: list[str]) -> list[str] | None:
         group = self._job(ref.job_id).group
         task_idx, rank = ref.task_idx, ref.rank
+        if self._workload(ref.job_id) == "jobset":
+            try:
+                current = self._node_pod(ref)
+            except Unreachable:
+                current = None
+            pin = ["env", f"KUBECONFIG={os.environ['KUBECONFIG']}"] \
+                if os.environ.get("KUBECONFIG") else []
+            pod = current["metadata"]["name"] if current else \
+                f"{jobset.job_name(group.name, group.tasks[task_idx].name or '')}-{rank}"
+            return pin + self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
         selector = (f"{self._selector(ref.job_id, group.name)},"
                     f"{render.LABEL}/task-index={task_idx},{render.LABEL}/rank={rank}")
         try:
@@ -630,13 +667,20 @@ class KubernetesBackend(Backend):
         """`kubectl port-forward` of the node's pod (the API server's portforward)."""
         pin = ["env", f"KUBECONFIG={os.environ['KUBECONFIG']}"] \
             if os.environ.get("KUBECONFIG") else []
+        pod = self._pod_name(ref)
+        if self._workload(ref.job_id) == "jobset":
+            current = self._node_pod(ref)
+            pod = current["metadata"]["name"] if current else pod
         return pin + self._kubectl() + ["port-forward", "--address", "127.0.0.1",
-                                        f"pod/{self._pod_name(ref)}",
+                                        f"pod/{pod}",
                                         f"{local_port}:{remote_port}"]
 
     def usage(self, ref: NodeRef, handle: Handle | None) -> Usage | None:
         """The pod's figures from the metrics API (metrics-server), when the cluster has one."""
         pod = self._pod_of(ref, handle)
+        if self._workload(ref.job_id) == "jobset":
+            current = self._node_pod(ref)
+            pod = current["metadata"]["name"] if current else pod
         self._api()
         try:
             m = self._call("reading the pod's metrics", self._custom.get_namespaced_custom_object,
@@ -655,6 +699,10 @@ class KubernetesBackend(Backend):
                           "total)")
 
     def outcome(self, ref: NodeRef, handle: Handle | None) -> Outcome | None:
+        if self._workload(ref.job_id) == "jobset":
+            with self._lock:
+                self._looked = self._version
+            return self._outcome_jobset(ref, handle)
         name, phase = self._pod_of(ref, handle), ref.phase
         with self._lock:
             self._looked = seen = self._version
@@ -683,6 +731,8 @@ class KubernetesBackend(Backend):
         """The kubelet's word on the node's readiness probe (rendered as the pod's native
         readinessProbe): True once the container is ready, False while not; raises Unreachable
         while the API server does not answer (not a failed probe: the controller waits)."""
+        if self._workload(ref.job_id) == "jobset":
+            return self._node_ready_jobset(ref)
         name = self._pod_name(NodeRef(ref.job_id, ref.task_idx, ref.rank, "run", ref.attempt))
         return status.container_ready(self._pod(name))  # Unreachable: the caller waits
 
@@ -693,6 +743,8 @@ class KubernetesBackend(Backend):
         server answers. The previous controller may have died before it started the pod's
         log follower (its `start` never ran): one is started here unless the node's log file
         says it was (the run gate is opened by `outcome`, as for any adopted pod)."""
+        if self._workload(ref.job_id) == "jobset":
+            return self._recover_jobset(ref)
         name = self._pod_name(ref)
         group = self._job(ref.job_id).group
         log_path = layout.log_path(self.home, ref.job_id, group.tasks[ref.task_idx].name or "",
@@ -849,6 +901,8 @@ class KubernetesBackend(Backend):
         """Delete the pod with the launch's grace period (`--grace`; whole seconds, rounded
         up), or at once with kill=True, quiet when it is gone; once its log follower has what it
         printed so far (`_keep_logs`: a pod's log goes with it)."""
+        if self._workload(ref.job_id) == "jobset":
+            return self._stop_jobset(ref, kill)
         name = self._pod_of(ref, handle)
         self._stopping.add(name)
         grace = 0 if kill else self._grace(name, ref.job_id)
@@ -883,7 +937,14 @@ class KubernetesBackend(Backend):
             group: JobGroup | None = self._job(job_id).group
         except KeyError:
             group = None
-        self._delete_job(job_id, self._selector(job_id, group.name) if group else None)
+        selector = self._selector(job_id, group.name) if group else None
+        jobset_mode = group is not None and self._workload(job_id) == "jobset"
+        if jobset_mode:
+            self._drain_logs(selector or "")
+            self._delete_jobset(job_id)
+        self._delete_job(job_id, selector)
+        if jobset_mode and selector:
+            self._delete_jobs(selector)  # what deleting the JobSet did not take
         return []
 
     def _delete_job(self, job_id: int, selector: str | None) -> None:
