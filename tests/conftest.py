@@ -65,6 +65,21 @@ class Env:
         path.write_text(textwrap.dedent(text))
         return path
 
+    def force_level(self, level: str) -> None:
+        """Run the groups of this test at isolation `level` (JOBGROUP_ISOLATION). Below
+        `namespaces` a node's home is the host's: the test then gets a home of its own, so
+        that nodes neither run nor change the real user's dotfiles (this machine's
+        ~/.bashrc runs `pyenv rehash`, whose lock a node stopped at its start would leave in
+        the real ~/.pyenv, holding every later shell 60 s). The shim's build cache stays the
+        real one."""
+        self.env["JOBGROUP_ISOLATION"] = level
+        if level != "namespaces":
+            own = self.tmp / "user-home"
+            own.mkdir(exist_ok=True)
+            self.env.setdefault("XDG_CACHE_HOME", os.environ.get("XDG_CACHE_HOME") or
+                                os.path.join(os.path.expanduser("~"), ".cache"))
+            self.env["HOME"] = str(own)
+
     def launch_d(self, text: str, *extra: str) -> int:
         """Launch detached; returns the job id."""
         p = self.jg("launch", str(self.spec(text)), "-d", *extra, check=True)

@@ -473,7 +473,7 @@ def test_restarted_controller_keeps_a_running_groups_network(jenv, host):
 def test_user_level_states_itself_names_resolve_on_loopback(jenv, host):
     if os.geteuid() != 0:
         pytest.skip("as non-root the `user` level is tested in test_unprivileged_run")
-    jenv.env["JOBGROUP_ISOLATION"] = "user"
+    jenv.force_level("user")
     script = textwrap.dedent('''\
         echo "HOSTNAME $(hostname)"
         for q in srv-0.lvl srv-1 cli-0.lvl; do
@@ -517,7 +517,7 @@ def test_user_level_states_itself_names_resolve_on_loopback(jenv, host):
 
 
 def test_none_level_plain_processes_env_vars_and_no_volumes(jenv, host):
-    jenv.env["JOBGROUP_ISOLATION"] = "none"
+    jenv.force_level("none")
     vol = jenv.spec("name: v\nvolumes: {/ckpt: v}\nrun: ls /ckpt\n", "vol.yaml")
     p = jenv.jg("launch", str(vol), "-d")
     assert p.returncode == 2, p
@@ -562,7 +562,7 @@ def test_none_level_plain_processes_env_vars_and_no_volumes(jenv, host):
 
 def test_volume_ls_and_rm_refused_while_in_use(jenv, host):
     if os.geteuid() != 0:
-        jenv.env["JOBGROUP_ISOLATION"] = "user"  # volumes need a mount view, not root
+        jenv.force_level("user")  # volumes need a mount view, not root
     job = jenv.launch_d("""
         name: vols
         volumes: {/vol-a: va}

@@ -485,7 +485,7 @@ def test_without_root_each_node_still_has_its_own_tmp_and_shm(jenv, host):
     import shutil
 
     if os.geteuid() == 0:
-        jenv.env["JOBGROUP_ISOLATION"] = "user"
+        jenv.force_level("user")
     if shutil.which("bwrap") is None:
         pytest.skip("needs bubblewrap")
     tag = f"jg-nh-user-{os.getpid()}"

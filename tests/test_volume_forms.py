@@ -91,7 +91,7 @@ def test_a_volume_made_for_the_job_is_shared_by_the_tasks_nodes_and_removed_at_i
 
 @pytest.mark.parametrize("level", [pytest.param("namespaces", marks=needs_root), "user"])
 def test_relative_destinations_are_under_the_working_directory_as_on_skypilot(jenv, level):
-    jenv.env["JOBGROUP_ISOLATION"] = level
+    jenv.force_level(level)
     tag = uuid.uuid4().hex[:8]
     proj = jenv.tmp / "proj"
     (proj / "existing").mkdir(parents=True)
@@ -127,7 +127,7 @@ def test_relative_destinations_are_under_the_working_directory_as_on_skypilot(je
     # The working directory is as it was, plus what the nodes wrote: mount points are gone.
     assert sorted(os.listdir(proj)) == ["existing", "result-0.txt", "result-1.txt"]
     assert os.listdir(proj / "existing") == ["keep.txt"]
-    home = Path(os.path.expanduser("~"))
+    home = Path(jenv.env.get("HOME") or os.path.expanduser("~"))  # (the nodes' at level user)
     assert not (home / f"up-{tag}").exists() and not (home / f"cfg-{tag}").exists()
     assert not list(jenv.home.glob("jobs/*/mountpoints"))
 
@@ -173,7 +173,7 @@ def test_a_mount_point_two_jobs_share_stays_until_the_last_one_ends(jenv):
 
 def _refused(jenv, text: str, *parts: str, level: str | None = None) -> str:
     if level:
-        jenv.env["JOBGROUP_ISOLATION"] = level
+        jenv.force_level(level)
     p = jenv.jg("launch", str(jenv.spec(textwrap.dedent(text), "bad.yaml")), "-d")
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert "Traceback" not in p.stderr
