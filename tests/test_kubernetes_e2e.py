@@ -2,9 +2,10 @@
 cluster and the `kubernetes` client is installed (pip install -e '.[kubernetes]'); skipped
 otherwise. The same flows as tests/test_kubernetes_live.py (which uses our fake API server),
 through the real CLI and controller: a server + 2-node client group whose clients reach the
-server by name, logs after the end, and cancel deleting the group's objects. Objects go to
-$JOBGROUP_K8S_NAMESPACE (default: default); the image is $JOBGROUP_K8S_IMAGE (default
-python:3.11-slim: it needs bash, getent and python3)."""
+server by name, logs after the end, and cancel deleting the group's objects; each as a JobSet
+(when the cluster serves jobset.x-k8s.io/v1alpha2: JobSet v0.8 or later installed) and as bare
+pods. Objects go to $JOBGROUP_K8S_NAMESPACE (default: default); the image is $JOBGROUP_K8S_IMAGE
+(default python:3.11-slim: it needs bash, getent, tar and python3)."""
 
 from __future__ import annotations
 
@@ -35,14 +36,21 @@ def _cluster():
     return core
 
 
-@pytest.fixture
-def cluster(jenv: Env):
+@pytest.fixture(params=["jobset", "pods"])
+def cluster(jenv: Env, request: pytest.FixtureRequest):
     core = _cluster()
+    if request.param == "jobset":
+        from kubernetes import client
+
+        groups = client.ApisApi(core.api_client).get_api_versions().groups or []
+        if not any(v.group_version == "jobset.x-k8s.io/v1alpha2" for g in groups
+                   for v in g.versions or []):
+            pytest.skip("the cluster does not serve JobSet (jobset.x-k8s.io/v1alpha2)")
     ns = os.environ.get("JOBGROUP_K8S_NAMESPACE", "default")
     jenv.home.mkdir(parents=True, exist_ok=True)
     (jenv.home / "kubernetes.yaml").write_text(json.dumps({
         "namespace": ns, "image": os.environ.get("JOBGROUP_K8S_IMAGE", "python:3.11-slim"),
-        "schedule_timeout": 600}))
+        "schedule_timeout": 600, "workload": request.param}))
     return core, ns
 
 
@@ -74,10 +82,19 @@ run: |
 
 def _left(core, ns: str, group: str) -> list[str]:
     sel = f"jobgroup.dev/group={group}"
-    return [f"{kind}/{o.metadata.name}" for kind, fn in (
+    from kubernetes import client
+
+    out = [f"{kind}/{o.metadata.name}" for kind, fn in (
         ("pod", core.list_namespaced_pod), ("service", core.list_namespaced_service),
         ("configmap", core.list_namespaced_config_map), ("secret", core.list_namespaced_secret))
         for o in fn(ns, label_selector=sel).items]
+    try:
+        out += [f"jobset/{o['metadata']['name']}" for o in client.CustomObjectsApi(
+            core.api_client).list_namespaced_custom_object(
+                "jobset.x-k8s.io", "v1alpha2", ns, "jobsets", label_selector=sel)["items"]]
+    except client.ApiException:
+        pass  # no JobSet API
+    return out
 
 
 def test_group_runs_resolves_peers_and_keeps_logs(jenv: Env, cluster) -> None:
