@@ -335,3 +335,20 @@ def test_a_workdir_above_a_configmap_is_shipped_whole(k8s: K8s) -> None:
     logs = k8s.jenv.jg("logs", "1").stdout
     assert hashlib.sha256(blob).hexdigest() in logs, logs
     assert "hi from run.sh" in logs and "no notes.log" in logs
+
+
+def test_a_launch_from_another_kubeconfig_is_refused_not_sent_elsewhere(k8s: K8s) -> None:
+    """The controller reads the kubeconfig of the environment it started in; a launch from a
+    shell whose KUBECONFIG names other files fails FAILED_PRECHECKS saying so, rather than
+    running on a cluster the launcher's kubectl does not talk to."""
+    first = k8s.launch_d("name: one\nrun: echo one\n")
+    assert k8s.jenv.wait(first, timeout=60)["status"] == "SUCCEEDED"
+    other = k8s.kubeconfig.with_name("other-kubeconfig")
+    other.write_text(k8s.kubeconfig.read_text())
+    k8s.jenv.env["KUBECONFIG"] = str(other)
+    second = k8s.launch_d("name: two\nrun: echo two\n")
+    done = k8s.jenv.wait(second, timeout=60)
+    assert done["status"] == "FAILED_PRECHECKS", done
+    assert f"this launch's KUBECONFIG is {other}" in done["reason"], done["reason"]
+    assert "jobgroup controller stop" in done["reason"]
+    assert not k8s.cluster.names("jobsets")

@@ -34,7 +34,7 @@ INHERITED = frozenset({
 INHERITED_PREFIXES = ("LC_", "CONDA_", "PIP_", "UV_", "OPENBLAS_", "OMP_", "MKL_")
 # jobgroup's own settings that a launch reads from the launching environment and records with
 # the job (`launch` takes them out: nodes do not get them).
-LAUNCH_SETTINGS = frozenset({"JOBGROUP_LOG_MAX"})
+LAUNCH_SETTINGS = frozenset({"JOBGROUP_LOG_MAX", "KUBECONFIG"})
 
 
 def inherited(environ: Mapping[str, str]) -> dict[str, str]:

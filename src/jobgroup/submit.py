@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # Variables of the launching process that nodes do not inherit (they are jobgroup's own
 # settings, read here, not the job's).
-_NOT_INHERITED = ("JOBGROUP_HOME", "JOBGROUP_LOG_MAX")
+_NOT_INHERITED = ("JOBGROUP_HOME", "JOBGROUP_LOG_MAX", "KUBECONFIG")
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,8 @@ def prepare(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, 
     options = {"env": dict(env or {}), "grace": grace, "infra": kind, "log_max": log_max,
                "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only,
                "best_effort": request.best_effort, "no_egress": request.no_egress}
+    if kind == "kubernetes":  # the launcher's kubeconfig ("": ~/.kube/config), for its backend
+        options["kubeconfig"] = source_env.get("KUBECONFIG", "")
     if request.best_effort and kind == "local":
         _say_best_effort(group, options, home, on_warning)
     return Prepared(group=group, kind=kind, base_dir=base_dir, options=options, level=level)

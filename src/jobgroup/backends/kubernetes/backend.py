@@ -324,6 +324,16 @@ class KubernetesBackend(JobSetMode, Backend):
 
     # --- admission and preparation ---------------------------------------------------------
     def admit(self, ctx: JobContext) -> Admission:
+        launched = ctx.options.get("kubeconfig")
+        mine = os.environ.get("KUBECONFIG", "")
+        if launched is not None and not ctx.options.get("k8s_created_at") and \
+                _kubeconfig_files(launched) != _kubeconfig_files(mine):
+            # the client library reads one kubeconfig per process: say so rather than launch
+            # on another cluster than the one the launcher's kubectl talks to
+            raise Refused(f"this launch's KUBECONFIG is {launched or '~/.kube/config'}, the "
+                          f"controller's {mine or '~/.kube/config'} (read when it started): "
+                          "run `jobgroup controller stop`, then launch again from the same "
+                          "environment")
         try:
             return self._admit(ctx)
         except (Unreachable, Refused):
@@ -1035,6 +1045,12 @@ def _exec_refusal(e: BaseException) -> tuple[int | None, str]:
     except (ValueError, AttributeError):
         message = f"HTTP {m.group(1)}"
     return int(m.group(1)), message
+
+
+def _kubeconfig_files(value: str) -> list[str]:
+    """The files a KUBECONFIG value names, as absolute paths ("": ~/.kube/config)."""
+    parts = [p for p in (value or "").split(os.pathsep) if p] or ["~/.kube/config"]
+    return [os.path.abspath(os.path.expanduser(p)) for p in parts]
 
 
 def _size(path: Path) -> int:
