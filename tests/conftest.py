@@ -74,11 +74,17 @@ class Env:
         real one."""
         self.env["JOBGROUP_ISOLATION"] = level
         if level != "namespaces":
-            own = self.tmp / "user-home"
-            own.mkdir(exist_ok=True)
-            self.env.setdefault("XDG_CACHE_HOME", os.environ.get("XDG_CACHE_HOME") or
-                                os.path.join(os.path.expanduser("~"), ".cache"))
-            self.env["HOME"] = str(own)
+            self.own_home()
+
+    def own_home(self) -> Path:
+        """A home of this test's own for the nodes it starts where a node's home is the
+        host's (levels below `namespaces`, Slurm's nodes): see `force_level`."""
+        own = self.tmp / "user-home"
+        own.mkdir(exist_ok=True)
+        self.env.setdefault("XDG_CACHE_HOME", os.environ.get("XDG_CACHE_HOME") or
+                            os.path.join(os.path.expanduser("~"), ".cache"))
+        self.env["HOME"] = str(own)
+        return own
 
     def launch_d(self, text: str, *extra: str) -> int:
         """Launch detached; returns the job id."""

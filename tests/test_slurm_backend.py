@@ -37,6 +37,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def senv(jenv, cluster):
     jenv.env.update(cluster.env())  # SLURM_CONF: the controller inherits it
+    jenv.own_home()  # Slurm's nodes share the host's home: not the real user's dotfiles
     return jenv
 
 

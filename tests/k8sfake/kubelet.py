@@ -405,7 +405,11 @@ class Kubelet:
         vols = {v["name"]: v for v in pod["spec"].get("volumes") or []}
         tmp = run.dir / "tmp"
         tmp.mkdir(exist_ok=True)
-        binds = [Bind(str(tmp), "/tmp")]
+        # The container's own /root, as an image has one: its ~/.bashrc and whatever a shell
+        # writes there (pyenv's rehash lock of this machine's /root/.bashrc) stay in the pod.
+        home = run.dir / "root"
+        home.mkdir(exist_ok=True)
+        binds = [Bind(str(tmp), "/tmp"), Bind(str(home), "/root")]
         dev: list[str] = []  # mounts under /dev (/dev/shm): over the fresh /dev, below
         for m in container.get("volumeMounts") or []:
             src = self._volume_dir(run, pod, vols[m["name"]])
