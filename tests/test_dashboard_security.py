@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import wait_for
 
 from jobgroup import api
 from jobgroup.dashboard.server import make_server, serve_in_thread
@@ -250,3 +251,41 @@ def test_a_log_stream_outlives_the_request_timeout(quick):
     assert [json.loads(d)["text"] for n, d in events if n == "message"] == [
         f"tick {i}" for i in range(1, 6)]
     assert events[-1][0] == "end"
+
+
+def test_a_client_that_stops_reading_is_disconnected(quick):
+    """Writes time out too: a log stream whose client never reads (the kernel's buffers full)
+    is closed after the request timeout, and its slot and reader are freed."""
+    job = launch_yaml(quick, """
+        name: chatty
+        run: |
+          python3 -c "
+          import sys
+          line = 'x' * 1000 + chr(10)
+          for _ in range(60000): sys.stdout.write(line)
+          "
+          sleep 60
+        """)["id"]
+    deadline = time.monotonic() + 60
+    log = quick.home / "jobs" / str(job) / "logs" / "chatty-0.log"
+    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 50 << 20):
+        time.sleep(0.2)
+    free = quick.streams._value
+    s = _connect(quick)
+    s.sendall(_head(quick, "GET", f"/api/jobs/{job}/logs/stream?tail=100000"))
+    time.sleep(6)  # not read: past the kernel's buffers the server's writes block, time out
+    s.settimeout(30)
+    got, closed = 0, False
+    try:
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                closed = True
+                break
+            got += len(chunk)
+    except ConnectionResetError:
+        closed = True
+    s.close()
+    assert closed and got < 50 << 20  # cut off, not the whole tail
+    wait_for(lambda: quick.streams._value == free, timeout=10)
+    api.cancel(job, home=quick.home)

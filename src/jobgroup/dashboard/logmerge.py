@@ -17,6 +17,7 @@ on, then lets later lines through in the order they arrive (already time order).
 from __future__ import annotations
 
 import heapq
+import json
 import os
 from collections import deque
 from typing import Any, Iterable
@@ -99,8 +100,6 @@ def _key(line: LogLine) -> Key:
 
 def json_size(text: str) -> int:
     """Bytes `text` takes in a JSON reply (escapes: up to 12 bytes a character)."""
-    import json
-
     return len(text) if text.isascii() and text.isprintable() else len(json.dumps(text))
 
 

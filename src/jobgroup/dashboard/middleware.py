@@ -2,7 +2,8 @@
 
 - `Guard`: the `Host` check on loopback binds, the token (bearer, session cookie, or `?token=`,
   which on a page signs the browser in), the same-origin check of requests that change state,
-  and the security headers (Content-Security-Policy, ...) on every reply, errors included.
+  the security headers (Content-Security-Policy, ...) on every reply, errors included, and a
+  limit on every write: a client that stops reading for the request timeout is disconnected.
 - `WholeBody`: a request body reaches the application only whole. It is read here first, at
   most `MAX_BODY` bytes and within the server's request timeout (else 413 / 408), and a body
   shorter than its Content-Length (the client stopped sending, or closed) is answered 400;
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode
@@ -39,6 +41,7 @@ SECURITY_HEADERS = {
 }
 _RAW_SECURITY = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 PROBLEM = "application/problem+json"
+log = logging.getLogger("jobgroup.dashboard")
 
 
 def wants_html(path: str) -> bool:
@@ -119,12 +122,36 @@ class Guard:
         if head:
             scope = {**scope, "method": "GET"}
 
+        timeout = self.state.request_timeout
+        gone = asyncio.Event()  # a write timed out: the client is as good as gone
+
         async def secured(message: dict) -> None:
+            if gone.is_set():
+                return
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), *_RAW_SECURITY]}
             elif head and message["type"] == "http.response.body":
                 message = {**message, "body": b""}
-            await send(message)
+            try:  # a client that stops reading holds nothing for long: writes time out too
+                await asyncio.wait_for(send(message), timeout)
+            except TimeoutError:
+                log.info("dashboard: %s %s: the client read nothing for %g s; disconnected",
+                         scope["method"], scope["path"][:200], timeout)
+                gone.set()  # the reply stays unfinished: the server closes the connection
+
+        async def listening() -> dict:
+            """`receive`, or the disconnect of a client whose write timed out (a log stream
+            ends on it, its reader stops)."""
+            if gone.is_set():
+                return {"type": "http.disconnect"}
+            got = asyncio.ensure_future(receive())
+            lost = asyncio.ensure_future(gone.wait())
+            await asyncio.wait((got, lost), return_when=asyncio.FIRST_COMPLETED)
+            if got.done():
+                lost.cancel()
+                return got.result()
+            got.cancel()
+            return {"type": "http.disconnect"}
 
         why = self._refusal(scope)
         if why is not None:
@@ -133,7 +160,7 @@ class Guard:
             return
         if await self._signed_in(scope, secured):
             return
-        await self.app(scope, receive, secured)
+        await self.app(scope, listening, secured)
 
     def _refusal(self, scope: Scope) -> tuple[int, str] | None:
         """(status, why) when the request must be refused; None when it may go on."""
