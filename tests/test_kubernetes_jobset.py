@@ -88,6 +88,7 @@ num_nodes: 2
 resources: {{cpus: 0.5}}
 run: |
   echo "client $SKYPILOT_NODE_RANK on $(hostname) of $SKYPILOT_NUM_NODES: $SKYPILOT_NODE_IPS" | tr '\\n' ' '; echo
+  echo "task id $SKYPILOT_TASK_ID"
   getent hosts server-0.web | awk '{{print "server-0.web is", $1}}'
   python3 - <<'PY'
   import time, urllib.request
@@ -116,6 +117,8 @@ def test_a_group_runs_as_a_jobset_and_succeeds(k8s: K8s) -> None:
     assert "server-0.web is 127.0." in logs
     assert "server setup on web-server-0-0" in logs
     assert "server got SIGTERM" in logs  # stopped, after its termination_delay
+    # SKYPILOT_TASK_ID with the job's submission time (JobContext.submitted_at)
+    assert "task id sky-managed-20" in logs and "1970-01-01" not in logs, logs
     events = k8s.jenv.jg("events", "1").stdout
     assert "server" in events
     wait_for(lambda: not k8s.kinds() and not k8s.cluster.names("jobsets")

@@ -465,24 +465,15 @@ def test_the_namespace_defaults_to_the_kubeconfig_contexts(tmp_path: Path,
 
 def test_skypilot_task_id_has_the_jobs_submission_time(full) -> None:
     """The controller hands the job's submission time (`JobContext.submitted_at`, from the
-    store) and the pods carry it in SKYPILOT_TASK_ID; only a dry run has none."""
+    store: tests/test_kubernetes_jobset.py sees it in a pod) and the pods carry it in
+    SKYPILOT_TASK_ID; only a dry run has none."""
     from datetime import datetime
 
-    from jobgroup.controller.daemon import _context
     from jobgroup.discovery import NO_TIME
-    from jobgroup.state.status import Status
-    from jobgroup.state.store import JobRec
 
     group, base = full
     when = datetime(2025, 3, 4, 5, 6, 7, 890000).timestamp()
-    job = JobRec(id=3, name="shop", status=Status.PENDING, reason="", execution="parallel",
-                 submitted_at=when, started_at=None, ended_at=None, spec="",
-                 base_dir=str(base), options={}, cancel_requested=False, outcome=None,
-                 outcome_reason="", primaries_done_at=None)
-    ctx = _context(job, group)
-    assert ctx.submitted_at == when
-    objs = render_objects(group, 3, base_dir=base, submitted_at=ctx.submitted_at,
-                          workload="pods")
+    objs = render_objects(group, 3, base_dir=base, submitted_at=when, workload="pods")
     task_id = env_of(pods(objs)[0])["SKYPILOT_TASK_ID"]["value"]
     assert task_id == "sky-managed-2025-03-04-05-06-07-890000_shop_trainer_3-0"
     dry = render_objects(group, 3, base_dir=base, workload="pods")
