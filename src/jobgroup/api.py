@@ -105,7 +105,7 @@ def job_backend_level(job_id: int, home: Path | str | None = None) -> str:
     st = _store(home)
     try:
         rec = st.job(job_id)
-        infra = str((rec.options if rec else {}).get("infra") or "local")
+        infra = rec.launch.infra if rec else "local"
     finally:
         st.close()
     return isolation_level(_home(home)) if infra == "local" else infra

@@ -28,7 +28,7 @@ SECRET = "<secret>"
 def plan(p: Prepared, backend: dict[str, Any]) -> dict[str, Any]:
     """The plan document of `p` with the backend's own part `backend` (`registry.DryRun`)."""
     g = p.group
-    overrides = dict(p.options.get("env") or {})
+    overrides = dict(p.launch.env)
     secrets = {k for t in g.tasks for k in t.secrets}
     doc: dict[str, Any] = {
         "dryrun": True,
@@ -45,13 +45,12 @@ def plan(p: Prepared, backend: dict[str, Any]) -> dict[str, Any]:
         doc["max_group_restarts"] = g.max_group_restarts
     doc["nodes"] = sum(t.num_nodes for t in g.tasks)
     doc["tasks"] = [_task(g, t, overrides, secrets) for t in g.tasks]
-    inherited = sorted(p.options.get("base_env") or {})
+    inherited = sorted(p.launch.base_env or {})
     doc["inherited_variables"] = inherited
-    options = {k: v for k, v in (("grace", p.options.get("grace")),
-                                 ("cpu_only", p.options.get("cpu_only")),
-                                 ("gpus_any", p.options.get("gpus_any")),
-                                 ("best_effort", p.options.get("best_effort")),
-                                 ("no_egress", p.options.get("no_egress"))) if v}
+    options = {k: v for k, v in (("grace", p.launch.grace), ("cpu_only", p.launch.cpu_only),
+                                 ("gpus_any", p.launch.gpus_any),
+                                 ("best_effort", p.launch.best_effort),
+                                 ("no_egress", p.launch.no_egress)) if v}
     if options:
         doc["options"] = options
     doc["backend"] = backend

@@ -16,6 +16,7 @@ from jobgroup.backends import registry
 from jobgroup.backends.local.isolation import recorded_level
 from jobgroup.backends.registry import task_kind
 from jobgroup.errors import StateUnwritable, UsageError
+from jobgroup.state.options import LaunchOptions, stored
 from jobgroup.state.store import Store
 
 if TYPE_CHECKING:
@@ -36,8 +37,9 @@ class Prepared:
     group: JobGroup
     kind: str
     base_dir: Path
-    options: dict
+    options: dict  # as stored: `launch`'s fields (state.options.stored)
     level: str
+    launch: LaunchOptions
 
 
 def record(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, home: Path,
@@ -155,17 +157,19 @@ def prepare(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, 
         raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
                          "group runs on one (placement SAME_INFRA): give --infra")
     kind = kinds.pop()
-    options = {"env": dict(env or {}), "grace": grace, "infra": kind, "log_max": log_max,
-               "base_env": base_env, "gpus_any": gpus_any, "cpu_only": cpu_only,
-               "best_effort": request.best_effort, "no_egress": request.no_egress}
-    if kind == "kubernetes":  # the launcher's kubeconfig ("": ~/.kube/config), for its backend
-        options["kubeconfig"] = source_env.get("KUBECONFIG", "")
+    launch = LaunchOptions(
+        env=dict(env or {}), grace=grace, infra=kind, log_max=log_max, base_env=base_env,
+        gpus_any=gpus_any, cpu_only=cpu_only, best_effort=request.best_effort,
+        no_egress=request.no_egress,
+        # the launcher's kubeconfig ("": ~/.kube/config), for its backend
+        kubeconfig=source_env.get("KUBECONFIG", "") if kind == "kubernetes" else None)
     if request.best_effort and kind == "local":
-        _say_best_effort(group, options, home, on_warning)
-    return Prepared(group=group, kind=kind, base_dir=base_dir, options=options, level=level)
+        _say_best_effort(group, launch, home, on_warning)
+    return Prepared(group=group, kind=kind, base_dir=base_dir, options=stored(launch),
+                    level=level, launch=launch)
 
 
-def _say_best_effort(group: JobGroup, options: dict, home: Path,
+def _say_best_effort(group: JobGroup, options: LaunchOptions, home: Path,
                      on_warning: Callable[[str], None] | None) -> None:
     """The one line `--best-effort` owes the user: whether the group runs unreserved here."""
     from jobgroup.resources import inventory as inv

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Final, Mapping, Protocol
 
 from jobgroup.spec.models import JobGroup
+from jobgroup.state.options import LaunchOptions
 
 # A started phase as its backend knows it: JSON-able data only the backend reads (stored in the
 # node's `handle` column as JSON and given back as it was).
@@ -106,18 +107,21 @@ class NodeRef:
 
 @dataclass(frozen=True)
 class JobContext:
-    """What the controller hands a backend about a job: `options` are the job's stored launch
-    options, with the facts the backend's `admit` asked to record merged in (e.g. Slurm's job
-    id and node lists); `base_dir` is the folder the spec's relative paths are resolved
-    against; `submitted_at` is when the job was submitted (epoch seconds, from the store; the
-    time in SKYPILOT_TASK_ID, `discovery.task_id`), None where it is not known. Read-only to
-    the backend."""
+    """What the controller hands a backend about a job: `launch` are the launch's typed options
+    (`state.options.LaunchOptions`), `facts` what the backend's `admit` asked to record (e.g.
+    Slurm's job id and node lists: the backend's own, `state.options`), `options` the flat
+    mapping of both as stored; `base_dir` is the folder the spec's relative paths are
+    resolved against; `submitted_at` is when the job was submitted (epoch seconds, from the
+    store; the time in SKYPILOT_TASK_ID, `discovery.task_id`), None where it is not known.
+    Read-only to the backend."""
 
     job_id: int
     group: JobGroup
     options: Mapping[str, Any]
     base_dir: Path
     submitted_at: float | None = None
+    launch: LaunchOptions = field(default_factory=LaunchOptions)
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Jobs(Protocol):

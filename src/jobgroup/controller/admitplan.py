@@ -68,7 +68,7 @@ class AdmissionPlan(msgspec.Struct, frozen=True):
 
 
 def _placement_of(job: JobRec) -> admission.Placement | None:
-    raw = job.options.get("placement")
+    raw = job.controller.placement
     return None if raw is None else msgspec.convert(raw, admission.Placement)
 
 
@@ -79,8 +79,8 @@ def _next_step(inp: JobInput) -> int | None:
 
 def _request(job: JobRec, group: JobGroup, step: int | None,
              inventory: Inventory) -> requests.GroupRequest:
-    req = requests.job_request(group, job.options, step)
-    if job.options.get("best_effort"):
+    req = requests.job_request(group, job.launch, step)
+    if job.launch.best_effort:
         req, _ = requests.fit_to_machine(req, inventory.cpus, inventory.memory_gb)
     return req
 
@@ -95,7 +95,7 @@ def plan_admission(jobs: Sequence[JobInput], inventory: Inventory) -> AdmissionP
         job, group = inp.job, inp.group
         if inp.self_scheduled:
             if job.status == Status.PENDING and not job.cancel_requested \
-                    and not job.options.get("admitted"):
+                    and not job.controller.admitted:
                 ask.append(job.id)
             continue
         if job.status == Status.PENDING:
@@ -109,7 +109,7 @@ def plan_admission(jobs: Sequence[JobInput], inventory: Inventory) -> AdmissionP
             continue
         if group.execution == "serial" and len(group.tasks) > 1 and job.outcome is None:
             step = _next_step(inp)
-            if step is not None and step != job.options.get("placement_step", 0):
+            if step is not None and step != job.controller.placement_step:
                 steps[job.id] = step
                 queue.append(admission.Pending(job.id, _request(job, group, step, inventory)))
                 continue

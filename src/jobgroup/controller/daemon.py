@@ -306,7 +306,7 @@ class Controller:
         infra = self._infra.get(job_id)
         if infra is None:
             job = self.store.job(job_id)
-            infra = str((job.options if job else {}).get("infra") or "local")
+            infra = job.launch.infra if job else "local"
             self._infra[job_id] = infra
         backend = self.backends.get(infra)
         if backend is None:
@@ -349,9 +349,9 @@ class Controller:
             self._fail_job(job.id, e)
             return
         if adm.facts:
-            self.store.update_options(job.id, **adm.facts)
+            self.store.record_facts(job.id, adm.facts)
         if adm.state == "ready":
-            self.store.update_options(job.id, admitted=True)
+            self.store.update_controller(job.id, admitted=True)
             self.store.add_event(job.id, "admitted", adm.reason)
             self._mark(job.id)
         elif adm.state == "failed":
@@ -391,7 +391,7 @@ class Controller:
             self._admit_self_scheduled(inp.job, inp.group, self._backend(job_id))
         for a in plan.admit:
             p = a.placement
-            self.store.update_options(a.job_id, placement=msgspec.to_builtins(p),
+            self.store.update_controller(a.job_id, placement=msgspec.to_builtins(p),
                                       placement_step=a.step)
             held = [n for n in p.nodes if not n.best_effort]
             self.store.add_event(a.job_id, "admitted", placements.describe_placement(p) if held else
@@ -455,13 +455,13 @@ class Controller:
             group, info = self._spec(job_id, job.spec)
             placement = placements.placement_of(job)
             placed: frozenset[int] = frozenset()
-            if job.options.get("admitted"):  # by a backend with its own scheduler
+            if job.controller.admitted:  # by a backend with its own scheduler
                 placed = frozenset(range(len(group.tasks)))
             elif placement is not None:
                 placed = frozenset(range(len(group.tasks))) if group.execution == "parallel" \
-                    else frozenset({int(job.options.get("placement_step", 0))})
+                    else frozenset({job.controller.placement_step})
             max_group_restarts = group.max_group_restarts
-            if job.options.get("cluster_recovery"):
+            if job.facts.get("cluster_recovery"):
                 # The cluster restarts nodes and the group itself (Kubernetes JobSet: the
                 # Job's podFailurePolicy/backoffLimit, the JobSet's failurePolicy, rendered
                 # from the same spec); a failure its backend reports is final.
@@ -647,7 +647,7 @@ class Controller:
                     starts: list[StartPhase], started: list[NodeRec]) -> None:
         """Start each phase in `starts`, appending what started to `started` (so that the
         caller records it even when a later start fails)."""
-        opts = job.options
+        opts = job.launch
         for s in starts:
             task = group.tasks[s.task_idx]
             node = nodes[(s.task_idx, s.rank)]
@@ -658,15 +658,15 @@ class Controller:
             # again (nodescript.py). Without a script nothing runs, as in SkyPilot.
             raw = task.setup if setup else task.run
             script = nodescript.compose(raw, setup=setup, keep=[
-                *task.envs, *task.secrets, *opts.get("env", {})]) if raw else "true"
+                *task.envs, *task.secrets, *opts.env]) if raw else "true"
             handle = self._backend(job_id).start(PhaseLaunch(
                 ref=NodeRef(job_id, s.task_idx, s.rank, s.phase.value, node.attempt),
                 task=task.name or "", script=script, env=env,
                 workdir=_workdir(job.base_dir, task.workdir) or str(
                     paths.node_dir(self.home, job_id, task.name or "", s.rank)),
                 log_path=paths.log_path(self.home, job_id, task.name or "", s.rank, node.attempt),
-                grace=float(opts.get("grace", 10.0)),
-                log_max=int(opts.get("log_max") or 0),
+                grace=opts.grace,
+                log_max=opts.log_max,
                 **placements.limits(job, s.task_idx, s.rank),
             ))
             faults.hit("start.spawned")
@@ -676,13 +676,13 @@ class Controller:
              addrs: dict[tuple[int, int], str], *, setup: bool = False,
              attempt: int = 1) -> dict[str, str]:
         """A node's environment: the launcher's, minus our state dir, plus discovery."""
-        base = job.options.get("base_env")
+        base = job.launch.base_env
         env = dict(base) if base is not None else inherited(os.environ)
         env.pop("JOBGROUP_HOME", None)
         env.update(discovery.node_env(
             group, job.id, task_idx, rank, addrs,
             topology_path=str(paths.topology_path(self.home, job.id)),
-            overrides=job.options.get("env", {}), setup=setup,
+            overrides=job.launch.env, setup=setup,
             user=env.get("USER") or _user_name(), infra=self._backend(job.id).name,
             submitted_at=job.submitted_at,  # SKYPILOT_TASK_ID's time: stable across restarts
         ))
@@ -875,7 +875,8 @@ def _ref(job_id: int, n: NodeRec) -> NodeRef:
 
 def _context(job: JobRec, group: JobGroup) -> JobContext:
     return JobContext(job_id=job.id, group=group, options=job.options,
-                      base_dir=Path(job.base_dir), submitted_at=job.submitted_at)
+                      base_dir=Path(job.base_dir), submitted_at=job.submitted_at,
+                      launch=job.launch, facts=job.facts)
 
 
 class BackendJobs:

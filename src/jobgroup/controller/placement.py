@@ -9,7 +9,7 @@ from jobgroup.state.store import JobRec
 
 
 def placement_of(job: JobRec):  # -> admission.Placement | None
-    raw = job.options.get("placement")
+    raw = job.controller.placement
     if raw is None:
         return None
     from jobgroup.resources.admission import Placement

@@ -24,7 +24,7 @@ Everything here is pure and cheap: the controller builds a `GroupRequest` once p
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import msgspec
 
@@ -163,13 +163,16 @@ def group_request(group: JobGroup, *, tasks: Iterable[int] | None = None, gpus_a
         task_request(group.tasks[i], i, gpus_any=gpus_any, cpu_only=cpu_only) for i in idxs))
 
 
-def job_request(group: JobGroup, options: dict[str, object] | None = None,
-                step: int | None = None) -> GroupRequest:
-    """`group_request` with a job's stored options (``gpus_any``, ``cpu_only``, both bools).
-    For a serial pipeline pass the step (task index) about to start."""
-    opts = options or {}
+def job_request(group: JobGroup, options: Any = None, step: int | None = None) -> GroupRequest:
+    """`group_request` with a job's launch options (`state.options.LaunchOptions`, or the
+    stored mapping: its ``gpus_any`` and ``cpu_only``). For a serial pipeline pass the step
+    (task index) about to start."""
+    if options is None or isinstance(options, Mapping):
+        opts = options or {}
+        gpus_any, cpu_only = bool(opts.get("gpus_any")), bool(opts.get("cpu_only"))
+    else:
+        gpus_any, cpu_only = options.gpus_any, options.cpu_only
     tasks = None
     if group.execution == "serial" and len(group.tasks) > 1:
         tasks = [step or 0]
-    return group_request(group, tasks=tasks, gpus_any=bool(opts.get("gpus_any")),
-                         cpu_only=bool(opts.get("cpu_only")))
+    return group_request(group, tasks=tasks, gpus_any=gpus_any, cpu_only=cpu_only)

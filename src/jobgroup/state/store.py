@@ -20,13 +20,17 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
 import msgspec
 
 from jobgroup.errors import StateUnwritable
 from jobgroup.home import default_home  # noqa: F401  (re-exported)
+from jobgroup.state.options import (
+    CONTROLLER_KEYS, LAUNCH_KEYS, ControllerFields, LaunchOptions, controller_of, facts_of,
+    launch_of,
+)
 from jobgroup.state.status import Phase, Status
 
 SCHEMA = """
@@ -116,6 +120,19 @@ class JobRec(msgspec.Struct, kw_only=True):
     primaries_done_at: float | None
     isolation: str = ""
     group_restarts: int = 0
+
+    # `options` in its typed parts, each with one owner (`state.options`).
+    @property
+    def launch(self) -> LaunchOptions:
+        return launch_of(self.options)
+
+    @property
+    def controller(self) -> ControllerFields:
+        return controller_of(self.options)
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return facts_of(self.options)
 
 
 class TaskRec(msgspec.Struct, kw_only=True):
@@ -525,8 +542,25 @@ class Store:
         with self.write() as c:
             c.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*vals, job_id))
 
-    def update_options(self, job_id: int, **values: Any) -> None:
-        """Merge `values` into the job's options (JSON), e.g. its resource placement."""
+    def update_controller(self, job_id: int, **fields: Any) -> None:
+        """Write the controller's fields of the job (`state.options.ControllerFields`: its
+        placement, the step it is for, admitted); anything else is a ValueError."""
+        bad = set(fields) - CONTROLLER_KEYS
+        if bad:
+            raise ValueError(f"not a controller field of a job: {sorted(bad)}")
+        self._merge_options(job_id, fields)
+
+    def record_facts(self, job_id: int, facts: Mapping[str, Any]) -> None:
+        """Record what a backend asked to keep about the job (`Admission.facts`); a launch or
+        controller field is a ValueError (a backend cannot change what was asked or decided)."""
+        bad = set(facts) & (LAUNCH_KEYS | CONTROLLER_KEYS)
+        if bad:
+            raise ValueError(f"a backend fact may not be named like a launch or controller "
+                             f"field: {sorted(bad)}")
+        self._merge_options(job_id, dict(facts))
+
+    def _merge_options(self, job_id: int, values: dict[str, Any]) -> None:
+        """Merge `values` into the job's options (JSON)."""
         with self.write() as c:
             row = c.execute("SELECT options FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
