@@ -21,7 +21,7 @@ import pytest
 
 from jobgroup import api
 from jobgroup.dashboard import auth
-from test_dashboard_helpers import dashboard  # noqa: F401 (fixture)
+from test_dashboard_helpers import dashboard, set_job, store_jobs  # noqa: F401 (fixture)
 
 CHROMIUM = os.environ.get("JOBGROUP_TEST_CHROMIUM") or shutil.which("chromium") or ""
 try:
@@ -185,39 +185,12 @@ def test_jobs_page_updates_live(dashboard, browser):
 
 
 # ---- issue 21: search, pages, infra, blocking jobs, never-started nodes, resources, merged logs
-
-def _stored_jobs(server, names: list[str], **options) -> list[int]:
-    """Jobs written straight into the store, already ended (no controller ever runs them)."""
-    from jobgroup.state.store import Store
-
-    st = Store(server.home)
-    try:
-        ids = [st.create_job(name=n, execution="parallel", spec="name: t\nrun: x\n",
-                             base_dir="/", options=dict(options), tasks=[("t", 1, True)])
-               for n in names]
-        with st.write() as c:
-            c.executemany("UPDATE jobs SET status='SUCCEEDED', ended_at=submitted_at WHERE id=?",
-                          [(i,) for i in ids])
-        return ids
-    finally:
-        st.close()
-
-
-def _set_job(server, job_id: int, **cols) -> None:
-    from jobgroup.state.store import Store
-
-    st = Store(server.home)
-    try:
-        with st.write() as c:
-            c.execute(f"UPDATE jobs SET {', '.join(f'{k}=?' for k in cols)} WHERE id=?",
-                      (*cols.values(), job_id))
-    finally:
-        st.close()
-
-
 def test_jobs_page_search_pages_and_infra(dashboard, browser):
-    ids = _stored_jobs(dashboard, ["alpha", "beta", "gamma", "needle-in-hay", "delta"])
-    slurm, = _stored_jobs(dashboard, ["on-slurm"], infra="slurm", slurm_job_id="4242")
+    ended = "SUCCEEDED"
+    ids = store_jobs(dashboard.home, ["alpha", "beta", "gamma", "needle-in-hay", "delta"],
+                     ended)
+    slurm, = store_jobs(dashboard.home, ["on-slurm"], ended, infra="slurm",
+                        slurm_job_id="4242")
     page = browser.new_page()
     page.goto(dashboard.login_url.replace("?token=", "?limit=2&token="))
     rows = page.locator("#jobs-rows tr[data-id]")
@@ -246,11 +219,12 @@ def test_jobs_page_search_pages_and_infra(dashboard, browser):
 
 
 def test_blocked_and_blocking_jobs_link_each_other_and_never_started_nodes(dashboard, browser):
-    holder, waiter, hopeless = _stored_jobs(dashboard, ["holder", "waiter", "hopeless"])
-    _set_job(dashboard, holder, status="RUNNING", ended_at=None)
-    _set_job(dashboard, waiter, status="PENDING", ended_at=None,
+    holder, waiter, hopeless = store_jobs(dashboard.home, ["holder", "waiter", "hopeless"],
+                                          "SUCCEEDED")
+    set_job(dashboard.home, holder, status="RUNNING", ended_at=None)
+    set_job(dashboard.home, waiter, status="PENDING", ended_at=None,
              reason=f"waiting for 2 CPU(s): 0 free, 2 held by job {holder}")
-    _set_job(dashboard, hopeless, status="FAILED_NO_RESOURCE",
+    set_job(dashboard.home, hopeless, status="FAILED_NO_RESOURCE",
              reason="needs 64 CPU(s); this machine has 2")
     try:
         page = browser.new_page()
@@ -273,7 +247,7 @@ def test_blocked_and_blocking_jobs_link_each_other_and_never_started_nodes(dashb
         expect(node.locator(".p-never-started")).to_have_count(1)
     finally:
         for j in (holder, waiter):
-            _set_job(dashboard, j, status="CANCELLED")
+            set_job(dashboard.home, j, status="CANCELLED")
 
 
 def test_group_page_shows_resources_use_and_merged_logs(dashboard, browser):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,37 @@ def dashboard(jenv):
     server.shutdown()
     server.server_close()
     stop_own_controller(jenv)
+
+
+def store_jobs(home, names: list[str], status: str = "PENDING", **options) -> list[int]:
+    """Jobs written straight into the store (one task `t` of one node each), in `status`:
+    nothing runs them (PENDING ones get cancelled by the fixture's teardown)."""
+    from jobgroup.state.store import Store
+
+    st = Store(home)
+    try:
+        ids = [st.create_job(name=n, execution="parallel", spec="name: t\nrun: x\n",
+                             base_dir="/", options=dict(options), tasks=[("t", 1, True)])
+               for n in names]
+        if status != "PENDING":
+            for i in ids:
+                set_job(home, i, status=status, ended_at=time.time())
+        return ids
+    finally:
+        st.close()
+
+
+def set_job(home, job_id: int, **cols) -> None:
+    """Write columns of a job's row (a status, a reason...) as the controller would."""
+    from jobgroup.state.store import Store
+
+    st = Store(home)
+    try:
+        with st.write() as c:
+            c.execute(f"UPDATE jobs SET {', '.join(f'{k}=?' for k in cols)} WHERE id=?",
+                      (*cols.values(), job_id))
+    finally:
+        st.close()
 
 
 def launch_yaml(server: DashboardServer, text: str, **headers: str) -> dict:

@@ -18,34 +18,18 @@ from jobgroup.dashboard import logmerge, pages, views
 from jobgroup.logfiles.follow import LogLine
 from jobgroup.state.store import Store
 from test_dashboard_helpers import (  # noqa: F401 (fixtures are used by name)
-    dashboard, launch_yaml, request, sse_events, stop_own_controller)
+    dashboard, launch_yaml, request, set_job, sse_events, stop_own_controller, store_jobs)
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-SPEC = "name: t\nrun: x\n"
 
 
 def _jobs(home, n: int, **options) -> list[int]:
-    st = Store(home)
-    try:
-        return [st.create_job(name=f"job-{chr(97 + i)}", execution="parallel", spec=SPEC, base_dir="/",
-                              options=dict(options), tasks=[("t", 1, True)]) for i in range(n)]
-    finally:
-        st.close()
-
-
-def _set(home, job_id: int, **cols) -> None:
-    st = Store(home)
-    try:
-        with st.write() as c:
-            c.execute(f"UPDATE jobs SET {', '.join(f'{k}=?' for k in cols)} WHERE id=?",
-                      (*cols.values(), job_id))
-    finally:
-        st.close()
+    return store_jobs(home, [f"job-{chr(97 + i)}" for i in range(n)], **options)
 
 
 def test_pagination_search_and_iso_times(dashboard):
     ids = _jobs(dashboard.home, 5)
-    _set(dashboard.home, ids[1], name="needle-one", reason="waiting for 1 CPU(s)")
+    set_job(dashboard.home, ids[1], name="needle-one", reason="waiting for 1 CPU(s)")
     page = request(dashboard, "GET", "/api/v1/jobs?limit=2").json
     assert page["total"] == 5 and page["limit"] == 2 and page["offset"] == 0
     assert [j["id"] for j in page["jobs"]] == ids[::-1][:2]
@@ -118,9 +102,9 @@ def test_infra_of_each_job(dashboard):
 
 def test_blocking_and_blocked_jobs_link_each_other(dashboard):
     holder, other, waiter = _jobs(dashboard.home, 3)
-    _set(dashboard.home, holder, status="RUNNING")
-    _set(dashboard.home, other, status="RUNNING")
-    _set(dashboard.home, waiter, reason=f"waiting for 4 CPU(s): 1 free, 3 held by jobs "
+    set_job(dashboard.home, holder, status="RUNNING")
+    set_job(dashboard.home, other, status="RUNNING")
+    set_job(dashboard.home, waiter, reason=f"waiting for 4 CPU(s): 1 free, 3 held by jobs "
                                         f"{holder}, {other}")
     detail = request(dashboard, "GET", f"/api/v1/jobs/{waiter}").json
     assert detail["blocked_by"] == [holder, other] and detail["blocking"] == []
@@ -140,7 +124,7 @@ def test_blocking_and_blocked_jobs_link_each_other(dashboard):
 
 def test_nodes_that_never_started(dashboard):
     job, = _jobs(dashboard.home, 1)
-    _set(dashboard.home, job, status="FAILED_NO_RESOURCE",
+    set_job(dashboard.home, job, status="FAILED_NO_RESOURCE",
          reason="needs 64 CPU(s); this machine has 2", ended_at=time.time())
     node = request(dashboard, "GET", f"/api/v1/jobs/{job}").json["tasks"][0]["nodes"][0]
     assert node["phase"] == "waiting" and node["state"] == "never started"
