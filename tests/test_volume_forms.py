@@ -244,7 +244,7 @@ def test_on_kubernetes_sub_path_is_the_claims_subpath_and_a_job_volume_is_refuse
           /data: shared
         run: "true"
         """))
-    objs = render_objects(group, 1, KubernetesConfig(create_volumes=True))
+    objs = render_objects(group, 1, KubernetesConfig(create_volumes=True), workload="pods")
     for obj in objs:
         kv.validate(obj, "1.33", strict=True)
     (pod,) = [o for o in objs if o["kind"] == "Pod"]
