@@ -413,6 +413,11 @@ static int signal_cgroup(int sig, pid_t child, int child_reaped)
                 nlen = 0;
                 if (pid > 0 && pid != shim_pid) {
                     count++;
+                    /* Not twice: the group's members had it from killpg above (two quick
+                     * SIGTERMs reach a Python handler twice now and then: a traceback in
+                     * the handler's own cleanup). */
+                    if (!child_reaped && getpgid(pid) == child)
+                        continue;
                     if (kill(pid, sig) < 0 && errno != ESRCH)
                         log_note("kill(%d, %d): %s", (int)pid, sig, strerror(errno));
                 }
@@ -518,6 +523,8 @@ static int signal_walk(int sig, pid_t child, int child_reaped)
         count++;
         if (ps[i].pgrp == child)
             group_alive = 1;
+        if (!child_reaped && ps[i].pgrp == child)
+            continue; /* signalled by killpg above: not twice */
         if (kill(ps[i].pid, sig) < 0 && errno != ESRCH)
             log_note("kill(%d, %d): %s", (int)ps[i].pid, sig, strerror(errno));
     }
