@@ -208,8 +208,10 @@ class Home:
     def __init__(self, tag: str) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=f"jgbench-{tag}-"))
         self.path = self.dir / "home"
-        self.out = self.dir / "out"
-        self.out.mkdir()
+        # What the nodes write for the bench (marks, FIFOs) lives in the state directory, which
+        # every node sees: a node's /tmp is its own (issue 15), so the bench's temp dir is not.
+        self.out = self.path / "bench-out"
+        self.out.mkdir(parents=True)
         self.env = {**os.environ, "JOBGROUP_HOME": str(self.path)}
         self.db: sqlite3.Connection | None = None
         Home.live.append(self)
