@@ -53,6 +53,25 @@ def test_pagination_search_and_iso_times(dashboard):
     assert views.iso(0.0) == "1970-01-01T00:00:00.000Z"
     evs = request(dashboard, "GET", f"/api/v1/jobs/{ids[0]}/events").json["events"]
     assert evs and all(ISO.match(e["at_iso"]) for e in evs)
+    # events: a cursor (the last id seen) and a limit
+    from jobgroup.state.store import Store
+
+    st = Store(dashboard.home)
+    try:
+        for i in range(4):
+            st.add_event(ids[0], "note", f"n{i}")
+    finally:
+        st.close()
+    first = request(dashboard, "GET", f"/api/v1/jobs/{ids[0]}/events?limit=2").json
+    assert len(first["events"]) == 2 and first["next"].endswith(
+        f"?after={first['events'][-1]['id']}&limit=2")
+    seen = first["events"]
+    page_ = first
+    while page_["next"]:
+        page_ = request(dashboard, "GET", page_["next"]).json
+        seen += page_["events"]
+    assert [e["message"] for e in seen][-4:] == ["n0", "n1", "n2", "n3"]
+    assert len({e["id"] for e in seen}) == len(seen) == 5
     # out of range: a problem naming the parameter
     for bad in ("limit=0", "limit=1001", "offset=-1", "limit=x"):
         r = request(dashboard, "GET", f"/api/v1/jobs?{bad}")

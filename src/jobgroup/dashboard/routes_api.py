@@ -69,12 +69,19 @@ def one_job(request: Request, state: State, job_id: JobId) -> Response[schemas.J
 
 
 def job_events(request: Request, state: State, job_id: JobId,
-               after: Annotated[int, Parameter(ge=0, le=10**15)] = 0
+               after: Annotated[int, Parameter(ge=0, le=10**15, description="an event id: "
+                                               "only later events (the cursor)")] = 0,
+               limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1000
                ) -> Response[schemas.EventList]:
-    """The job's timeline, oldest first (events after the id `after`)."""
+    """The job's timeline, oldest first: at most `limit` events after the id `after`; `next`:
+    the URL of the following ones."""
     jid = checked_id(job_id)
     evs = read(state.server.home, lambda st: views.events(st, jid, after=after))
-    return as_json(request, {"events": evs}, schemas.EventList)
+    nxt = None
+    if len(evs) > limit:
+        evs = evs[:limit]
+        nxt = f"{request.url.path}?" + urlencode({"after": evs[-1]["id"], "limit": limit})
+    return as_json(request, {"events": evs, "next": nxt}, schemas.EventList)
 
 
 def _selection(home: Any, job_id: int, task: str | None, rank: int | None

@@ -148,7 +148,10 @@ class Event(Struct, kw_only=True):
 
 
 class EventList(Struct, kw_only=True):
+    """Events oldest first; `next`: the URL of the following ones (None: no more now)."""
+
     events: list[Event]
+    next: str | None = None
 
 
 class LogLine(Struct, kw_only=True):
