@@ -267,7 +267,8 @@ def test_kueue_keeps_the_group_pending_with_its_reason(k8s: K8s) -> None:
     assert k8s.jenv.wait(job, timeout=30)["status"] == "CANCELLED"
     wait_for(lambda: not k8s.cluster.names("jobsets") and not k8s.kinds(), timeout=30)
     fits = k8s.launch_d(QUEUED.replace("name: qd", "name: fits").replace("cpus: 1", "cpus: 0.5"))
-    assert k8s.jenv.wait(fits, timeout=60)["status"] == "SUCCEEDED"
+    done = k8s.jenv.wait(fits, timeout=60)
+    assert done["status"] == "SUCCEEDED", (done, k8s.jenv.jg("events", str(fits)).stdout)
 
 
 GANG = """\
