@@ -84,8 +84,7 @@ def test_one_component_per_task_with_resources_settings_and_agents():
     # The body: one agent step per task, one agent per node, then the group's result.
     assert "d=/state/jobs/7/slurm\n" in server
     assert ('srun --het-group=0 --nodes=2 --ntasks=2 --ntasks-per-node=1 --kill-on-bad-exit=0 '
-            '--job-name=jobgroup-agent-0 "${view[@]}" /bin/bash "$d/agent.sh" "$d" 0 trainer $v '
-            '&\n') in server
+            '--job-name=jobgroup-agent-0 "$d/jobgroup-agent" "$d" 0 trainer &\n') in server
     assert '--het-group=1 --nodes=1 --ntasks=1' in server
     assert "sleep infinity" not in script
     assert script.rstrip().endswith('exit "$(cat "$d/end" 2>/dev/null || echo 1)"')

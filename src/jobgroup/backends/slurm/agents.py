@@ -1,11 +1,11 @@
-"""The controller's side of the node agents (`agent.sh`): their folder, the requests written to
-them, their wake-ups, and the watch on what they report.
+"""The controller's side of the node agents (`agent.c`, see its header): their folder, the
+requests written to them, their wake-ups, and the watch on what they report.
 
 A job's agents live in `$JOBGROUP_HOME/jobs/ID/slurm/` (on the filesystem the nodes share):
-`agent.sh` and `jobgroup-shim` (copied there at submission, so the nodes need nothing
-installed), `n/TASK-RANK/` per node (requests, the `wake` FIFO, `agent` once it runs, its
-`agent.log`), `wake` (the controller's FIFO), `end` (the group's result, once it ended).
-Each phase's shim writes the status file the local backend's shims write
+`jobgroup-agent` and `jobgroup-shim` (compiled here, copied there at submission, so the nodes
+need nothing installed), `n/TASK-RANK/` per node (requests, the `wake` FIFO, `agent` once it
+runs, its `agent.log`), `wake` (the controller's FIFO), `end` (the group's result, once it
+ended). Each phase's shim writes the status file the local backend's shims write
 (`state.layout.status_path`); the agent adds `STATUS.exit` once the shim has exited.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import shlex
 import shutil
 import stat
 import time
@@ -24,7 +23,7 @@ from typing import Callable
 from jobgroup.backends.base import NodeRef
 from jobgroup.state import layout
 
-AGENT = Path(__file__).with_name("agent.sh")
+AGENT_SOURCE = Path(__file__).with_name("agent.c")
 POLL = 0.5  # seconds between looks at the exit files (wake-ups make it sooner)
 ALIVE_EVERY = 3.0  # seconds between asking Slurm whether a job with watched phases still runs
 
@@ -49,13 +48,38 @@ def status_path(home: Path, ref: NodeRef) -> Path:
     return layout.status_path(home, ref.job_id, ref.task_idx, ref.rank, ref.phase, ref.attempt)
 
 
-def install(home: Path, job_id: int, nodes: list[tuple[int, int]], shim_binary: str) -> Path:
-    """Make the job's agent folder before submission: the agent script, the shim (copied: the
-    nodes run it from the shared filesystem), each node's folder and FIFO, the controller's
+def agent_path() -> str:
+    """The compiled agent for the current agent.c (built on first use, beside the shim in
+    jobgroup's cache, with the same compiler and flags)."""
+    import hashlib
+
+    from jobgroup.backends.local import shim
+
+    source = AGENT_SOURCE.read_bytes()
+    compiler = shim._compiler()
+    digest = hashlib.sha256(b"\0".join([source, " ".join(shim.CFLAGS).encode(),
+                                        " ".join(compiler).encode(),
+                                        os.uname().machine.encode()])).hexdigest()[:16]
+    target = shim.cache_dir() / f"jobgroup-slurm-agent-{digest}"
+    if not os.access(target, os.X_OK):
+        try:
+            shim._build(source, compiler, target)
+        except OSError as e:
+            raise shim.ShimBuildError(f"Could not build jobgroup's Slurm node agent in "
+                                      f"{target.parent}: {e}. Set $JOBGROUP_CACHE to a "
+                                      "writable directory.") from e
+    return str(target)
+
+
+def install(home: Path, job_id: int, nodes: list[tuple[int, int]], shim_binary: str,
+            agent_binary: str) -> Path:
+    """Make the job's agent folder before submission: the agent and the shim (copied: the
+    nodes run them from the shared filesystem), each node's folder and FIFO, the controller's
     FIFO. Idempotent."""
     d = root(home, job_id)
     (d / "n").mkdir(parents=True, exist_ok=True)
-    for src, name in ((AGENT, "agent.sh"), (Path(shim_binary), "jobgroup-shim")):
+    for src, name in ((Path(agent_binary), "jobgroup-agent"),
+                      (Path(shim_binary), "jobgroup-shim")):
         dst = d / name
         if not dst.exists() or dst.stat().st_size != src.stat().st_size:
             tmp = d / f".{name}.tmp"
@@ -96,24 +120,20 @@ def wake(path: Path) -> None:
 
 def write_request(home: Path, ref: NodeRef, *, status: Path, track_id: str, opts: list[str],
                   cmd: list[str], env: dict[str, str]) -> Path:
-    """Ask the node's agent to run one phase: a file of bash arrays it sources (written
-    atomically), then a wake-up."""
+    """Ask the node's agent to run one phase: NUL-separated (tag, value) pairs (see agent.c),
+    written atomically, then a wake-up."""
     nd = node_dir(home, ref)
     nd.mkdir(parents=True, exist_ok=True)
     name = request_name(ref)
     for stale in (".stop", ".kill"):
         (nd / f"{name}{stale}").unlink(missing_ok=True)
-    q = shlex.quote
-    text = "".join([
-        f"status={q(str(status))}\n",
-        f"id={q(track_id)}\n",
-        "opts=(" + " ".join(q(x) for x in opts) + ")\n",
-        "cmd=(" + " ".join(q(x) for x in cmd) + ")\n",
-        "envs=(" + " ".join(q(f"{k}={v}") for k, v in env.items()
-                            if k and "=" not in k and k.replace("_", "a").isalnum()) + ")\n",
-    ])
+    pairs = [("status", str(status)), ("id", track_id), *(("opt", x) for x in opts),
+             *(("cmd", x) for x in cmd),
+             *(("env", f"{k}={v}") for k, v in env.items() if k and "=" not in k)]
+    data = b"".join(f"{tag}\0{value}\0".encode(errors="surrogateescape")
+                    for tag, value in pairs if "\0" not in value)
     tmp = nd / f".{name}.tmp"
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.replace(nd / f"{name}.start")
     wake(nd / "wake")
     return nd / f"{name}.start"
@@ -147,6 +167,19 @@ def forget_requests(home: Path, job_id: int) -> None:
     for nd in nodes:
         for path in nd.glob("*.start"):
             path.unlink(missing_ok=True)
+
+
+def exited(home: Path, ref: NodeRef) -> bool:
+    """The phase's shim has exited (its agent wrote STATUS.exit)."""
+    return _written(exit_path(home, ref))
+
+
+def _written(path: Path) -> bool:
+    """The agent has written the exit file (created and filled in one short write)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def read_exit(path: Path) -> int | None:
@@ -197,7 +230,7 @@ class Watcher:
             on_end: Callable[[], None]) -> None:
         self._loop = loop
         path = exit_path(self.home, ref)
-        if path.exists() or ref.job_id in self.gone:
+        if _written(path) or ref.job_id in self.gone:
             loop.call_soon(on_end)
             return
         self._waiting.setdefault(ref.job_id, {}).setdefault(path, []).append(on_end)
@@ -243,7 +276,7 @@ class Watcher:
         waiting = self._waiting.get(job_id)
         if not waiting:
             return
-        for path in [p for p in waiting if p.exists()]:
+        for path in [p for p in waiting if _written(p)]:
             for cb in waiting.pop(path):
                 cb()
         if not waiting:

@@ -13,7 +13,7 @@ How a group runs:
    component id and node list (`slurm_job_id`, `slurm_components`, `slurm_nodes`,
    `slurm_nodelist`) are recorded in the job's options.
 2. Supervision near the work: the batch script starts one step per task with one agent per node
-   (`agent.sh`); each node phase is a request file the controller writes to its node's agent,
+   (`agent.c`); each node phase is a request file the controller writes to its node's agent,
    which runs it under jobgroup's shim on the node (the same shim as locally: the node's whole
    process tree, SIGTERM then SIGKILL after the grace, the status file). The submit host runs no
    process per node: the controller learns of an end from the agent's `STATUS.exit` file (woken
@@ -126,7 +126,7 @@ def plan_components(group: JobGroup, settings: SlurmSettings, options: dict,
 
 # Run inside a step of its own on the node (`jobgroup exec`, readiness probes): give it the node's
 # hostname and the group's hosts file when the cluster allows private namespaces (root, or
-# unprivileged user namespaces), as the node's agent gives its phases (agent.sh).
+# unprivileged user namespaces), as the node's agent gives its phases (agent.c).
 _NODE_WRAP = r'''
 hosts="$1"; name="$2"; shift 2
 if [ "$(id -u)" = 0 ] && unshare --mount --uts --propagation private true 2>/dev/null; then
@@ -225,7 +225,7 @@ class SlurmBackend(Backend):
             if script is None:
                 return Admission("failed", f"Slurm can never run the group: {why}")
             agents.install(self.home, job_id, [(i, r) for i, r, _ in group.nodes()],
-                           shim.shim_path())
+                           shim.shim_path(), agents.agent_path())
             (job_dir / "slurm-batch.sh").write_text(script)
             p = run(["sbatch", "--parsable", str(job_dir / "slurm-batch.sh")], env=self.env,
                     cwd=job_dir)
@@ -427,7 +427,7 @@ class SlurmBackend(Backend):
                             f"{out})")
 
     def recover(self, ref: NodeRef) -> Handle | Ended | None:
-        if agents.exit_path(self.home, ref).exists():
+        if agents.exited(self.home, ref):
             return ENDED
         if not agents.requested(self.home, ref):
             return None
@@ -446,7 +446,7 @@ class SlurmBackend(Backend):
         """A stop request to the node's agent: its shim sends SIGTERM to the phase's whole
         process tree and SIGKILL after the launch's grace (`kill`: SIGKILL now). Quiet when
         the phase has ended."""
-        if agents.exit_path(self.home, ref).exists():
+        if agents.exited(self.home, ref):
             return
         agents.signal(self.home, ref, kill=kill)
 

@@ -77,7 +77,7 @@ def dryrun(group: JobGroup, options: dict, home: Path, base_dir: Path, level: st
         step = {"task": t.name, "step": agent_step_name(i), "nodes": t.num_nodes,
                 "command": ("srun " + (f"--het-group={i} " if het else "")
                             + f"--nodes={t.num_nodes} --ntasks={t.num_nodes} "
-                            f"--ntasks-per-node=1 /bin/bash {root}/agent.sh {root} {i}")}
+                            f"--ntasks-per-node=1 {root}/jobgroup-agent {root} {i} {t.name}")}
         phases = {}
         for phase, script in (("setup", t.setup), ("run", t.run)):
             if script is None:

@@ -19,7 +19,7 @@ working folder, heterogeneous components) cannot be given as extra lines: refuse
 
 The batch script holds one component per task (`#SBATCH hetjob` between them; one task: an
 ordinary job). Its body starts one agent step per task (`srun --het-group=T`, one task per
-node: `agent.sh` runs each node's phases under the shim on the node itself), waits for them, and
+node: `agent.c` runs each node's phases under the shim on the node itself), waits for them, and
 exits with the group's result that jobgroup writes when the group ends (`end`): Slurm records
 every component COMPLETED (0) or FAILED with that exit code; a cancelled group is `scancel`ed
 (CANCELLED).
@@ -271,15 +271,6 @@ def batch_script(group: JobGroup, components: list[Component], job_id: int | str
         "# jobgroup: one agent per node (a step per task) runs that node's setup and run under",
         "# jobgroup's shim on the node itself, as the controller asks through the files in $d.",
         f"d={d}",
-        "# Each agent in a mount and UTS namespace of its own (the node's hostname and the",
-        "# group's hosts file) where the cluster allows it: tried once, here.",
-        'if [ "$EUID" = 0 ] && unshare --mount --uts --propagation private true 2>/dev/null; then',
-        "  view=(unshare --mount --uts --propagation private) v=private",
-        "elif unshare -r --mount --uts true 2>/dev/null; then",
-        "  view=(unshare -r --mount --uts) v=private",
-        "else",
-        "  view=() v=none",
-        "fi",
     ]
     het = len(components) > 1
     for i, c in enumerate(components):
@@ -287,8 +278,8 @@ def batch_script(group: JobGroup, components: list[Component], job_id: int | str
         lines.append(
             "srun " + (f"--het-group={i} " if het else "") +
             f"--nodes={n} --ntasks={n} --ntasks-per-node=1 --kill-on-bad-exit=0 "
-            f"--job-name={agent_step_name(i)} \"${{view[@]}}\" /bin/bash \"$d/agent.sh\" "
-            f"\"$d\" {i} {shlex.quote(c.task.name or str(i))} $v &")
+            f"--job-name={agent_step_name(i)} \"$d/jobgroup-agent\" \"$d\" {i} "
+            f"{shlex.quote(c.task.name or str(i))} &")
     lines += [
         "wait",
         "# The group's result, written by jobgroup when the group ended: Slurm records every",
