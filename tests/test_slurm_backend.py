@@ -437,3 +437,21 @@ def test_gpus_as_the_cluster_spells_them_alternatives_and_cpu_only(senv, cluster
     p = senv.jg("launch", str(senv.spec("name: any\nresources: {accelerators: H100:2}\nrun: x\n")),
                 "--dryrun", "--infra", "slurm", "--gpus", "any", check=True)
     assert "#SBATCH --gres=gpu:2\n" in yaml.safe_load(p.stdout)["backend"]["sbatch_script"]
+
+
+def test_a_job_slurm_ends_is_not_taken_for_a_stop(senv, cluster):
+    """scancel from outside jobgroup (or a time limit): Slurm stops the node, the group fails
+    with the node killed by SIGTERM and Slurm's word in its reason, not as a stop jobgroup
+    asked for."""
+    job = senv.launch_d("name: sgone\nrun: echo up; sleep 300\n", "--infra", "slurm")
+    wait_for(lambda: "up" in senv.log(job, "sgone"), timeout=60)
+    sid = facts(senv, job)["slurm_job_id"]
+    subprocess.run(["scancel", sid], env={**os.environ, **cluster.env()}, check=True, timeout=15)
+    final = senv.wait(job, timeout=60)
+    assert final["status"] == "FAILED", final
+    assert "killed by signal 15" in final["reason"], final
+    evs = json.loads(senv.jg("events", str(job), "--json", check=True).stdout)
+    notes = [e["message"] for e in evs if e["kind"] == "note"]
+    assert notes and f"Slurm job {sid} is " in notes[0], notes  # COMPLETING, or CANCELLED
+    assert "Slurm stopped the node, not jobgroup" in final["reason"]
+    assert not processes_of(senv.home)

@@ -182,6 +182,12 @@ def _written(path: Path) -> bool:
         return False
 
 
+def stop_asked(home: Path, ref: NodeRef) -> bool:
+    """The controller asked the phase to stop (or be killed)."""
+    nd, name = node_dir(home, ref), request_name(ref)
+    return (nd / f"{name}.stop").exists() or (nd / f"{name}.kill").exists()
+
+
 def read_exit(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())

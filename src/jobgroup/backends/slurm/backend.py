@@ -416,6 +416,16 @@ class SlurmBackend(Backend):
                 # bubblewrap reports a child killed by signal N as exit code 128+N.
                 exit_code, sig = None, exit_code - 128
             note = "" if code is not None else f"{gone}: the node's agent ended with it"
+            if st.stopped and not agents.stop_asked(self.home, ref):
+                # Stopped, but not by us: Slurm ended the job (its time limit, a cancel from
+                # outside jobgroup); the phase did not finish its work: killed, not stopped.
+                if gone is None and (handle or {}).get("job"):
+                    try:  # rare: say what Slurm says of the job (one short command)
+                        gone = self._alive(str(handle["job"]))[1] or None
+                    except SlurmError:
+                        pass
+                return Outcome(signal=sig or signal.SIGTERM, note=(
+                    f"{gone or 'Slurm ended the job'}: Slurm stopped the node, not jobgroup"))
             return Outcome(exit_code=exit_code, signal=sig, stopped=st.stopped, note=note)
         if code is not None:  # the shim could not start the phase (no status file)
             log = agents.node_dir(self.home, ref) / "agent.log"
