@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -212,6 +213,7 @@ def main() -> None:
     finally:
         subprocess.run(jg + ["controller", "stop"], env=env, capture_output=True)
         slurm.down(home)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

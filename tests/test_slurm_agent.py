@@ -108,6 +108,11 @@ def test_agent_runs_stops_and_reports_phases(tmp_path: Path):
         if agent.poll() is None:
             agent.kill()
             agent.wait()
+        for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):  # its tracking cgroups' parent
+            try:
+                os.rmdir(f"{root}/jobgroup-slurm")
+            except OSError:
+                pass
     assert agents.requested(home, NodeRef(job, 0, 0, "run", 1))  # what `recover` reads
     agents.forget_requests(home, job)
     assert not agents.requested(home, NodeRef(job, 0, 0, "run", 1))

@@ -62,7 +62,7 @@ def test_inventory_is_read_from_scontrol_one_line_output():
     n1 = INV.nodes[0]
     assert (n1.name, n1.cpus, n1.memory_mb, n1.gpus, n1.features) == (
         "node1", 2, 4000, {"A100": 2}, frozenset({"gpu"}))
-    assert INV.nodes[6].partitions == ("debug", "short")
+    assert INV.nodes[6].partitions == ("debug", "short") and INV.nodes[6].address == "10.0.0.7"
     assert inventory.parse_gres("gpu:a100:4(S:0,1),gpu:2,nic:1") == {"a100": 4, "": 2}
 
 
@@ -217,3 +217,13 @@ def test_gpu_types_as_the_cluster_spells_them_and_alternatives_in_order():
     _, why = _plan("name: a\nresources: {accelerators: H100:4}\nrun: x\n", gpus_any=True)
     assert why == ("task 'a' asks for 4 GPU(s) of any type per node; the nodes of partition "
                    "debug have at most 2")
+
+
+def test_compact_node_lists_are_expanded_in_slurms_order():
+    from jobgroup.backends.slurm.commands import hostnames
+
+    assert hostnames("node[1-3,7],gpu[08-10],login") == [
+        "node1", "node2", "node3", "node7", "gpu08", "gpu09", "gpu10", "login"]
+    assert hostnames("node5") == ["node5"]
+    assert hostnames("n[1-2]-ib") == ["n1-ib", "n2-ib"]
+    assert hostnames("rack[1-2]-n[1-2]") is None  # left to `scontrol show hostnames`

@@ -48,6 +48,9 @@ def status_path(home: Path, ref: NodeRef) -> Path:
     return layout.status_path(home, ref.job_id, ref.task_idx, ref.rank, ref.phase, ref.attempt)
 
 
+_built: dict[bytes, str] = {}
+
+
 def agent_path() -> str:
     """The compiled agent for the current agent.c (built on first use, beside the shim in
     jobgroup's cache, with the same compiler and flags)."""
@@ -56,6 +59,9 @@ def agent_path() -> str:
     from jobgroup.backends.local import shim
 
     source = AGENT_SOURCE.read_bytes()
+    known = _built.get(source)
+    if known and os.access(known, os.X_OK):
+        return known
     compiler = shim._compiler()
     digest = hashlib.sha256(b"\0".join([source, " ".join(shim.CFLAGS).encode(),
                                         " ".join(compiler).encode(),
@@ -68,6 +74,7 @@ def agent_path() -> str:
             raise shim.ShimBuildError(f"Could not build jobgroup's Slurm node agent in "
                                       f"{target.parent}: {e}. Set $JOBGROUP_CACHE to a "
                                       "writable directory.") from e
+    _built[source] = str(target)
     return str(target)
 
 
@@ -122,18 +129,19 @@ def write_request(home: Path, ref: NodeRef, *, status: Path, track_id: str, opts
                   cmd: list[str], env: dict[str, str]) -> Path:
     """Ask the node's agent to run one phase: NUL-separated (tag, value) pairs (see agent.c),
     written atomically, then a wake-up."""
-    nd = node_dir(home, ref)
-    nd.mkdir(parents=True, exist_ok=True)
+    nd = node_dir(home, ref)  # made by `install` (the agent makes it too)
     name = request_name(ref)
-    for stale in (".stop", ".kill"):
-        (nd / f"{name}{stale}").unlink(missing_ok=True)
     pairs = [("status", str(status)), ("id", track_id), *(("opt", x) for x in opts),
              *(("cmd", x) for x in cmd),
              *(("env", f"{k}={v}") for k, v in env.items() if k and "=" not in k)]
     data = b"".join(f"{tag}\0{value}\0".encode(errors="surrogateescape")
                     for tag, value in pairs if "\0" not in value)
     tmp = nd / f".{name}.tmp"
-    tmp.write_bytes(data)
+    try:
+        tmp.write_bytes(data)
+    except FileNotFoundError:  # a folder removed under us: make it again
+        nd.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
     tmp.replace(nd / f"{name}.start")
     wake(nd / "wake")
     return nd / f"{name}.start"

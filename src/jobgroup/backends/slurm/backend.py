@@ -167,6 +167,8 @@ class SlurmBackend(Backend):
         self.partition: str | None = None
         self._jobs: dict[int, _Allocation] = {}
         self._watcher = agents.Watcher(home, self._alive)
+        self._addresses: dict[str, str] = {}  # Slurm node -> its address, from the inventory
+        self._made: dict[int, set[Path]] = {}  # per job: folders known to exist
         # Nodes get the file-creation mask of whoever started the controller.
         self.node_umask = os.umask(0o077)
         os.umask(self.node_umask)
@@ -208,6 +210,7 @@ class SlurmBackend(Backend):
         except UsageError as e:  # a bad slurm.yaml: nothing can be submitted
             raise Refused(str(e)) from None
         inv = inventory.read(self.env)
+        self._addresses = {n.name: n.address for n in inv.nodes}
         comps, why = plan_components(group, settings, options, inv, self.partition)
         if not comps:
             return None, why, []
@@ -266,7 +269,9 @@ class SlurmBackend(Backend):
         if alloc is not None:
             return alloc.addresses
         nodes = ctx.options.get("slurm_nodes") or {}
-        addr_of = node_addresses(self.env)
+        wanted = {h for names in nodes.values() for h in names}
+        # Read at submission (one Slurm command less on the way to the nodes' start), else now.
+        addr_of = self._addresses if wanted <= set(self._addresses) else node_addresses(self.env)
         addresses, hostnames = {}, {}
         for i, r, _ in group.nodes():
             names = nodes.get(str(i), [])
@@ -341,26 +346,24 @@ class SlurmBackend(Backend):
     def start(self, launch: PhaseLaunch) -> Handle:
         """Ask the node's agent to run the phase under the shim, on the node (a request file
         and a wake-up; no process here)."""
+        # As few filesystem calls as can be: a 100-node group's starts are on the way to its
+        # nodes, and where the nodes share this machine's cores they compete with them. (A
+        # phase's attempt starts once: no stale status of it to remove; the shim removes its
+        # own at start-up anyway.)
         ref, alloc = launch.ref, self._jobs[launch.ref.job_id]
         status = agents.status_path(self.home, ref)
-        for d in {launch.log_path.parent, status.parent}:
-            d.mkdir(parents=True, exist_ok=True)
-        for stale in (status, Path(f"{status}.pid"), Path(f"{status}.exit"),
-                      Path(f"{status}.cgroup")):
-            stale.unlink(missing_ok=True)
+        self._mkdir(ref.job_id, launch.log_path.parent, status.parent)
+        Path(f"{status}.exit").unlink(missing_ok=True)
         inner = self._node_argv(ref, ["/bin/bash", "-c", launch.script], launch.workdir,
                                 agent=True)
-        marker = Path(f"{status}.bwrap")
         if isolation.uses_bwrap(inner):
-            marker.touch()  # durable: `outcome` must know how to read the exit code
-        else:
-            marker.unlink(missing_ok=True)
+            Path(f"{status}.bwrap").touch()  # durable: `outcome` must know how to read codes
         opts = ["-s", str(status), "-o", str(launch.log_path), "-g", f"{launch.grace:g}"]
         if launch.log_max:
             opts += ["-L", str(launch.log_max)]
         opts.append("-T")  # when each piece of output came (LOG.times), as locally
         if launch.workdir:
-            os.makedirs(launch.workdir, exist_ok=True)
+            self._mkdir(ref.job_id, Path(launch.workdir))
             opts += ["-C", launch.workdir]
         opts += ["-m", f"{self.node_umask:o}"]
         env = dict(launch.env)
@@ -371,6 +374,14 @@ class SlurmBackend(Backend):
                              cmd=inner, env=env)
         return self._handle(ref, alloc.slurm_id, alloc.components.get(ref.task_idx),
                             alloc.hostnames.get((ref.task_idx, ref.rank), ""))
+
+    def _mkdir(self, job_id: int, *dirs: Path) -> None:
+        """mkdir -p, once per folder and job (forgotten at cleanup)."""
+        made = self._made.setdefault(job_id, set())
+        for d in dirs:
+            if d not in made:
+                d.mkdir(parents=True, exist_ok=True)
+                made.add(d)
 
     def _handle(self, ref: NodeRef, slurm_id: str | None, component: str | None,
                 node: str) -> Handle:
@@ -499,6 +510,7 @@ class SlurmBackend(Backend):
         limit)."""
         alloc = self._jobs.pop(job_id, None)
         self._watcher.forget(job_id)
+        self._made.pop(job_id, None)
         slurm_id = alloc.slurm_id if alloc else None
         if slurm_id is None:
             ctx = self.jobs.context(job_id)

@@ -29,11 +29,49 @@ def run(argv: list[str], *, timeout: float = TIMEOUT, env: dict[str, str] | None
                          "(is slurmctld up?)") from None
 
 
+_HOSTS = re.compile(r"([^\[\],]*)(?:\[([0-9,\-]+)\])?([^\[\],]*)")
+
+
+def hostnames(nodelist: str) -> list[str] | None:
+    """Slurm's compact node list in names, in Slurm's order: `node[1-3,7],gpu[01-02],login`
+    (one bracket per name, zero-padding kept); None for forms left to `scontrol show
+    hostnames` (several brackets in one name)."""
+    out: list[str] = []
+    depth, start = 0, 0
+    parts = []
+    for i, c in enumerate(nodelist + ","):
+        if c == "[":
+            depth += 1
+        elif c == "]":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(nodelist[start:i])
+            start = i + 1
+    for part in parts:
+        m = _HOSTS.fullmatch(part)
+        if not m or part.count("[") > 1:
+            return None
+        head, ranges, tail = m.groups()
+        if ranges is None:
+            if part:
+                out.append(part)
+            continue
+        for r in ranges.split(","):
+            lo, _, hi = r.partition("-")
+            if not lo.isdigit() or (hi and not hi.isdigit()):
+                return None
+            width = len(lo)
+            for k in range(int(lo), int(hi or lo) + 1):
+                out.append(f"{head}{k:0{width}d}{tail}")
+    return out
+
+
 def expand_nodes(nodelist: str, env: dict[str, str] | None = None) -> list[str]:
     if not nodelist or nodelist in ("(null)", "None"):
         return []
-    if not any(c in nodelist for c in "[],"):
-        return [nodelist]
+    names = hostnames(nodelist)
+    if names is not None:
+        return names
     p = run(["scontrol", "show", "hostnames", nodelist], env=env)
     return p.stdout.split()
 

@@ -25,6 +25,7 @@ class SlurmNode:
     features: frozenset[str]
     partitions: tuple[str, ...]
     state: str
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def parse_nodes(text: str) -> list[SlurmNode]:
             memory_mb=_int(_field(line, "RealMemory")), gpus=parse_gres(_field(line, "Gres")),
             features=frozenset(f for f in feats.split(",") if f and f != "(null)"),
             partitions=tuple(p for p in parts.split(",") if p and p != "(null)"),
-            state=(_field(line, "State") or "").upper()))
+            state=(_field(line, "State") or "").upper(),
+            address=_field(line, "NodeAddr") or name))
     return out
 
 
@@ -118,10 +120,14 @@ def parse_partitions(text: str) -> dict[str, Partition]:
 
 def read(env: dict[str, str] | None = None) -> Inventory:
     """The cluster's partitions and nodes (SlurmError when Slurm does not answer)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from jobgroup.backends.slurm.commands import SlurmError, run
 
-    parts = run(["scontrol", "show", "partition", "-o"], env=env)
-    nodes = run(["scontrol", "show", "node", "-o"], env=env)
+    with ThreadPoolExecutor(2) as pool:  # both at once: this is on the way to sbatch
+        asked = [pool.submit(run, ["scontrol", "show", what, "-o"], env=env)
+                 for what in ("partition", "node")]
+        parts, nodes = (f.result() for f in asked)
     if parts.returncode != 0 or nodes.returncode != 0:
         raise SlurmError((parts.stderr or nodes.stderr).strip()[:300] or "scontrol failed")
     return Inventory(parse_partitions(parts.stdout), parse_nodes(nodes.stdout))
