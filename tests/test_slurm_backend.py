@@ -402,7 +402,8 @@ def test_submission_settings_from_slurm_yaml_and_labels(senv, cluster):
                             capture_output=True, text=True, timeout=15).stdout for k in "01"]
     assert "TimeLimit=00:30:00" in shown[0] and "Nice=5" in shown[0]
     assert "TimeLimit=00:10:00" in shown[1] and "Features=gpu" in shown[1]
-    assert "OverSubscribe=NO" in shown[1]  # exclusive
+    # Exclusive: the whole node (its 2 CPUs) for the task's one CPU.
+    assert "NumCPUs=2" in shown[1] and "NumCPUs=1" in shown[0], shown
     assert senv.wait(job, timeout=60)["status"] == "SUCCEEDED"
     assert re.search(r"picky on node[12]\n", senv.log(job, "picky"))  # the GPU nodes
 
