@@ -162,11 +162,13 @@ def test_a_jobset_runs_indexed_jobs_and_completes_on_its_success_policy(apis) ->
         "g", _rjob("p", 'echo "$JOB_COMPLETION_INDEX $(hostname)"', n=2),
         _rjob("aux", "exec sleep 100"),
         successPolicy={"operator": "All", "targetReplicatedJobs": ["p"]},
-        ttlSecondsAfterFinished=1))
+        # long enough for the checks below on a loaded machine (1 s raced them in a CI run)
+        ttlSecondsAfterFinished=5))
     js = custom.get_namespaced_custom_object(*JS, "g")
     core.create_namespaced_config_map("default", {"metadata": {"name": "owned", "ownerReferences": [
         {"apiVersion": js["apiVersion"], "kind": "JobSet", "name": "g",
          "uid": js["metadata"]["uid"]}]}})
+    wait_for(lambda: k8s.names("services") == ["g"], timeout=20)  # JobSet's own Service
     wait_for(lambda: _status(custom, "g").get("terminalState") == "Completed", timeout=20)
     cond = next(c for c in _status(custom, "g")["conditions"] if c["type"] == "Completed")
     assert (cond["status"], cond["reason"]) == ("True", "AllJobsCompleted")
@@ -178,7 +180,6 @@ def test_a_jobset_runs_indexed_jobs_and_completes_on_its_success_policy(apis) ->
         assert p["spec"]["subdomain"] == "g"
         assert core.read_namespaced_pod_log(p["metadata"]["name"], "default") == \
             f"{index} g-p-0-{index}\n"
-    assert k8s.names("services") == ["g"]
     wait_for(lambda: not k8s.names("jobsets") and not k8s.names("configmaps")
              and not k8s.names("services"), timeout=20)
     wait_for(lambda: not k8s.pods(), timeout=20)  # the auxiliary's pod went with its Job
