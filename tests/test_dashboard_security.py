@@ -229,6 +229,9 @@ def test_stalled_and_idle_connections_are_closed(quick):
             break
         except socket.timeout:
             pass
+        except OSError:  # a reset (the server closed with our bytes unread): it gave up too
+            closed = True
+            break
     s.close()
     assert closed and sent < len(head)
     assert _jobs(quick.home) == []
