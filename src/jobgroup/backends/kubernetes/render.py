@@ -156,7 +156,7 @@ def addresses(group: JobGroup, config: KubernetesConfig,
     """Each node's address as the backend reports it: its stable FQDN (pod IPs are not known
     before scheduling and change when a node is restarted; the name does not)."""
     return {(i, r): node_fqdn(group.name, t.name or "", r, config, workload)
-            for i, t in enumerate(group.tasks) for r in range(t.num_nodes)}
+            for i, r, t in group.nodes()}
 
 
 def dependents(group: JobGroup, task_idx: int) -> set[int]:
@@ -625,7 +625,7 @@ def host_aliases(group: JobGroup, config: KubernetesConfig,
     return "".join(f"{node_fqdn(group.name, t.name or '', r, config, workload)} "
                    f"{discovery.fqdn(t.name or '', r, group.name)} "
                    f"{discovery.hostname(t.name or '', r)}\n"
-                   for t in group.tasks for r in range(t.num_nodes))
+                   for _, r, t in group.nodes())
 
 
 def job_configmap(group: JobGroup, job_id: int, config: KubernetesConfig,
@@ -837,7 +837,7 @@ def render_objects(group: JobGroup, job_id: int = 0, config: KubernetesConfig | 
     files = _Files(group, base)
     pods = [pod_object(group, job_id, i, r, config, files, env=env, gated=gated,
                        submitted_at=submitted_at)
-            for i, t in enumerate(group.tasks) for r in range(t.num_nodes)]
+            for i, r, _ in group.nodes()]
     if files.problems:
         raise RenderError(files.problems)
     out: list[Obj] = claims(group, config)
