@@ -107,7 +107,7 @@
  * A stale STATUS_FILE (and STATUS_FILE.pid) left by an earlier run is removed
  * at start-up, so a present STATUS_FILE always describes this run.
  *
- * Build: cc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE shim.c
+ * Build: cc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE shim.c (it includes ../die.h)
  */
 
 #include <dirent.h>
@@ -140,6 +140,7 @@
 #define KILL_REPEAT_NS 200000000L
 
 static const char *prog = "jobgroup-shim";
+#include "../die.h" /* vwarn, die(code, ...): need prog; the Slurm agent shares them */
 
 /* Start-up state, filled by main() before the fork. */
 static pid_t shim_pid;
@@ -169,24 +170,12 @@ static void die_usage(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
+    vwarn(fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nusage: %s -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS]"
+    fprintf(stderr, "usage: %s -s STATUS_FILE -o LOG_FILE [-g GRACE_SECONDS]"
                     " [-C DIR] [-G CGROUP_DIR] [-m UMASK] [-L MAX_BYTES] [-T]"
                     " -- PROGRAM [ARGS...]\n", prog);
     exit(EXIT_USAGE);
-}
-
-static void die_startup(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(EXIT_STARTUP);
 }
 
 static int write_all(int fd, const char *buf, size_t len)
@@ -233,7 +222,7 @@ static char *concat(const char *a, const char *b)
     size_t la = strlen(a), lb = strlen(b);
     char *s = malloc(la + lb + 1);
     if (!s)
-        die_startup("out of memory");
+        die(EXIT_STARTUP, "out of memory");
     memcpy(s, a, la);
     memcpy(s + la, b, lb + 1);
     return s;
@@ -330,24 +319,24 @@ static unsigned long long self_start_time(void)
     char buf[1024];
     int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        die_startup("cannot open /proc/self/stat: %s", strerror(errno));
+        die(EXIT_STARTUP, "cannot open /proc/self/stat: %s", strerror(errno));
     ssize_t n;
     do
         n = read(fd, buf, sizeof buf - 1);
     while (n < 0 && errno == EINTR);
     close(fd);
     if (n <= 0)
-        die_startup("cannot read /proc/self/stat");
+        die(EXIT_STARTUP, "cannot read /proc/self/stat");
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
     if (!p)
-        die_startup("cannot parse /proc/self/stat");
+        die(EXIT_STARTUP, "cannot parse /proc/self/stat");
     p++;
     /* After ')' come fields 3, 4, ...; starttime is the 20th of them. */
     for (int field = 3; field < 22; field++) {
         p = strchr(p + 1, ' ');
         if (!p)
-            die_startup("cannot parse /proc/self/stat");
+            die(EXIT_STARTUP, "cannot parse /proc/self/stat");
     }
     return strtoull(p + 1, NULL, 10);
 }
@@ -767,11 +756,11 @@ static void start_copier(int cg_fd)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
-        die_startup("cannot create the log pipe: %s", strerror(errno));
+        die(EXIT_STARTUP, "cannot create the log pipe: %s", strerror(errno));
     fflush(NULL);
     copier_pid = fork();
     if (copier_pid < 0)
-        die_startup("fork: %s", strerror(errno));
+        die(EXIT_STARTUP, "fork: %s", strerror(errno));
     if (copier_pid == 0) {
         /* Signals stay blocked (a stop is not for the copier); no
          * PDEATHSIG: if the shim is killed, the output is still drained. */
@@ -805,7 +794,7 @@ static void split_status_path(const char *path)
         dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     while (dir_fd < 0 && errno == EINTR);
     if (dir_fd < 0)
-        die_startup("cannot open status directory '%s': %s", dir, strerror(errno));
+        die(EXIT_STARTUP, "cannot open status directory '%s': %s", dir, strerror(errno));
     free(dir);
     status_name = concat(base, "");
     status_rsv = concat(base, ".rsv");
@@ -908,20 +897,20 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof handled / sizeof *handled; i++)
         sigaddset(&set, handled[i]);
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-        die_startup("sigprocmask: %s", strerror(errno));
+        die(EXIT_STARTUP, "sigprocmask: %s", strerror(errno));
     for (size_t i = 0; i < sizeof handled / sizeof *handled; i++)
         signal(handled[i], SIG_DFL);
     signal(SIGPIPE, SIG_IGN); /* a write error is an error, not a death */
 
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-        die_startup("prctl(PR_SET_CHILD_SUBREAPER): %s", strerror(errno));
+        die(EXIT_STARTUP, "prctl(PR_SET_CHILD_SUBREAPER): %s", strerror(errno));
 
     split_status_path(status_path);
     do
         log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     while (log_fd < 0 && errno == EINTR);
     if (log_fd < 0)
-        die_startup("cannot open log file '%s': %s", log_path, strerror(errno));
+        die(EXIT_STARTUP, "cannot open log file '%s': %s", log_path, strerror(errno));
     log_file = log_path;
     out_fd = log_fd;
     if (log_max > 0)
@@ -932,17 +921,17 @@ int main(int argc, char **argv)
     }
     int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null_fd < 0)
-        die_startup("cannot open /dev/null: %s", strerror(errno));
+        die(EXIT_STARTUP, "cannot open /dev/null: %s", strerror(errno));
     /* Files from an earlier run would describe the wrong run. */
     if (unlinkat(dir_fd, status_name, 0) < 0 && errno != ENOENT)
-        die_startup("cannot remove stale status file '%s': %s",
+        die(EXIT_STARTUP, "cannot remove stale status file '%s': %s",
                     status_path, strerror(errno));
     if (unlinkat(dir_fd, pid_name, 0) < 0 && errno != ENOENT)
-        die_startup("cannot remove stale pid file '%s.pid': %s",
+        die(EXIT_STARTUP, "cannot remove stale pid file '%s.pid': %s",
                     status_path, strerror(errno));
     unsigned long long start_time = self_start_time();
     if (reserve_status() < 0)
-        die_startup("cannot reserve the status file '%s': %s", status_path, strerror(errno));
+        die(EXIT_STARTUP, "cannot reserve the status file '%s': %s", status_path, strerror(errno));
 
     int cg_fd = -1;
     if (cgroup) {
@@ -986,7 +975,7 @@ int main(int argc, char **argv)
     if (child < 0)
         child = fork();
     if (child < 0)
-        die_startup("fork: %s", strerror(errno));
+        die(EXIT_STARTUP, "fork: %s", strerror(errno));
     if (child == 0)
         run_child(null_fd, workdir, child_argv);
     if (out_fd != log_fd)
@@ -1001,7 +990,7 @@ int main(int argc, char **argv)
         signal_descendants(SIGKILL, child, 0);
         while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
             ;
-        die_startup("cannot write pid file '%s.pid': %s", status_path, strerror(saved));
+        die(EXIT_STARTUP, "cannot write pid file '%s.pid': %s", status_path, strerror(saved));
     }
     /* Start-up is over: from here on, report only through files. */
     if (dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0)

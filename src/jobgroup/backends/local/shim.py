@@ -44,12 +44,17 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobgroup.errors import JobGroupError
 
 SHIM_SOURCE = Path(__file__).with_name("shim.c")
+# The header the C programs share (shim.c, ../slurm/agent.c), by the name they include it as.
+# `_build` compiles a copy of the source, so it copies the header beside it; `_binary_name`
+# hashes it, so that a change to it rebuilds them.
+C_HEADERS = {"../die.h": Path(__file__).parent.parent / "die.h"}
 # Not -Werror: a newer compiler's new warning must not stop a user's run
 # (the tests compile with -Werror to keep the source clean).
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE")
@@ -149,9 +154,18 @@ def _compiler() -> list[str]:
     )
 
 
-def _binary_name(source: bytes, compiler: list[str]) -> str:
+def c_headers() -> dict[str, bytes]:
+    """The shared headers' contents (`C_HEADERS`), for `_binary_name` and `_build`."""
+    return {name: path.read_bytes() for name, path in C_HEADERS.items()}
+
+
+def _binary_name(source: bytes, compiler: list[str],
+                 headers: Mapping[str, bytes] | None = None) -> str:
+    """Cache name of the binary built from `source` and the `headers` it includes."""
     digest = hashlib.sha256()
-    for part in (source, " ".join(CFLAGS).encode(), " ".join(compiler).encode(),
+    headers = headers or {}
+    included = [part for name in sorted(headers) for part in (name.encode(), headers[name])]
+    for part in (source, *included, " ".join(CFLAGS).encode(), " ".join(compiler).encode(),
                  os.uname().machine.encode()):
         digest.update(part)
         digest.update(b"\0")
@@ -167,8 +181,9 @@ def shim_path() -> str:
     """
     bindir = cache_dir()
     source = SHIM_SOURCE.read_bytes()
+    headers = c_headers()
     compiler = _compiler()
-    target = bindir / _binary_name(source, compiler)
+    target = bindir / _binary_name(source, compiler, headers)
     key = str(target)
     with _lock:
         cached = _cache.get(key)
@@ -176,7 +191,7 @@ def shim_path() -> str:
         return cached
     if not os.access(target, os.X_OK):
         try:
-            _build(source, compiler, target)
+            _build(source, compiler, target, headers)
         except OSError as exc:  # cache dir not writable, disk full, ...
             raise ShimBuildError(
                 f"Could not build jobgroup's node supervisor in {bindir}: {exc}. "
@@ -187,7 +202,10 @@ def shim_path() -> str:
     return str(target)
 
 
-def _build(source: bytes, compiler: list[str], target: Path) -> None:
+def _build(source: bytes, compiler: list[str], target: Path,
+           headers: Mapping[str, bytes] | None = None) -> None:
+    """Compile `source` into `target` (atomically, under a lock beside it). `headers`: the
+    files it includes, by their path relative to its folder (`C_HEADERS`)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.with_name(target.name + ".lock")
     with open(lock_path, "a") as lock:
@@ -195,9 +213,14 @@ def _build(source: bytes, compiler: list[str], target: Path) -> None:
         if os.access(target, os.X_OK):
             return  # someone else built it while we waited
         with tempfile.TemporaryDirectory(prefix="jobgroup-shim-src-") as work:
-            # Compile the exact bytes we hashed, even if shim.c changes meanwhile.
-            src = Path(work) / "shim.c"
+            # Compile the exact bytes we hashed, even if shim.c changes meanwhile. The
+            # source sits one folder down, so that a header it includes as "../x.h" lands
+            # inside `work` too.
+            src = Path(work) / "src" / "shim.c"
+            src.parent.mkdir()
             src.write_bytes(source)
+            for name, text in (headers or {}).items():
+                (src.parent / name).write_bytes(text)
             tmp = target.with_name(f"{target.name}.tmp.{os.getpid()}.{threading.get_ident()}")
             cmd = [*compiler, *CFLAGS, "-o", str(tmp), str(src)]
             try:

@@ -52,7 +52,7 @@
  * Why C and not a shell: on the 2-core dev machine that emulates 100 nodes, a bash agent
  * (its unshare, mount, subshells) cost ~14 ms of CPU per node; this one well under 1 ms.
  *
- * Build: cc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE agent.c
+ * Build: cc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE agent.c (it includes ../die.h)
  */
 
 #include <dirent.h>
@@ -76,6 +76,7 @@
 extern char **environ;
 
 static const char *prog = "jobgroup-slurm-agent";
+#include "../die.h" /* die(code, ...): needs prog; the shim shares it */
 static const char *dir, *task, *name;
 static int rank;
 static char me[PATH_MAX], shim[PATH_MAX], end_path[PATH_MAX], wake_ctl[PATH_MAX];
@@ -94,17 +95,6 @@ struct phase {
 static struct phase *phases;
 static size_t nphases, cap_phases;
 
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-
 /* A path (or other text) that must fit `size`: a longer one is an error, never cut. */
 static void fmt(char *buf, size_t size, const char *format, ...)
 {
@@ -113,14 +103,14 @@ static void fmt(char *buf, size_t size, const char *format, ...)
     int n = vsnprintf(buf, size, format, ap);
     va_end(ap);
     if (n < 0 || (size_t)n >= size)
-        die("path too long: %.80s...", buf);
+        die(EXIT_FAILURE, "path too long: %.80s...", buf);
 }
 
 static void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
     if (!p)
-        die("out of memory");
+        die(EXIT_FAILURE, "out of memory");
     return p;
 }
 
@@ -289,7 +279,7 @@ static char *read_all(const char *path, size_t *len)
             cap *= 2;
             char *more = realloc(buf, cap + 1);
             if (!more)
-                die("out of memory");
+                die(EXIT_FAILURE, "out of memory");
             buf = more;
         }
         ssize_t r = read(fd, buf + n, cap - n);
@@ -313,7 +303,7 @@ static void start(const char *phase_name)
         cap_phases = cap_phases ? 2 * cap_phases : 8;
         phases = realloc(phases, cap_phases * sizeof *phases);
         if (!phases)
-            die("out of memory");
+            die(EXIT_FAILURE, "out of memory");
     }
     struct phase *ph = &phases[nphases++];
     memset(ph, 0, sizeof *ph);
@@ -493,7 +483,7 @@ static size_t running(void)
 int main(int argc, char **argv)
 {
     if (argc < 4)
-        die("usage: %s DIR TASK NAME", prog);
+        die(EXIT_FAILURE, "usage: %s DIR TASK NAME", prog);
     dir = argv[1], task = argv[2], name = argv[3];
     const char *procid = getenv("SLURM_PROCID");
     rank = procid ? atoi(procid) : 0;
@@ -508,14 +498,14 @@ int main(int argc, char **argv)
     fmt(nd, sizeof nd, "%s/n", dir);
     (void)mkdir(nd, 0700);
     if (mkdir(me, 0700) < 0 && errno != EEXIST)
-        die("cannot make %s: %s", me, strerror(errno));
+        die(EXIT_FAILURE, "cannot make %s: %s", me, strerror(errno));
     char fifo[PATH_MAX];
     fmt(fifo, sizeof fifo, "%s/wake", me);
     if (mkfifo(fifo, 0600) < 0 && errno != EEXIST)
-        die("cannot make the FIFO %s: %s", fifo, strerror(errno));
+        die(EXIT_FAILURE, "cannot make the FIFO %s: %s", fifo, strerror(errno));
     int wfd = open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (wfd < 0)
-        die("cannot open %s: %s", fifo, strerror(errno));
+        die(EXIT_FAILURE, "cannot open %s: %s", fifo, strerror(errno));
 
     take_view();
     collect_pass();
@@ -530,7 +520,7 @@ int main(int argc, char **argv)
     sigprocmask(SIG_BLOCK, &mask, NULL);
     int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (sfd < 0)
-        die("signalfd: %s", strerror(errno));
+        die(EXIT_FAILURE, "signalfd: %s", strerror(errno));
 
     char note[PATH_MAX], text[512];
     fmt(note, sizeof note, "%s/agent", me);
@@ -547,7 +537,7 @@ int main(int argc, char **argv)
         struct pollfd fds[2] = {{wfd, POLLIN, 0}, {sfd, POLLIN, 0}};
         int r = poll(fds, 2, 1000);
         if (r < 0 && errno != EINTR)
-            die("poll: %s", strerror(errno));
+            die(EXIT_FAILURE, "poll: %s", strerror(errno));
         char buf[4096];
         while (read(wfd, buf, sizeof buf) > 0)
             ;

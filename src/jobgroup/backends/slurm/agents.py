@@ -52,29 +52,28 @@ _built: dict[bytes, str] = {}
 
 
 def agent_path() -> str:
-    """The compiled agent for the current agent.c (built on first use, beside the shim in
-    jobgroup's cache, with the same compiler and flags)."""
-    import hashlib
-
+    """The compiled agent for the current agent.c and the header it shares with the shim
+    (built on first use, beside the shim in jobgroup's cache, with the same compiler and
+    flags)."""
     from jobgroup.backends.local import shim
 
     source = AGENT_SOURCE.read_bytes()
-    known = _built.get(source)
+    headers = shim.c_headers()
+    key = b"\0".join([source, *headers.values()])
+    known = _built.get(key)
     if known and os.access(known, os.X_OK):
         return known
     compiler = shim._compiler()
-    digest = hashlib.sha256(b"\0".join([source, " ".join(shim.CFLAGS).encode(),
-                                        " ".join(compiler).encode(),
-                                        os.uname().machine.encode()])).hexdigest()[:16]
-    target = shim.cache_dir() / f"jobgroup-slurm-agent-{digest}"
+    name = shim._binary_name(source, compiler, headers)
+    target = shim.cache_dir() / name.replace("jobgroup-shim-", "jobgroup-slurm-agent-")
     if not os.access(target, os.X_OK):
         try:
-            shim._build(source, compiler, target)
+            shim._build(source, compiler, target, headers)
         except OSError as e:
             raise shim.ShimBuildError(f"Could not build jobgroup's Slurm node agent in "
                                       f"{target.parent}: {e}. Set $JOBGROUP_CACHE to a "
                                       "writable directory.") from e
-    _built[source] = str(target)
+    _built[key] = str(target)
     return str(target)
 
 
