@@ -46,7 +46,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from jobgroup.backends.local import shim
+from jobgroup.backends.local import runner, shim
 
 HELPER_SOURCE = Path(__file__).with_name("nodehost.c")
 # /dev/shm's size when the task names no memory limit: tmpfs's own default, half of the
@@ -265,16 +265,10 @@ def running_pid(home: Path, job_id: int, task_idx: int, rank: int) -> int | None
         # Its first process has exited, others of the phase may live on (they carry the
         # phase's marker): join one of them rather than mount the node's root a second time.
         # (The shim carries the marker too, in the host's namespaces: not that one.)
-        needle, host_ns = f"JOBGROUP_PHASE={status}".encode() + b"\0", _ns("self")
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/environ", "rb") as f:
-                        marked = b"\0" + needle in b"\0" + f.read()
-                except OSError:
-                    continue
-                if marked and _ns(entry) not in (None, host_ns):
-                    return int(entry)
+        host_ns = _ns("self")
+        for pid in runner.marked_processes(status):
+            if _ns(str(pid)) not in (None, host_ns):
+                return pid
     return None
 
 

@@ -4,7 +4,7 @@ Where the figures come from:
 - the node's processes: the cgroup(s) its phase runs in (recorded by the shim runner in
   `STATUS.cgroup`: the tracking cgroup on cgroup v2, the limit cgroups); where no cgroup could
   be made, the processes that carry the phase's marker (`JOBGROUP_PHASE=STATUS` in their
-  environment), the same rule `rootfs.running_pid` and stopping use;
+  environment: `runner.marked_processes`, which `rootfs.running_pid` and stopping use too);
 - CPU time: the cgroup v2 `cpu.stat` `usage_usec` (every process the node ever ran, exited ones
   included); without one, the sum of the live processes' user+system time from /proc
   (`approximate` is then said in the note);
@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 
 from jobgroup.backends.base import Proc, Usage
+from jobgroup.backends.local.runner import marked_processes
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -67,20 +68,10 @@ def node_usage(status_path: Path) -> Usage | None:
 
 def _marked(status_path: Path) -> list[int]:
     """Live processes carrying the phase's marker, outside the controller's own view."""
-    needle = b"\0" + f"JOBGROUP_PHASE={status_path}".encode() + b"\0"
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in b"\0" + f.read():
-                    out.append(int(entry))
-        except OSError:
-            continue
     # The shim carries the marker too but is the supervisor, not the node: it is the parent of
     # the node's first process and runs `jobgroup-shim`.
-    return [p for p in out if not _comm(p).startswith("jobgroup-shim")]
+    return [p for p in marked_processes(status_path)
+            if not _comm(p).startswith("jobgroup-shim")]
 
 
 def _comm(pid: int) -> str:
