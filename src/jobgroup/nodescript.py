@@ -63,6 +63,7 @@ Cost: ~3 ms per phase with an empty ~/.bashrc, plus what ~/.bashrc itself takes;
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -145,17 +146,36 @@ def compose(script: str, *, setup: bool = False, keep: Iterable[str] = ()) -> st
     `script`, the task's `setup` (`setup=True`) or `run`. `keep`: the task's own variable names
     (its envs, secrets and `--env` overrides), set again after ~/.bashrc with the values the
     node was started with (names that are not shell identifiers are left out)."""
-    names = sorted({n for n in keep if _NAME.fullmatch(n)})
-    patterns = "|".join([*_ALWAYS, *names])
     body = script if script.endswith("\n") else script + "\n"
     rc = (_RCFILE.replace("@ERR@", str(_ERR)).replace("@RC@", str(_RC))
-          .replace("@NAMES@", patterns)
+          .replace("@NAMES@", _patterns(keep))
           .replace("@UNSET@", " CUDA_VISIBLE_DEVICES" if setup else ""))
     rc_end = _delimiter("JOBGROUP_RC", rc)
     end = _delimiter("JOBGROUP_SCRIPT", body)
     return (_START.format(err=_ERR, rc=_RC, script=_SCRIPT, rc_end=rc_end, end=end)
             + rc + rc_end + "\n"
             + _FIRST.format(script=_SCRIPT) + body + end + "\n")
+
+
+def wrapper_size(keep: Iterable[str] = ()) -> int:
+    """Bytes (UTF-8) of `compose("", keep=keep)`, without composing it for each `keep`: what a
+    node's shell runs around a `run` script, in the same command-line argument (spec/checks.py
+    sizes scripts against it). Setup's is 21 bytes more (it unsets CUDA_VISIBLE_DEVICES),
+    which `spec.limits.SCRIPT_RESERVE` covers."""
+    # The names appear once, in the start-up file's `case` patterns; the rest of the text does
+    # not depend on them (its here-document delimiters are no line of it either way).
+    return _bare_size() + len(_patterns(keep)) - len(_patterns(()))
+
+
+@functools.cache
+def _bare_size() -> int:
+    return len(compose("").encode())
+
+
+def _patterns(keep: Iterable[str]) -> str:
+    """The `case` patterns of the variables set again after ~/.bashrc (names that are not
+    shell identifiers left out: ASCII, so their length is their size)."""
+    return "|".join([*_ALWAYS, *sorted({n for n in keep if _NAME.fullmatch(n)})])
 
 
 def _delimiter(base: str, text: str) -> str:

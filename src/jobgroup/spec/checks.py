@@ -105,9 +105,8 @@ def _env_sizes(task: Task) -> list[Finding]:
     # variables set again) travels in the same argument.
     from jobgroup import nodescript
 
-    shell = limits.size(nodescript.compose("", keep=[*task.envs, *task.secrets,
-                                                     *task.unfilled_envs,
-                                                     *task.unfilled_secrets]))
+    shell = nodescript.wrapper_size(keep=[*task.envs, *task.secrets, *task.unfilled_envs,
+                                          *task.unfilled_secrets])
     room = limits.MAX_SCRIPT - shell
     for field in ("run", "setup"):
         script = getattr(task, field)
