@@ -32,6 +32,22 @@ def processes_of(home: Path) -> list[int]:
     return [p for p in out if p != os.getpid() and not _zombie(p)]
 
 
+def processes_named(marker: str) -> list[int]:
+    """Pids of processes (other than this one) whose command line holds `marker`. A test
+    spells the marker whole only at run time (`exec -a "$m..."`), so that the shell that
+    starts the process does not match too."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
 def _zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import processes_named, wait_for
 from jobgroup.backends.base import NodeRef
 from jobgroup.backends.local import shim
 from jobgroup.backends.slurm import agents
@@ -27,19 +27,6 @@ def test_agent_compiles_cleanly(tmp_path: Path):
                         "-D_GNU_SOURCE", "-o", str(tmp_path / "agent"), str(agents.AGENT_SOURCE)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-
-
-def _left(marker: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
 
 
 def test_agent_runs_stops_and_reports_phases(tmp_path: Path):
@@ -86,10 +73,10 @@ def test_agent_runs_stops_and_reports_phases(tmp_path: Path):
                          f'echo running; wait')
         log = logs / "w-0.run.log"
         wait_for(lambda: log.exists() and "running" in log.read_text(), timeout=20)
-        assert _left(marker) and not agents.exited(home, run)
+        assert processes_named(marker) and not agents.exited(home, run)
         agents.signal(home, run, kill=False)
         wait_for(lambda: agents.exited(home, run), timeout=20)
-        assert _left(marker) == []  # gone before the end was reported
+        assert processes_named(marker) == []  # gone before the end was reported
         assert "run: SIGTERM, flushed" in log.read_text()
         st = shim.read_status(agents.status_path(home, run))
         assert st.stopped and st.exit_code == 0

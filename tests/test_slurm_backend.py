@@ -16,7 +16,7 @@ import pytest
 
 import yaml
 
-from conftest import REPO, processes_of, wait_for
+from conftest import REPO, processes_named, processes_of, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("slurmctld") is None,
@@ -79,20 +79,6 @@ def records(senv, cluster, job: int, timeout: float = 15) -> list[tuple[str, str
 
 def all_logs(senv, job: int) -> str:
     return "".join(p.read_text() for p in (senv.home / "jobs" / str(job) / "logs").glob("*.log"))
-
-
-def left(marker: str) -> list[int]:
-    """Processes whose command line holds `marker` (built here so it is not in ours)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
 
 
 def test_group_runs_as_one_heterogeneous_job_with_names(senv, cluster):
@@ -363,7 +349,7 @@ def test_no_process_outlives_its_node_nor_meets_a_restarted_one(senv, cluster):
     node = first.split("attempt 1 on ")[1].split(":")[0]
     assert f"attempt 2 on {node}: leftovers=0 port=free" in second, second
     assert "holding the output" in second
-    assert left(mark) == [] and not processes_of(senv.home)
+    assert processes_named(mark) == [] and not processes_of(senv.home)
     assert not [n for n in NOISE if n in first + second]
 
 
