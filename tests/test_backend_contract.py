@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Env, _zombie, wait_for
+from k8senv import end_followers, kube_processes
 from jobgroup.backends.base import ENDED, Backend, NodeRef
 from jobgroup.state.status import Phase
 from jobgroup.state.store import Store
@@ -63,22 +64,6 @@ def slurm_cluster(tmp_path_factory):
         slurm.down(home)
 
 
-def _kube_processes(kubeconfig: Path) -> list[int]:
-    """Pids of processes started with this KUBECONFIG (log followers, kubectl)."""
-    marker = f"KUBECONFIG={kubeconfig}".encode()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker in f.read().split(b"\0"):
-                    out.append(int(entry))
-        except OSError:
-            continue
-    return [p for p in out if not _zombie(p)]
-
-
 @pytest.fixture(scope="module")
 def k8s_cluster(tmp_path_factory):
     import sys
@@ -93,14 +78,7 @@ def k8s_cluster(tmp_path_factory):
         yield cluster, kubeconfig, root
     finally:
         cluster.stop()
-        try:  # log followers end with their streams
-            wait_for(lambda: not _kube_processes(kubeconfig), timeout=10)
-        except AssertionError:
-            pass
-        left = _kube_processes(kubeconfig)
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        assert not left, f"processes left behind: {left}"
+        end_followers([kubeconfig])
 
 
 # ---- the harness ----------------------------------------------------------------------------------
@@ -186,7 +164,7 @@ class Target:
                             labels.get("jobgroup.dev/home") == uid:
                         out.append(f"{plural}/{o['metadata']['name']}")
             controller = self.jenv.controller_pid()
-            out += [f"process {p}" for p in _kube_processes(self.kubeconfig)
+            out += [f"process {p}" for p in kube_processes(self.kubeconfig)
                     if p != controller]  # log followers, kubectl
         return out
 

@@ -166,17 +166,10 @@ run: |
 def test_names_as_written_resolve_in_the_pods(jenv, tmp_path: Path) -> None:
     pytest.importorskip("kubernetes", reason="pip install -e '.[kubernetes]'")
     from conftest import wait_for
-    from k8sfake import FakeCluster
-    from test_kubernetes_live import K8s, _kube_processes
+    import test_kubernetes_live  # noqa: F401  (its skips apply)
+    from k8senv import running
 
-    cluster = FakeCluster(tmp_path, capacity={"cpu": 4, "memory": "8Gi", "pods": 20},
-                          probe_scale=0.1)
-    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    jenv.env["KUBECONFIG"] = str(kubeconfig)
-    jenv.env["KUBECACHEDIR"] = str(tmp_path / "kube-cache")
-    k8s = K8s(jenv, cluster, kubeconfig)
-    k8s.config()
-    try:
+    with running(jenv, tmp_path, capacity={"cpu": 4, "memory": "8Gi", "pods": 20}) as k8s:
         p = k8s.launch(GROUP, timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr
         logs = jenv.jg("logs", "1", "Client", check=True).stdout
@@ -186,13 +179,3 @@ def test_names_as_written_resolve_in_the_pods(jenv, tmp_path: Path) -> None:
         for name in ("my_server-0.RL_Group", "my_server-0", f"{s}-0.{g}.default.svc.cluster.local"):
             assert f"answered {name} 200" in logs, logs
         wait_for(lambda: not k8s.kinds(), timeout=20)  # every object of it deleted
-    finally:
-        if jenv.jg("queue", "--json").stdout.strip() not in ("", "[]"):
-            jenv.jg("cancel", "--all", timeout=30)
-        jenv.stop_controller()
-        cluster.stop()
-        try:  # log followers end with their streams
-            wait_for(lambda: not _kube_processes(kubeconfig), timeout=10)
-        except AssertionError:
-            pass
-        assert not _kube_processes(kubeconfig)

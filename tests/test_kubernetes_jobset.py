@@ -14,48 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _TERMINAL, Env, _zombie, wait_for
+from conftest import Env, _zombie, wait_for
 
 pytest.importorskip("kubernetes", reason="pip install -e '.[kubernetes]' (the test extra has it)")
-from test_kubernetes_live import K8s, _kube_processes  # noqa: E402  (its skips apply)
+import test_kubernetes_live  # noqa: E402,F401  (its skips apply)
+from k8senv import K8s, running  # noqa: E402
 
-from k8sfake import FakeCluster  # noqa: E402
 
 PORT = 18474
 
 
 @pytest.fixture
 def k8s(jenv: Env, tmp_path: Path):
-    cluster = FakeCluster(tmp_path, capacity={"cpu": 8, "memory": "16Gi", "pods": 50},
-                          probe_scale=0.1, jobset=True, kueue={"team-a": {"cpu": 1}})
-    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    jenv.env["KUBECONFIG"] = str(kubeconfig)
-    jenv.env["KUBECACHEDIR"] = str(tmp_path / "kube-cache")
-    k = K8s(jenv, cluster, kubeconfig)
-    k.config()  # no `workload:`: the backend finds the cluster serves JobSet
-    try:
+    # no `workload:` in kubernetes.yaml: the backend finds the cluster serves JobSet
+    with running(jenv, tmp_path, jobset=True, kueue={"team-a": {"cpu": 1}}) as k:
         yield k
-    finally:
-        def active() -> bool:  # (`queue` lists recently ended jobs too)
-            jobs = json.loads(jenv.jg("queue", "--json").stdout or "[]")
-            return any(j.get("status") not in _TERMINAL for j in jobs)
-
-        if (jenv.home / "state.db").exists() and active():
-            jenv.jg("cancel", "--all", timeout=30)
-            try:
-                wait_for(lambda: not active(), timeout=30)
-            except AssertionError:
-                pass
-        jenv.stop_controller()
-        cluster.stop()
-        try:
-            wait_for(lambda: not _kube_processes(kubeconfig), timeout=10)
-        except AssertionError:
-            pass
-        left = _kube_processes(kubeconfig)
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        assert not left, f"processes left behind: {left}"
 
 
 def _jobset(k8s: K8s, name: str) -> dict | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _TERMINAL, Env, _zombie, wait_for
+from conftest import Env, _zombie, wait_for
 
 pytest.importorskip("kubernetes", reason="pip install -e '.[kubernetes]' (the test extra has it)")
 if not Path("/usr/bin/bwrap").exists() or os.geteuid() != 0:
@@ -23,87 +23,17 @@ if shutil.which("kubectl") is None:  # logs and command probes go through kubect
     pytest.skip("kubectl is not installed (the backend streams logs with it)",
                 allow_module_level=True)
 
-from k8sfake import FakeCluster  # noqa: E402
+from k8senv import K8s, kube_processes, running  # noqa: E402
 
 PORT = 18473  # the fake runs pods on the host's network
 
 
-def _kube_processes(kubeconfig: Path) -> list[int]:
-    """Pids of processes started with this test's KUBECONFIG (the log followers, kubectl)."""
-    marker = f"KUBECONFIG={kubeconfig}".encode()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker in f.read().split(b"\0"):
-                    out.append(int(entry))
-        except OSError:
-            continue
-    return out
-
-
-class K8s:
-    def __init__(self, jenv: Env, cluster: FakeCluster, kubeconfig: Path) -> None:
-        self.jenv, self.cluster, self.kubeconfig = jenv, cluster, kubeconfig
-
-    def config(self, **settings: object) -> None:
-        base = {"schedule_timeout": 20, "dns_wait_timeout": 20, "image": "fake:latest",
-                **settings}
-        self.jenv.home.mkdir(parents=True, exist_ok=True)
-        (self.jenv.home / "kubernetes.yaml").write_text(json.dumps(base))
-
-    def launch(self, text: str, *extra: str, timeout: float = 60):
-        path = self.jenv.spec(text)
-        return self.jenv.jg("launch", str(path), "--infra", "kubernetes", *extra,
-                            timeout=timeout)
-
-    def launch_d(self, text: str, *extra: str) -> int:
-        p = self.launch(text, "-d", *extra)
-        assert p.returncode == 0, p.stdout + p.stderr
-        return int(p.stdout.split()[1])
-
-    def kinds(self, ns: str = "default") -> dict[str, list[str]]:
-        return {p: self.cluster.names(p, ns) for p in
-                ("pods", "services", "configmaps", "secrets", "persistentvolumeclaims")
-                if self.cluster.names(p, ns)}
-
-
 @pytest.fixture
 def k8s(jenv: Env, tmp_path: Path):
-    cluster = FakeCluster(tmp_path, capacity={"cpu": 8, "memory": "16Gi", "pods": 50,
-                                              "nvidia.com/gpu": 1},
-                          labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-                          probe_scale=0.1)
-    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    jenv.env["KUBECONFIG"] = str(kubeconfig)
-    jenv.env["KUBECACHEDIR"] = str(tmp_path / "kube-cache")  # kubectl's discovery cache
-    k = K8s(jenv, cluster, kubeconfig)
-    k.config()
-    try:
+    with running(jenv, tmp_path, capacity={"cpu": 8, "memory": "16Gi", "pods": 50,
+                                           "nvidia.com/gpu": 1},
+                 labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}) as k:
         yield k
-    finally:
-        def active() -> bool:  # (`queue` lists recently ended jobs too)
-            jobs = json.loads(jenv.jg("queue", "--json").stdout or "[]")
-            return any(j.get("status") not in _TERMINAL for j in jobs)
-
-        if (jenv.home / "state.db").exists() and active():
-            jenv.jg("cancel", "--all", timeout=30)
-            try:
-                wait_for(lambda: not active(), timeout=30)
-            except AssertionError:
-                pass
-        jenv.stop_controller()
-        cluster.stop()
-        try:  # log followers end with their streams
-            wait_for(lambda: not _kube_processes(kubeconfig), timeout=10)
-        except AssertionError:
-            pass
-        left = _kube_processes(kubeconfig)
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        assert not left, f"processes left behind: {left}"
 
 
 CLIENT_SERVER = f"""\
@@ -597,7 +527,7 @@ def test_a_node_stopped_before_its_log_follower_got_a_line_keeps_its_output(
     for handle, ref, _ in nodes:
         be.stop(ref, handle, kill=True)
     wait_for(lambda: not k8s.cluster.pods(), timeout=20)
-    wait_for(lambda: not _kube_processes(k8s.kubeconfig), timeout=20)  # the followers ended
+    wait_for(lambda: not kube_processes(k8s.kubeconfig), timeout=20)  # the followers ended
     for _, _, log_path in nodes:
         assert log_path.read_text() == "set up before the follower asked\n"
 
@@ -621,7 +551,7 @@ def test_a_follower_that_never_gets_a_stream_holds_only_the_first_stop(
     reads = [r for r in k8s.cluster.server.requests if "/log?" in r and "limitBytes" in r]
     assert reads and all("early-a-0" in r for r in reads), reads
     wait_for(lambda: not k8s.cluster.pods(), timeout=20)
-    wait_for(lambda: not _kube_processes(k8s.kubeconfig), timeout=20)  # the followers ended
+    wait_for(lambda: not kube_processes(k8s.kubeconfig), timeout=20)  # the followers ended
 
 
 SLOW_STOP = """\
