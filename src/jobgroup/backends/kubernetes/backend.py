@@ -11,8 +11,10 @@ How the process-shaped interface maps onto pods (one pod per node, see `driver.p
   ConfigMaps, headless Service, pods whose `run` waits at a gate — then reports `waiting` with
   the scheduler's reason until every pod is bound to a node, `ready` then. Gang: with Kueue the
   pods are one Kueue pod group (admitted all at once); otherwise, when not every pod is scheduled
-  within `schedule_timeout`, everything is deleted and the group fails (FAILED_NO_RESOURCE) with
-  the scheduler's message (e.g. `0/3 nodes are available: 3 Insufficient nvidia.com/gpu.`).
+  within `schedule_timeout`, the pods are deleted (what they held goes back) and the group stays
+  PENDING with the scheduler's message (e.g. `0/3 nodes are available: 3 Insufficient
+  nvidia.com/gpu.`) until it tries again, as long again later: queued and retried, never half
+  started, never failed for it (as the JobSet mode suspends its JobSet, see `jobsetmode`).
   An API server that does not answer raises `Unreachable` (the controller keeps the group
   pending, "cannot reach Kubernetes: ...", and asks again). Object names carry no job id (the
   hostnames must stay `{task}-{rank}`), so a name can be taken: by this job's own object (fine:
@@ -351,6 +353,14 @@ class KubernetesBackend(JobSetMode, Backend):
         selector = self._selector(job_id, group.name)
         created = float(options.get("k8s_created_at") or self._created.get(job_id) or 0)
         if not created:
+            retry = max(float(options.get("k8s_retry_at") or 0), self._retry_at.get(job_id, 0.0))
+            if time.time() < retry:
+                why = options.get("k8s_gang_reason") or "not every pod was scheduled"
+                return Admission("waiting", f"{why}; its pods released (all or nothing), tries "
+                                 f"again at {time.strftime('%H:%M:%S', time.localtime(retry))}")
+            if retry and self._pods(selector):  # never take our own leaving pods for new ones
+                return Admission("waiting", "waiting for the released pods to be deleted "
+                                 "before trying again")
             try:
                 objs = render.render_objects(
                     group, job_id, self.config, base_dir=ctx.base_dir,
@@ -379,9 +389,20 @@ class KubernetesBackend(JobSetMode, Backend):
             return Admission("waiting", f"queued in Kueue queue {self.config.kueue_queue}: "
                              f"{reason}")
         if time.time() - created > self.config.schedule_timeout:
-            self.cleanup(job_id)
-            return Admission("failed", f"not every pod was scheduled within "
-                             f"{self.config.schedule_timeout:g}s: {reason}")
+            # All or nothing, and queued rather than failed: the pods are deleted (what they
+            # held goes back to other groups; two partly scheduled groups cannot starve each
+            # other) and made again after as long again; the other objects stay.
+            why = f"not every pod was scheduled within {self.config.schedule_timeout:g}s: " \
+                  f"{reason}"
+            self._call(f"releasing the pods of job {job_id}",
+                       self._api().delete_collection_namespaced_pod, self.config.namespace,
+                       label_selector=selector)
+            self._created.pop(job_id, None)
+            retry = self._retry_at[job_id] = time.time() + self.config.schedule_timeout
+            return Admission("waiting", f"{why}; its pods released (all or nothing), tries "
+                             f"again at {time.strftime('%H:%M:%S', time.localtime(retry))}",
+                             {"k8s_created_at": 0, "k8s_retry_at": retry,
+                              "k8s_gang_reason": why})
         return Admission("waiting", reason)
 
     def prepare(self, ctx: JobContext) -> dict[tuple[int, int], str]:

@@ -25,7 +25,8 @@ Every key is optional; unknown keys are errors (a typo must not silently change 
     kueue_queue: null            # LocalQueue name: pods get kueue.x-k8s.io/queue-name
     scheduler_name: null         # e.g. scheduler-plugins' coscheduling scheduler
     pod_group: false             # add scheduling.x-k8s.io/pod-group labels + a PodGroup object
-    schedule_timeout: 300        # seconds every pod has to be scheduled, else the group fails
+    schedule_timeout: 300        # seconds every pod has to be scheduled, else the group's
+                                 # pods go and it tries again as long later (all or nothing)
     dns_wait_timeout: 600        # seconds a node waits for its peers' names to resolve
     setup_timeout: 86400         # seconds `setup` may take (the startup probe's budget)
     cluster_domain: cluster.local
