@@ -157,7 +157,7 @@ run: "true"
 """
 
 
-def test_admit_creates_then_waits_then_fails_and_cleans_up(tmp_path: Path) -> None:
+def test_admit_creates_waits_releases_then_tries_again(tmp_path: Path) -> None:
     core = FakeCore()
     be = KubernetesBackend(tmp_path, KubernetesConfig(schedule_timeout=0.2, workload="pods"),
                            core=core)
@@ -176,8 +176,22 @@ def test_admit_creates_then_waits_then_fails_and_cleans_up(tmp_path: Path) -> No
     opts = dict(first.facts)
     assert be.admit(ctx(5, group, tmp_path, **opts)).reason.endswith("1 Insufficient cpu.")
     time.sleep(0.25)
-    failed = be.admit(ctx(5, group, tmp_path, **opts))
-    assert failed.state == "failed" and "Insufficient cpu" in failed.reason
+    released = be.admit(ctx(5, group, tmp_path, **opts))
+    assert released.state == "waiting" and "Insufficient cpu" in released.reason
+    assert "its pods released (all or nothing), tries again at" in released.reason
+    assert released.facts["k8s_created_at"] == 0
+    assert sorted(k for k, _ in core.objs) == ["ConfigMap", "PersistentVolumeClaim", "Secret",
+                                               "Service"]  # the pods only
+    opts.update(released.facts)
+    fresh = KubernetesBackend(tmp_path, be.config, core=core)  # a restarted controller
+    later = fresh.admit(ctx(5, group, tmp_path, **opts))  # knows it from the facts
+    assert later.state == "waiting" and "tries again at" in later.reason
+    assert not any(k == "Pod" for k, _ in core.objs)
+    time.sleep(0.25)
+    again = be.admit(ctx(5, group, tmp_path, **opts))
+    assert again.state == "waiting" and again.facts["k8s_created_at"] > 0
+    assert sorted(k for k, _ in core.objs).count("Pod") == 3  # made again
+    be.cleanup(5)
     assert sorted(k for k, _ in core.objs) == ["PersistentVolumeClaim"]  # volumes outlive jobs
     be.cleanup(5)  # twice is harmless
 
