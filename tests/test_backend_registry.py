@@ -26,6 +26,27 @@ def test_kinds_and_aliases():
     assert registry.entry("local").on_this_machine and registry.entry("slurm").on_this_machine
 
 
+def test_zones_and_targets_of_infra_values(tmp_path):
+    """What follows the backend's name is its zone (SkyPilot's rule for Kubernetes: the whole
+    rest, '/' included, is a context; `*` is none); a Kubernetes launch's target is the zone
+    and the launching shell's KUBECONFIG files made absolute from its directory; one backend
+    object per target (`key`), one for every launch of the others."""
+    assert registry.zone("kubernetes/my-context") == "my-context"
+    assert registry.zone("k8s/arn:aws:eks:us-east-1:1:cluster/gpu") == \
+        "arn:aws:eks:us-east-1:1:cluster/gpu"
+    assert registry.zone("k8s/*") is None and registry.zone("k8s") is None
+    assert registry.zone(None) is None and registry.zone(" k8s/ a /") == "a"
+    env = {"KUBECONFIG": "conf:~/b:/abs/c"}
+    home = __import__("os").path.expanduser("~")
+    t = registry.target("k8s", "ctx", env, str(tmp_path))
+    assert t == registry.Target(zone="ctx", config=f"{tmp_path}/conf:{home}/b:/abs/c")
+    assert registry.target("kubernetes", None, {}, "/").config == ""  # ~/.kube/config
+    assert registry.target("slurm", "x", env) == registry.Target()
+    assert registry.key("k8s", registry.Target()) == "kubernetes"
+    assert registry.key("kubernetes", t) == f"kubernetes/ctx@{t.config}"
+    assert registry.key("local", t) == "local"
+
+
 def test_unknown_override_is_one_problem_with_a_suggestion():
     said = registry.preflight(group(None, None), "slurmm")
     assert said.problems == ["--infra slurmm: no such backend (backends: local, slurm, "

@@ -314,18 +314,58 @@ def test_a_workdir_above_a_configmap_is_shipped_whole(k8s: K8s) -> None:
     assert "hi from run.sh" in logs and "no notes.log" in logs
 
 
-def test_a_launch_from_another_kubeconfig_is_refused_not_sent_elsewhere(k8s: K8s) -> None:
-    """The controller reads the kubeconfig of the environment it started in; a launch from a
-    shell whose KUBECONFIG names other files fails FAILED_PRECHECKS saying so, rather than
-    running on a cluster the launcher's kubectl does not talk to."""
-    first = k8s.launch_d("name: one\nrun: echo one\n")
-    assert k8s.jenv.wait(first, timeout=60)["status"] == "SUCCEEDED"
-    other = k8s.kubeconfig.with_name("other-kubeconfig")
-    other.write_text(k8s.kubeconfig.read_text())
-    k8s.jenv.env["KUBECONFIG"] = str(other)
-    second = k8s.launch_d("name: two\nrun: echo two\n")
-    done = k8s.jenv.wait(second, timeout=60)
-    assert done["status"] == "FAILED_PRECHECKS", done
-    assert f"this launch's KUBECONFIG is {other}" in done["reason"], done["reason"]
-    assert "jobgroup controller stop" in done["reason"]
-    assert not k8s.cluster.names("jobsets")
+SLEEPER = """\
+name: {name}
+execution: parallel
+---
+name: a
+run: echo "{name} on $(hostname)"; exec sleep 300
+"""
+
+
+def test_each_launch_runs_on_the_cluster_and_context_its_shell_names(
+        k8s: K8s, tmp_path: Path) -> None:
+    """KUBECONFIG and the context are read per launch, as kubectl reads them in the launching
+    shell: one controller (started from the first launch's shell) runs a launch from a shell
+    whose KUBECONFIG names another cluster on that cluster, one with `--infra
+    kubernetes/CONTEXT` or a task's `infra: k8s/CONTEXT` on that context of a merged
+    (`A:B`) KUBECONFIG; a restarted controller finds each group on its own cluster again."""
+    other, other_kc = k8s.extra_cluster(tmp_path / "b", context="other", jobset=True,
+                                        capacity={"cpu": 8, "memory": "16Gi", "pods": 50},
+                                        probe_scale=0.1)
+    first = k8s.launch_d(SLEEPER.format(name="one"))
+    k8s.jenv.env["KUBECONFIG"] = str(other_kc)
+    second = k8s.launch_d(SLEEPER.format(name="two"))
+    # a merged KUBECONFIG (current context: the first file's) and a context named by infra
+    k8s.jenv.env["KUBECONFIG"] = f"{k8s.kubeconfig}{os.pathsep}{other_kc}"
+    third = k8s.launch_d(SLEEPER.format(name="three"), infra="kubernetes/other")
+    fourth = k8s.launch_d(SLEEPER.format(name="four").replace(
+        "name: a\n", "name: a\nresources: {infra: k8s/other}\n"), infra=None)
+    for job, name in ((first, "one"), (second, "two"), (third, "three"), (fourth, "four")):
+        wait_for(lambda: f"{name} on " in k8s.jenv.jg("logs", str(job), "--no-follow").stdout,
+                 timeout=60)
+    assert sorted(k8s.cluster.names("jobsets")) == ["one"]
+    assert sorted(other.names("jobsets")) == ["four", "three", "two"]
+    rows = {j["id"]: j for j in json.loads(k8s.jenv.jg("queue", "--json").stdout)}
+    assert rows[first]["infra"] == "k8s:default" and rows[second]["infra"] == "k8s:default"
+    assert rows[third]["infra"] == "k8s/other:default", rows[third]
+    assert k8s.jenv.jg("exec", str(second), "--", "sh", "-c", "echo in $(hostname)",
+                       timeout=30).stdout.strip() == "in two-a-0-0"
+    # a context the kubeconfig lacks: refused at launch, naming it
+    p = k8s.launch(SLEEPER.format(name="five"), infra="k8s/nope")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "infra kubernetes/nope names context 'nope', which the kubeconfig does not have " \
+        "(it has: fake, other;" in p.stderr, p.stderr
+    # a restarted controller (started from a shell that names neither) serves all four
+    k8s.jenv.stop_controller()
+    k8s.jenv.env["KUBECONFIG"] = str(tmp_path / "no-such-kubeconfig")
+    assert k8s.jenv.jg("cancel", str(second), str(third), timeout=60).returncode == 0
+    for job in (second, third):
+        assert k8s.jenv.wait(job, timeout=60)["status"] == "CANCELLED"
+    wait_for(lambda: sorted(other.names("jobsets")) == ["four"], timeout=30)
+    assert k8s.jenv.jg("cancel", str(first), str(fourth), timeout=60).returncode == 0
+    for job in (first, fourth):
+        assert k8s.jenv.wait(job, timeout=60)["status"] == "CANCELLED"
+    wait_for(lambda: not k8s.cluster.names("jobsets") and not other.names("jobsets"),
+             timeout=30)
+    assert not k8s.kinds() and not k8s.kinds(cluster=other)

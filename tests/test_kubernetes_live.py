@@ -443,8 +443,8 @@ current-context: nowhere
 """)
     k8s.config(context="nope")
     p = k8s.launch(SIMPLE)
-    assert p.returncode == 2 and "names context 'nope', which the kubeconfig does not have " \
-        "(it has: fake, nowhere)" in p.stderr, p.stderr
+    assert p.returncode == 2 and "kubernetes.yaml names context 'nope', which the kubeconfig " \
+        f"does not have (it has: fake, nowhere; read from {k8s.kubeconfig})" in p.stderr, p.stderr
     k8s.config(context="fake")
     p = k8s.launch(SIMPLE)
     assert p.returncode == 0, p.stdout + p.stderr

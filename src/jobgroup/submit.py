@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import msgspec
 
@@ -111,7 +111,14 @@ def prepare(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, 
         raise UsageError("--grace must be 0 or more seconds")
     level = recorded_level(home)
 
-    said = registry.preflight(group, infra)
+    # Nodes start from (part of) the environment of the launching process (as a local user
+    # expects: an activated venv, PATH, locale), whichever shell happened to start the
+    # controller; never the controller's own. Its KUBECONFIG says which cluster a Kubernetes
+    # launch goes to.
+    from jobgroup.envvars import inherited
+
+    source_env = inherited(os.environ) if base_env is None else base_env
+    said = registry.preflight(group, infra, source_env, cwd)
     problems = said.problems
     on_this_machine = any(getattr(registry.entry(task_kind(t, infra)), "on_this_machine", False)
                           for t in group.tasks)
@@ -144,29 +151,40 @@ def prepare(spec: JobGroup | str | os.PathLike[str], request: LaunchRequest, *, 
             wd = wd if wd.is_absolute() else base_dir / wd
             if not wd.is_dir():
                 raise UsageError(f"task '{t.name}': workdir {wd} does not exist")
-    # Nodes start from (part of) the environment of the launching process (as a local user
-    # expects: an activated venv, PATH, locale), whichever shell happened to start the
-    # controller; never the controller's own.
-    from jobgroup.envvars import inherited
-
-    source_env = inherited(os.environ) if base_env is None else base_env
     log_max = _log_cap(source_env)  # the launcher's JOBGROUP_LOG_MAX, kept with the job
     base_env = {k: v for k, v in source_env.items() if k not in _NOT_INHERITED}
+    kind, target = _target(group, infra, source_env, cwd)
+    launch = LaunchOptions(
+        env=dict(env or {}), grace=grace, infra=kind, log_max=log_max, base_env=base_env,
+        gpus_any=gpus_any, cpu_only=cpu_only, best_effort=request.best_effort,
+        no_egress=request.no_egress,
+        # where on its backend (Kubernetes: the launcher's kubeconfig and the infra's context)
+        zone=target.zone, kubeconfig=target.config)
+    if request.best_effort and kind == "local":
+        _say_best_effort(group, launch, home, on_warning)
+    return Prepared(group=group, kind=kind, base_dir=base_dir, options=stored(launch),
+                    level=level, launch=launch)
+
+
+def _target(group: JobGroup, infra: str | None, source_env: Mapping[str, str],
+            cwd: str) -> tuple[str, registry.Target]:
+    """The one backend and target (`registry.Target`) of the group: every task's infra (or
+    `infra`) must name the same backend and, for a backend served per target (Kubernetes), the
+    same context. UsageError otherwise."""
     kinds = {task_kind(t, infra) for t in group.tasks}
     if len(kinds) > 1:
         raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
                          "group runs on one (placement SAME_INFRA): give --infra")
     kind = kinds.pop()
-    launch = LaunchOptions(
-        env=dict(env or {}), grace=grace, infra=kind, log_max=log_max, base_env=base_env,
-        gpus_any=gpus_any, cpu_only=cpu_only, best_effort=request.best_effort,
-        no_egress=request.no_egress,
-        # the launcher's kubeconfig ("": ~/.kube/config), for its backend
-        kubeconfig=source_env.get("KUBECONFIG", "") if kind == "kubernetes" else None)
-    if request.best_effort and kind == "local":
-        _say_best_effort(group, launch, home, on_warning)
-    return Prepared(group=group, kind=kind, base_dir=base_dir, options=stored(launch),
-                    level=level, launch=launch)
+    zones = {registry.zone(infra or t.resources.infra) for t in group.tasks}
+    target = registry.target(kind, None, source_env, cwd)
+    if target == registry.Target():
+        return kind, target
+    if len(zones) > 1:
+        named = ", ".join(sorted(f"{kind}/{z}" if z else kind for z in zones))
+        raise UsageError(f"the tasks ask for different contexts ({named}); a group runs on one "
+                         "cluster: give --infra")
+    return kind, registry.Target(zone=zones.pop(), config=target.config)
 
 
 def _say_best_effort(group: JobGroup, options: LaunchOptions, home: Path,

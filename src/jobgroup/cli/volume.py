@@ -8,10 +8,38 @@ from jobgroup import volumes
 from jobgroup.cli.output import table
 from jobgroup.state.store import Store, default_home
 
-_INFRA = click.option("--infra", type=click.Choice(["local", "kubernetes"]), default="local",
-                      show_default=True,
+def _infra(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """`local`, `kubernetes`/`k8s`, or `kubernetes/CONTEXT` (a kubeconfig context, as a
+    launch's infra): kept as given once its backend is known."""
+    from jobgroup.backends.registry import kind
+
+    if kind(value) not in ("local", "kubernetes") or (kind(value) == "local" and "/" in value):
+        raise click.BadParameter(f"{value!r}: expected local, kubernetes or "
+                                 "kubernetes/CONTEXT", ctx=ctx, param=param)
+    return value
+
+
+_INFRA = click.option("--infra", default="local", show_default=True, callback=_infra,
+                      metavar="local|kubernetes[/CONTEXT]",
                       help="Where the volume lives: this machine, or PersistentVolumeClaims in "
-                           "the namespace of $JOBGROUP_HOME/kubernetes.yaml.")
+                           "the namespace of $JOBGROUP_HOME/kubernetes.yaml (else of the "
+                           "context) on the cluster of your KUBECONFIG (CONTEXT: that context "
+                           "of it).")
+
+
+def _k8s_config(infra: str):
+    """The Kubernetes configuration a `--infra kubernetes[/CONTEXT]` names (this shell's
+    KUBECONFIG)."""
+    from jobgroup.backends.kubernetes import load_config
+    from jobgroup.backends.registry import zone
+
+    return load_config(default_home(), context=zone(infra))
+
+
+def _on_kubernetes(infra: str) -> bool:
+    from jobgroup.backends.registry import kind
+
+    return kind(infra) == "kubernetes"
 
 
 def human_size(n: int) -> str:
@@ -34,6 +62,7 @@ def volume() -> None:
       jobgroup volume rm my-checkpoints
       jobgroup volume create ckpt --size 10Gi --infra kubernetes
       jobgroup volume ls --infra kubernetes
+      jobgroup volume ls --infra kubernetes/gpu-cluster   # that context of your kubeconfig
     """
 
 
@@ -44,11 +73,10 @@ def volume() -> None:
 @_INFRA
 def create(name: str, size: str | None, infra: str) -> None:
     """Create a volume (local ones are also created on first use)."""
-    if infra == "kubernetes":
-        from jobgroup.backends.kubernetes import load_config
+    if _on_kubernetes(infra):
         from jobgroup.backends.kubernetes import volumes as k8s
 
-        config = load_config(default_home())
+        config = _k8s_config(infra)
         obj = k8s.create(name, size, config)
         click.echo(f"Volume {name} created: PersistentVolumeClaim in namespace "
                    f"{config.namespace}, {obj['spec']['resources']['requests']['storage']}.")
@@ -65,8 +93,8 @@ def create(name: str, size: str | None, infra: str) -> None:
 @_INFRA
 def ls(as_json: bool, infra: str) -> None:
     """List volumes: name, size, who uses them."""
-    if infra == "kubernetes":
-        _ls_kubernetes(as_json)
+    if _on_kubernetes(infra):
+        _ls_kubernetes(as_json, infra)
         return
     store = Store(default_home())
     try:
@@ -87,11 +115,10 @@ def ls(as_json: bool, infra: str) -> None:
     ]))
 
 
-def _ls_kubernetes(as_json: bool) -> None:
-    from jobgroup.backends.kubernetes import load_config
+def _ls_kubernetes(as_json: bool, infra: str) -> None:
     from jobgroup.backends.kubernetes import volumes as k8s
 
-    config = load_config(default_home())
+    config = _k8s_config(infra)
     claims = k8s.list_claims(config)
     if as_json:
         import msgspec
@@ -110,11 +137,10 @@ def _ls_kubernetes(as_json: bool) -> None:
 @_INFRA
 def rm(names: tuple[str, ...], infra: str) -> None:
     """Delete volumes and their data (refused while a running job uses one)."""
-    if infra == "kubernetes":
-        from jobgroup.backends.kubernetes import load_config
+    if _on_kubernetes(infra):
         from jobgroup.backends.kubernetes import volumes as k8s
 
-        config = load_config(default_home())
+        config = _k8s_config(infra)
         for name in names:
             k8s.remove(name, config)
             click.echo(f"Volume {name} removed (namespace {config.namespace}).")

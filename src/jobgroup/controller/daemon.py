@@ -302,23 +302,24 @@ class Controller:
                 self.unwritable = None
 
     def _backend(self, job_id: int) -> Backend:
-        """The backend of a job (its launch-time infra), created on first use."""
-        infra = self._infra.get(job_id)
-        if infra is None:
-            job = self.store.job(job_id)
-            infra = job.launch.infra if job else "local"
-            self._infra[job_id] = infra
-        backend = self.backends.get(infra)
-        if backend is None:
+        """The backend of a job (its launch-time infra and target: one object per Kubernetes
+        cluster and context its launches named, see `registry.Target`), created on first
+        use."""
+        key = self._infra.get(job_id)
+        if key is None:
             from jobgroup.backends import registry
 
-            kind = registry.kind(infra)
-            backend = self.backends.get(kind)
+            job = self.store.job(job_id)
+            launch = job.launch if job else None
+            target = registry.launch_target(launch) if launch else registry.Target()
+            key = registry.key(launch.infra, target) if launch else "local"
+            self._infra[job_id] = key
+            backend = self.backends.get(key)
             if backend is None:
-                backend = registry.create(kind, self.home)
+                backend = registry.create(launch.infra, self.home, target)
                 backend.jobs = self.jobs
-            self.backends[infra] = self.backends[kind] = backend
-        return backend
+                self.backends[key] = backend
+        return self.backends[key]
 
     def _admit_self_scheduled(self, job: JobRec, group: JobGroup, backend: Backend) -> None:
         """Ask a backend with its own scheduler (Slurm, Kubernetes) about a pending group."""

@@ -35,7 +35,11 @@ class LaunchOptions(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
     cpu_only: bool = False
     best_effort: bool = False
     no_egress: bool = False
-    kubeconfig: str | None = None  # Kubernetes: the launcher's KUBECONFIG ("": the default)
+    # where on the backend (`registry.Target`): what follows its name in the infra value
+    # (Kubernetes: the kubeconfig context), and the launcher's KUBECONFIG as absolute paths
+    # ("": ~/.kube/config; None: not a Kubernetes launch)
+    zone: str | None = None
+    kubeconfig: str | None = None
 
 
 class ControllerFields(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

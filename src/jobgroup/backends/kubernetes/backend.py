@@ -48,9 +48,11 @@ How the process-shaped interface maps onto pods (one pod per node, see `driver.p
   raises `Refused`: the group fails FAILED_PRECHECKS with the server's message.
 
 Requires `pip install 'jobgroup[kubernetes]'` (imported when a backend is created) and kubectl
-on PATH for logs and exec_argv. Kubeconfig contexts work like kubectl's (`context:` in
-kubernetes.yaml, else the current context of $KUBECONFIG or ~/.kube/config; in-cluster config
-when there is no kubeconfig).
+on PATH for logs and exec_argv. One backend object serves one cluster and context (its
+`registry.Target`): the controller makes one per target its jobs were launched to, so each
+launch runs where the launcher's kubectl points — the KUBECONFIG of the launching shell (else
+~/.kube/config; in-cluster config when there is none) and its context: `infra:
+kubernetes/CONTEXT`, else `context:` in kubernetes.yaml, else the kubeconfig's current one.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ from jobgroup.backends.kubernetes import jobset, render, status
 from jobgroup.backends.kubernetes.client import (
     TIMEOUT, Connection, api_message, call, connect, describe,
 )
-from jobgroup.backends.kubernetes.config import KubernetesConfig, home_uid, load_config
+from jobgroup.backends.kubernetes.config import (
+    KubernetesConfig, home_uid, kubeconfig_path, load_config,
+)
+from jobgroup.backends.registry import Target
 from jobgroup.backends.kubernetes.jobsetmode import JobSetMode
 from jobgroup.spec.models import JobGroup
 from jobgroup.state import layout
@@ -112,11 +117,15 @@ class KubernetesBackend(JobSetMode, Backend):
                                 reachable=False)
 
     def __init__(self, home: Path, config: KubernetesConfig | None = None, *,
-                 core: Any = None, custom: Any = None) -> None:
-        """`core`/`custom`: a CoreV1Api / CustomObjectsApi (tests may pass their own); built
-        from the kubeconfig on first use otherwise."""
+                 target: Target | None = None, core: Any = None, custom: Any = None) -> None:
+        """The backend of the cluster and context `target` names (`registry.Target`: a
+        launch's KUBECONFIG files and `infra: kubernetes/CONTEXT`; None: this process's
+        KUBECONFIG and kubernetes.yaml's context), configured by `config` (else `home`'s
+        kubernetes.yaml). `core`/`custom`: a CoreV1Api / CustomObjectsApi (tests may pass their
+        own); built from the kubeconfig on first use otherwise."""
         self.home = home
-        self.config = config or load_config(home)
+        target = target or Target()
+        self.config = config or load_config(home, kubeconfig=target.config, context=target.zone)
         if not self.config.home_uid:
             self.config = msgspec.structs.replace(self.config, home_uid=home_uid(home))
         self._core, self._custom = core, custom
@@ -326,16 +335,6 @@ class KubernetesBackend(JobSetMode, Backend):
 
     # --- admission and preparation ---------------------------------------------------------
     def admit(self, ctx: JobContext) -> Admission:
-        launched = ctx.options.get("kubeconfig")
-        mine = os.environ.get("KUBECONFIG", "")
-        if launched is not None and not ctx.options.get("k8s_created_at") and \
-                _kubeconfig_files(launched) != _kubeconfig_files(mine):
-            # the client library reads one kubeconfig per process: say so rather than launch
-            # on another cluster than the one the launcher's kubectl talks to
-            raise Refused(f"this launch's KUBECONFIG is {launched or '~/.kube/config'}, the "
-                          f"controller's {mine or '~/.kube/config'} (read when it started): "
-                          "run `jobgroup controller stop`, then launch again from the same "
-                          "environment")
         try:
             return self._admit(ctx)
         except (Unreachable, Refused):
@@ -481,7 +480,10 @@ class KubernetesBackend(JobSetMode, Backend):
             raise Unreachable(f"waiting for pod {pod} of the previous attempt to be deleted")
 
     def _kubectl(self) -> list[str]:
-        argv = ["kubectl", "--namespace", self.config.namespace]
+        """kubectl on this backend's cluster: its launches' kubeconfig (pinned: the callers run
+        it with the controller's, or a node's, environment), context and namespace."""
+        argv = ["env", f"KUBECONFIG={kubeconfig_path(self.config.kubeconfig)}", "kubectl",
+                "--namespace", self.config.namespace]
         if self.config.context:
             argv += ["--context", self.config.context]
         return argv
@@ -663,11 +665,9 @@ class KubernetesBackend(JobSetMode, Backend):
                 current = self._node_pod(ref)
             except Unreachable:
                 current = None
-            pin = ["env", f"KUBECONFIG={os.environ['KUBECONFIG']}"] \
-                if os.environ.get("KUBECONFIG") else []
             pod = current["metadata"]["name"] if current else \
                 f"{jobset.job_name(group.name, group.tasks[task_idx].name or '')}-{rank}"
-            return pin + self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
+            return self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
         selector = (f"{self._selector(ref.job_id, group.name)},"
                     f"{render.LABEL}/task-index={task_idx},{render.LABEL}/rank={rank}")
         try:
@@ -678,11 +678,7 @@ class KubernetesBackend(JobSetMode, Backend):
             f"{render.LABEL}/attempt", 1)), default=None)
         pod = latest["metadata"]["name"] if latest else \
             render.pod_name(group.name, group.tasks[task_idx].name or "", rank)
-        # The caller runs this with the node's environment, which need not name the cluster:
-        # kubectl is pointed at the controller's kubeconfig explicitly.
-        pin = ["env", f"KUBECONFIG={os.environ['KUBECONFIG']}"] \
-            if os.environ.get("KUBECONFIG") else []
-        return pin + self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
+        return self._kubectl() + ["exec", pod, "-c", render.CONTAINER, "--", *argv]
 
     def attach_argv(self, ref: NodeRef, argv: list[str], *, tty: bool,
                     workdir: str | None = None) -> list[str] | None:
@@ -696,13 +692,11 @@ class KubernetesBackend(JobSetMode, Backend):
 
     def forward_argv(self, ref: NodeRef, local_port: int, remote_port: int) -> list[str] | None:
         """`kubectl port-forward` of the node's pod (the API server's portforward)."""
-        pin = ["env", f"KUBECONFIG={os.environ['KUBECONFIG']}"] \
-            if os.environ.get("KUBECONFIG") else []
         pod = self._pod_name(ref)
         if self._workload(ref.job_id) == "jobset":
             current = self._node_pod(ref)
             pod = current["metadata"]["name"] if current else pod
-        return pin + self._kubectl() + ["port-forward", "--address", "127.0.0.1",
+        return self._kubectl() + ["port-forward", "--address", "127.0.0.1",
                                         f"pod/{pod}",
                                         f"{local_port}:{remote_port}"]
 
@@ -1066,12 +1060,6 @@ def _exec_refusal(e: BaseException) -> tuple[int | None, str]:
     except (ValueError, AttributeError):
         message = f"HTTP {m.group(1)}"
     return int(m.group(1)), message
-
-
-def _kubeconfig_files(value: str) -> list[str]:
-    """The files a KUBECONFIG value names, as absolute paths ("": ~/.kube/config)."""
-    parts = [p for p in (value or "").split(os.pathsep) if p] or ["~/.kube/config"]
-    return [os.path.abspath(os.path.expanduser(p)) for p in parts]
 
 
 def _size(path: Path) -> int:

@@ -1,6 +1,7 @@
 """Connecting to the cluster with the official `kubernetes` client, the way kubectl does:
-the kubeconfig of $KUBECONFIG (else ~/.kube/config), the `context:` of kubernetes.yaml (else the
-kubeconfig's current context), or the pod's service account when running inside a cluster.
+the kubeconfig of the launch's KUBECONFIG (`config.kubeconfig`; else this process's $KUBECONFIG,
+else ~/.kube/config), the launch's context (`infra: kubernetes/CONTEXT`, else `context:` of
+kubernetes.yaml, else the kubeconfig's current context), or the pod's service account when running inside a cluster.
 Also what an API error means (no answer vs a refusal) and says, in one line."""
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def connect(config: KubernetesConfig) -> Connection:
     cfg = client.Configuration()
     try:
         try:
-            kc.load_kube_config(config_file=kubeconfig_path(), context=config.context,
+            kc.load_kube_config(config_file=kubeconfig_path(config.kubeconfig),
+                                context=config.context,
                                 client_configuration=cfg)
         except kc.ConfigException as e:
             if config.context:

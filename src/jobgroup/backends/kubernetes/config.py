@@ -40,6 +40,12 @@ Every key is optional; unknown keys are errors (a typo must not silently change 
                                  # jobgroup controller ran is deleted by the cluster that long
                                  # after (jobgroup deletes it at once otherwise); null: kept
 
+Set per launch, not in kubernetes.yaml: `kubeconfig` (the launcher's $KUBECONFIG, "" for
+~/.kube/config: the controller serves each launch on the cluster the launcher's kubectl talks to,
+not the one of the environment it started in) and the context of `--infra kubernetes/CONTEXT`
+(or a task's `infra: k8s/CONTEXT`, as SkyPilot: everything after the first '/' names the
+context), which wins over `context:` here. See `load_config`.
+
 Not a key of kubernetes.yaml: `home_uid`, a random id of the state directory
 (`$JOBGROUP_HOME/kubernetes.uid`, created once by the backend, see `home_uid`). Every object of a
 job carries it as label `jobgroup.dev/home` and every selector the backend uses includes it: job
@@ -116,6 +122,9 @@ class KubernetesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
     dshm_size: str | None = None
     ttl_after_finished: int | None = 3600
     home_uid: str | None = None  # set by the backend from the state directory, never from YAML
+    # the launch's KUBECONFIG ("": ~/.kube/config; None: this process's $KUBECONFIG), never
+    # from YAML (see `load_config`)
+    kubeconfig: str | None = None
 
     def gpu_values(self, accelerator: str) -> list[str] | None:
         """Accepted values of `gpu_label` for `accelerator`, or None if it is not known."""
@@ -130,10 +139,12 @@ def config_path(home: Path | None = None) -> Path:
     return home / CONFIG_NAME
 
 
-def load_config(home: Path | None = None) -> KubernetesConfig:
-    """`$JOBGROUP_HOME/kubernetes.yaml` (or `home`/kubernetes.yaml), else the defaults. Without
-    a `namespace:` there, the namespace is the kubeconfig context's, as for kubectl (see
-    `context_namespace`)."""
+def load_config(home: Path | None = None, *, kubeconfig: str | None = None,
+                context: str | None = None) -> KubernetesConfig:
+    """`$JOBGROUP_HOME/kubernetes.yaml` (or `home`/kubernetes.yaml), else the defaults, for a
+    launch whose KUBECONFIG is `kubeconfig` (None: this process's) and whose infra names
+    `context` (it wins over the file's `context:`). Without a `namespace:` there, the namespace
+    is the kubeconfig context's, as for kubectl (see `context_namespace`)."""
     path = config_path(home)
     try:
         text = path.read_text()
@@ -142,9 +153,12 @@ def load_config(home: Path | None = None) -> KubernetesConfig:
     except OSError as e:
         raise KubernetesConfigError(f"{path}: cannot read: {e.strerror}") from None
     config = parse_config(text, str(path))
+    if kubeconfig is not None or context is not None:
+        config = msgspec.structs.replace(config, kubeconfig=kubeconfig,
+                                         context=context or config.context)
     data = yaml.safe_load(text) if text else None  # valid: parse_config read it
     if not (isinstance(data, dict) and "namespace" in data):
-        namespace = context_namespace(config.context)
+        namespace = context_namespace(config.context, config.kubeconfig)
         if namespace:
             config = msgspec.structs.replace(config, namespace=namespace)
     return config
@@ -153,36 +167,48 @@ def load_config(home: Path | None = None) -> KubernetesConfig:
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
-def kubeconfig_path() -> str:
-    """$KUBECONFIG (several files separated by ':' are merged, as kubectl does), else
-    ~/.kube/config; read now (the client library reads it once, when first imported)."""
-    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+def kubeconfig_path(kubeconfig: str | None = None) -> str:
+    """The kubeconfig file(s) of a launch whose KUBECONFIG was `kubeconfig` (None: this
+    process's $KUBECONFIG, read now; the client library reads it once, when first imported):
+    that value (several files separated by ':' are merged, as kubectl does), else
+    ~/.kube/config."""
+    value = os.environ.get("KUBECONFIG") if kubeconfig is None else kubeconfig
+    return value or os.path.expanduser("~/.kube/config")
+
+
+def kubeconfig_files(kubeconfig: str | None = None) -> list[str]:
+    """The files `kubeconfig_path` names, as absolute paths (relative ones against the current
+    directory, as kubectl reads them)."""
+    return [os.path.abspath(os.path.expanduser(p))
+            for p in kubeconfig_path(kubeconfig).split(os.pathsep) if p]
 
 
 class KubeconfigError(Exception):
     """The kubeconfig cannot be read (missing, not YAML, no contexts); the message says why."""
 
 
-def kubeconfig_contexts() -> tuple[list[dict], dict | None]:
-    """(contexts, current context) of the kubeconfig kubectl would use ($KUBECONFIG, else
-    ~/.kube/config), read with the client library (ImportError when it is missing). The one
-    reader of kubeconfig contexts: launch checks and the namespace default both use it."""
+def kubeconfig_contexts(kubeconfig: str | None = None) -> tuple[list[dict], dict | None]:
+    """(contexts, current context) of the kubeconfig kubectl would use with KUBECONFIG
+    `kubeconfig` (see `kubeconfig_path`), read with the client library (ImportError when it is
+    missing). The one reader of kubeconfig contexts: launch checks and the namespace default
+    both use it."""
     from kubernetes import config as kc
 
     try:
-        contexts, current = kc.list_kube_config_contexts(config_file=kubeconfig_path())
+        contexts, current = kc.list_kube_config_contexts(
+            config_file=kubeconfig_path(kubeconfig))
     except (kc.ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as e:
         raise KubeconfigError(str(e)) from None
     return list(contexts or []), current
 
 
-def context_namespace(context: str | None) -> str | None:
+def context_namespace(context: str | None, kubeconfig: str | None = None) -> str | None:
     """The namespace kubectl would use: that of kubeconfig context `context` (else of the
-    current context) in $KUBECONFIG or ~/.kube/config; without a kubeconfig, inside a pod,
-    the pod's own namespace. None when none is named (or the client library is missing):
-    the caller keeps "default"."""
+    current context) in the kubeconfig of `kubeconfig_path(kubeconfig)`; without a kubeconfig,
+    inside a pod, the pod's own namespace. None when none is named (or the client library is
+    missing): the caller keeps "default"."""
     try:
-        contexts, current = kubeconfig_contexts()
+        contexts, current = kubeconfig_contexts(kubeconfig)
     except ImportError:
         return None
     except KubeconfigError:
@@ -210,6 +236,9 @@ def parse_config(text: str, label: str = CONFIG_NAME) -> KubernetesConfig:
     if "home_uid" in data:
         raise KubernetesConfigError(f"{label}: home_uid is not a setting (it is the state "
                                     f"directory's own id, kept in {UID_NAME})")
+    if "kubeconfig" in data:
+        raise KubernetesConfigError(f"{label}: kubeconfig is not a setting (each launch uses "
+                                    "the KUBECONFIG of the shell it is run from, as kubectl)")
     try:
         return msgspec.convert(data, KubernetesConfig)
     except msgspec.ValidationError as e:

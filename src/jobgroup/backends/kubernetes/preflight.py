@@ -9,17 +9,19 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobgroup.backends.registry import DryRun, Preflight
+from jobgroup.backends.registry import DryRun, Preflight, Target
 from jobgroup.errors import UsageError
 
 if TYPE_CHECKING:
     from jobgroup.spec.models import JobGroup, Task
 
 
-def preflight(group: JobGroup, tasks: list[Task]) -> Preflight:
-    """Problems: no client library, no kubeconfig (or the configured context is not in it),
-    what rendering cannot honour (names that are not DNS labels, ...). Warnings: fields pods
-    ignore, and a missing kubectl (logs stay in the cluster)."""
+def preflight(group: JobGroup, tasks: list[Task], target: Target | None = None) -> Preflight:
+    """Problems: no client library, no kubeconfig (or the context asked for, by the launch's
+    `infra: kubernetes/CONTEXT` or kubernetes.yaml, is not in it), what rendering cannot honour
+    (names that are not DNS labels, ...). Warnings: fields pods ignore, and a missing kubectl
+    (logs stay in the cluster). `target`: the launch's kubeconfig and context (None: this
+    process's KUBECONFIG, kubernetes.yaml's context)."""
     from jobgroup.backends.kubernetes import load_config, problems as render_problems
     from jobgroup.backends.kubernetes import warnings as render_warnings
 
@@ -28,8 +30,9 @@ def preflight(group: JobGroup, tasks: list[Task]) -> Preflight:
         out.warnings.append("kubectl is not installed here: the nodes' output stays in the "
                             "cluster (`kubectl logs` elsewhere) and command readiness probes "
                             "cannot run")
+    target = target or Target()
     try:
-        config = load_config()
+        config = load_config(kubeconfig=target.config, context=target.zone)
     except UsageError as e:
         out.problems.append(str(e))
         return out
@@ -38,22 +41,26 @@ def preflight(group: JobGroup, tasks: list[Task]) -> Preflight:
         out.problems.append("the kubernetes backend needs the Kubernetes client library, which "
                             "is not installed here: pip install 'jobgroup[kubernetes]'")
         return out
-    from jobgroup.backends.kubernetes.config import KubeconfigError, kubeconfig_contexts
+    from jobgroup.backends.kubernetes.config import (
+        KubeconfigError, kubeconfig_contexts, kubeconfig_path,
+    )
 
     try:
-        contexts, current = kubeconfig_contexts()
+        contexts, current = kubeconfig_contexts(config.kubeconfig)
     except KubeconfigError as e:
         if config.context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             return out  # inside a cluster: the pod's service account is used
-        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        where = kubeconfig_path(config.kubeconfig)
         out.problems.append(
             f"no usable kubeconfig ({where}): {e}; point KUBECONFIG at your cluster's kubeconfig "
             "(as for kubectl), or add --infra local to run the group on this machine")
         return out
     names = [c["name"] for c in contexts]
     if config.context is not None and config.context not in names:
-        out.problems.append(f"kubernetes.yaml names context {config.context!r}, which the "
-                            f"kubeconfig does not have (it has: {', '.join(names) or 'none'})")
+        who = f"infra kubernetes/{target.zone}" if target.zone else "kubernetes.yaml"
+        out.problems.append(f"{who} names context {config.context!r}, which the kubeconfig "
+                            f"does not have (it has: {', '.join(names) or 'none'}; read from "
+                            f"{kubeconfig_path(config.kubeconfig)})")
     elif config.context is None and not current:
         out.problems.append("the kubeconfig has no current context: run `kubectl config "
                             "use-context NAME` or set `context:` in $JOBGROUP_HOME/kubernetes.yaml")
@@ -69,9 +76,12 @@ def dryrun(group: JobGroup, options: dict, home: Path, base_dir: Path, level: st
     from jobgroup.backends.kubernetes import load_config
     from jobgroup.backends.kubernetes.config import home_uid
     from jobgroup.backends.kubernetes.render import render_objects, render_yaml
+    from jobgroup.state.options import launch_of
 
     # the labels a launch gives (the state directory's uid too); the job id is 0
-    config = msgspec.structs.replace(load_config(home), home_uid=home_uid(home))
+    launch = launch_of(options)
+    config = msgspec.structs.replace(load_config(home, kubeconfig=launch.kubeconfig,
+                                                 context=launch.zone), home_uid=home_uid(home))
     env = dict(options.get("env") or {})
     objects = render_objects(group, 0, config, base_dir=base_dir, env=env, reveal_secrets=False)
     text = render_yaml(group, 0, config, base_dir=base_dir, env=env)

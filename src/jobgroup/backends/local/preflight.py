@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobgroup.backends.registry import DryRun, Preflight
+from jobgroup.backends.registry import DryRun, Preflight, Target
 
 if TYPE_CHECKING:
     from jobgroup.spec.models import JobGroup, Task
@@ -24,7 +24,8 @@ def problems_and_warnings(tasks: list[Task], backend: str) -> Preflight:
     return out
 
 
-def preflight(group: JobGroup, tasks: list[Task]) -> Preflight:
+def preflight(group: JobGroup, tasks: list[Task], target: Target | None = None) -> Preflight:
+    """(`target` does not apply: one machine.)"""
     return problems_and_warnings(tasks, "local")
 
 

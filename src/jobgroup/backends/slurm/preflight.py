@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobgroup.backends.local.preflight import problems_and_warnings
-from jobgroup.backends.registry import DryRun, Preflight
+from jobgroup.backends.registry import DryRun, Preflight, Target
 
 if TYPE_CHECKING:
     from jobgroup.spec.models import JobGroup, Task
 
 
-def preflight(group: JobGroup, tasks: list[Task]) -> Preflight:
+def preflight(group: JobGroup, tasks: list[Task], target: Target | None = None) -> Preflight:
+    """(`target` does not apply: the Slurm cluster of this machine's configuration.)"""
     if shutil.which("sbatch") is None:
         names = ", ".join(f"'{t.name}'" for t in tasks)
         return Preflight(problems=[
