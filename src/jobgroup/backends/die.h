@@ -1,6 +1,7 @@
 /*
  * die.h: how jobgroup's C programs report a failure on stderr (the shim,
- * local/shim.c, and the Slurm node agent, slurm/agent.c).
+ * local/shim.c, the node helper, local/nodehost.c, and the Slurm node agent,
+ * slurm/agent.c).
  *
  * Contract for the including file: it defines `static const char *prog` (its
  * name, as each message begins) before including this header, and includes

@@ -75,6 +75,8 @@
 
 static const char *prog = "jobgroup-nodehost";
 
+#include "../die.h" /* vwarn, die(code, ...): shared with the shim and the Slurm agent */
+
 struct bind {
     const char *src, *dst;
     int kind; /* 'b' read-write, 'B' read-only, 'f'/'F' own file (read-only) */
@@ -86,22 +88,6 @@ static int nbinds;
 static const char *overlays[MAX_ITEMS], *hides[MAX_ITEMS];
 static int noverlays, nhides;
 static const char *netns, *hostname, *root_dir, *shm_size, *workdir, *join_pid;
-
-static void vwarn(const char *fmt, va_list ap)
-{
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-}
-
-static void die(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vwarn(fmt, ap);
-    va_end(ap);
-    exit(code);
-}
 
 static void warn(const char *fmt, ...)
 {

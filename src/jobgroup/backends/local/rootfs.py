@@ -69,13 +69,14 @@ def helper_path() -> str:
     with _lock:
         if _helper and os.access(_helper, os.X_OK):
             return _helper
-    source = HELPER_SOURCE.read_bytes()
+    source, headers = HELPER_SOURCE.read_bytes(), shim.c_headers()
     compiler = shim._compiler()
-    name = shim._binary_name(source, compiler).replace("jobgroup-shim-", "jobgroup-nodehost-")
+    name = shim._binary_name(source, compiler, headers).replace("jobgroup-shim-",
+                                                                "jobgroup-nodehost-")
     target = shim.cache_dir() / name
     if not os.access(target, os.X_OK):
         try:
-            shim._build(source, compiler, target)
+            shim._build(source, compiler, target, headers)
         except OSError as e:
             raise shim.ShimBuildError(f"could not build jobgroup's node helper in "
                                       f"{target.parent}: {e}") from e
