@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import processes_named
 from jobgroup.devcluster import slurm as dc
 from jobgroup.devcluster import slurmconf
 from jobgroup.devcluster.slurmconf import Paths
@@ -352,20 +353,10 @@ def test_slurms_own_containment_ends_what_a_step_left_running(cluster) -> None:
                f'setsid bash -c \'exec -a "$0" sleep 301\' "$m{mark[6:]}-s" & echo started')
     assert p.stdout.strip() == "started"
 
-    def gone() -> bool:
-        for entry in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if mark.encode() in f.read():
-                        return False
-            except OSError:
-                pass
-        return True
-
     deadline = time.monotonic() + 10
-    while not gone() and time.monotonic() < deadline:
+    while processes_named(mark) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert gone()
+    assert not processes_named(mark)
     p = _slurm(info, "srun", "-w", "node1", "bash", "-c",
                "python3 -c 'x = bytearray(40 << 20); import time; time.sleep(2)' & sleep 1; "
                "sstat -n -P -j $SLURM_JOB_ID.$SLURM_STEP_ID --format=MaxRSS; wait")
