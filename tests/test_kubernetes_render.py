@@ -520,6 +520,30 @@ def test_dryrun_of_the_rl_example_prints_a_jobset_that_validates(jenv, tmp_path:
     assert not (jenv.home / "state.db").exists()  # nothing was launched
 
 
+def test_dryrun_goes_to_the_context_the_infra_names(jenv, tmp_path: Path) -> None:
+    """`--infra kubernetes/CONTEXT` (SkyPilot's form) picks that context of the launching
+    shell's kubeconfig: its namespace in the objects; a relative KUBECONFIG is read from the
+    shell's directory; a context the kubeconfig lacks is refused, naming the ones it has."""
+    pytest.importorskip("kubernetes")
+    (tmp_path / "kc").write_text(KUBECONFIG)
+    jenv.env["KUBECONFIG"] = "kc"  # relative: from the launch's directory
+    text = jenv.spec("name: g\nrun: echo hi\n")
+
+    def namespaces(infra: str) -> set[str]:
+        p = jenv.jg("launch", str(text), "--infra", infra, "--dryrun", "-o", "yaml",
+                    cwd=tmp_path)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return {d["metadata"].get("namespace") for d in yaml.safe_load_all(p.stdout) if d}
+
+    assert namespaces("kubernetes") == {"ml-a"}  # the current context's
+    assert namespaces("kubernetes/team-b") == {"ml-b"}
+    assert namespaces("k8s/*") == {"ml-a"}  # `*`: any, the current one
+    p = jenv.jg("launch", str(text), "--infra", "k8s/team-c", "--dryrun", cwd=tmp_path)
+    assert p.returncode == 2
+    assert "infra kubernetes/team-c names context 'team-c', which the kubeconfig does not " \
+        f"have (it has: team-a, team-b, bare; read from {tmp_path / 'kc'})" in p.stderr, p.stderr
+
+
 def test_a_tasks_own_pod_config_merges_over_kubernetes_yaml() -> None:
     from jobgroup.backends.kubernetes.podconfig import merge
 
