@@ -352,30 +352,25 @@ class KubernetesBackend(JobSetMode, Backend):
         selector = self._selector(job_id, group.name)
         created = float(options.get("k8s_created_at") or self._created.get(job_id) or 0)
         if not created:
-            retry = max(float(options.get("k8s_retry_at") or 0), self._retry_at.get(job_id, 0.0))
+            retry = self._retry_time(job_id, options)
             if time.time() < retry:
                 why = options.get("k8s_gang_reason") or "not every pod was scheduled"
-                return Admission("waiting", f"{why}; its pods released (all or nothing), tries "
-                                 f"again at {time.strftime('%H:%M:%S', time.localtime(retry))}")
+                return Admission("waiting",
+                                 status.released_reason(why, "its pods released", retry))
             if retry and self._pods(selector):  # never take our own leaving pods for new ones
                 return Admission("waiting", "waiting for the released pods to be deleted "
                                  "before trying again")
-            try:
+
+            def make() -> str:
                 objs = render.render_objects(
                     group, job_id, self.config, base_dir=ctx.base_dir,
                     env=options.get("env") or {}, gated=True, submitted_at=ctx.submitted_at,
                     workload="pods")
                 for obj in objs:
                     self._create(obj)
-            except _Busy as e:  # not adopted: asked again at the next pass
-                return Admission("waiting", str(e))
-            except (render.RenderError, RuntimeError) as e:
-                self.cleanup(job_id)
-                return Admission("failed", str(e))
-            created = self._created[job_id] = time.time()
-            return Admission("waiting", f"created {len(objs)} objects in namespace "
-                             f"{self.config.namespace}", {"k8s_created_at": created,
-                                                          "k8s_namespace": self.config.namespace})
+                return f"created {len(objs)} objects in namespace {self.config.namespace}"
+
+            return self._make_objects(job_id, make, {"k8s_namespace": self.config.namespace})
         pods = self._pods(selector)
         expected = sum(t.num_nodes for t in group.tasks)
         if status.all_scheduled(pods, expected):
@@ -391,18 +386,43 @@ class KubernetesBackend(JobSetMode, Backend):
             # All or nothing, and queued rather than failed: the pods are deleted (what they
             # held goes back to other groups; two partly scheduled groups cannot starve each
             # other) and made again after as long again; the other objects stay.
-            why = f"not every pod was scheduled within {self.config.schedule_timeout:g}s: " \
-                  f"{reason}"
             self._call(f"releasing the pods of job {job_id}",
                        self._api().delete_collection_namespaced_pod, self.config.namespace,
                        label_selector=selector)
             self._created.pop(job_id, None)
-            retry = self._retry_at[job_id] = time.time() + self.config.schedule_timeout
-            return Admission("waiting", f"{why}; its pods released (all or nothing), tries "
-                             f"again at {time.strftime('%H:%M:%S', time.localtime(retry))}",
-                             {"k8s_created_at": 0, "k8s_retry_at": retry,
-                              "k8s_gang_reason": why})
+            return self._release(job_id, reason, "its pods released", {"k8s_created_at": 0})
         return Admission("waiting", reason)
+
+    # --- what both workloads share at admission ------------------------------------------------
+    def _make_objects(self, job_id: int, make: Callable[[], str],
+                      facts: dict[str, object]) -> Admission:
+        """Create a job's objects (at its first admission, or a retry): `make` creates them and
+        says what it made. `waiting` with that, the creation time and `facts` recorded;
+        `waiting` while a name is still held (`_Busy`: never adopted, asked again at the next
+        pass); `failed`, everything deleted, when rendering or the API server refuses."""
+        try:
+            made = make()
+        except _Busy as e:
+            return Admission("waiting", str(e))
+        except (render.RenderError, RuntimeError) as e:
+            self.cleanup(job_id)
+            return Admission("failed", str(e))
+        created = self._created[job_id] = time.time()
+        return Admission("waiting", made, {**facts, "k8s_created_at": created})
+
+    def _retry_time(self, job_id: int, options: dict[str, Any]) -> float:
+        """When a group the gang rule released tries again (0: it was not released)."""
+        return max(float(options.get("k8s_retry_at") or 0), self._retry_at.get(job_id, 0.0))
+
+    def _release(self, job_id: int, reason: str, what: str,
+                 facts: dict[str, object]) -> Admission:
+        """The gang rule without Kueue, once the caller gave back what a group not wholly
+        scheduled within `schedule_timeout` held (`what`: how): PENDING with the scheduler's
+        `reason`, tried again as long later (recorded: a restarted controller keeps it)."""
+        why = f"not every pod was scheduled within {self.config.schedule_timeout:g}s: {reason}"
+        retry = self._retry_at[job_id] = time.time() + self.config.schedule_timeout
+        return Admission("waiting", status.released_reason(why, what, retry),
+                         {**facts, "k8s_gang_reason": why, "k8s_retry_at": retry})
 
     def prepare(self, ctx: JobContext) -> dict[tuple[int, int], str]:
         self._jobs[ctx.job_id] = ctx

@@ -93,7 +93,6 @@ class JobSetMode:
     _js_cache: dict[int, tuple[float, Obj | None]]
     _stopped_nodes: set[tuple[int, int, int]]
     _resumed: dict[int, float]
-    _retry_at: dict[int, float]
     _workloads: dict[int, str]
     _served: set[str] | None
 
@@ -186,21 +185,16 @@ class JobSetMode:
                                     "k8s_namespace": self.config.namespace}
         created = float(options.get("k8s_created_at") or self._created.get(job_id) or 0)
         if not created:
-            try:
+            def make() -> str:
                 objs = render.render_objects(
                     group, job_id, self.config, base_dir=ctx.base_dir,
                     env=options.get("env") or {}, submitted_at=ctx.submitted_at,
                     workload="jobset", grace=float(options.get("grace", 10.0)), suspend=True)
                 self._create_jobset(job_id, objs)
-            except self._busy as e:  # not adopted: asked again at the next pass
-                return Admission("waiting", str(e))
-            except (render.RenderError, RuntimeError) as e:
-                self.cleanup(job_id)
-                return Admission("failed", str(e))
-            created = self._created[job_id] = time.time()
-            return Admission("waiting", f"created JobSet {jobset.jobset_name(group.name)} in "
-                             f"namespace {self.config.namespace}",
-                             {**facts, "k8s_created_at": created})
+                return f"created JobSet {jobset.jobset_name(group.name)} in namespace " \
+                       f"{self.config.namespace}"
+
+            return self._make_objects(job_id, make, facts)
         js = self._jobset(job_id, fresh=True)
         if js is None:
             return Admission("failed", f"JobSet {jobset.jobset_name(group.name)} is gone "
@@ -216,11 +210,10 @@ class JobSetMode:
         resumed = max(float(options.get("k8s_resumed_at") or 0),
                       self._resumed.get(job_id, 0.0)) or created
         if suspended:
-            retry = max(float(options.get("k8s_retry_at") or 0), self._retry_at.get(job_id, 0.0))
+            retry = self._retry_time(job_id, options)
             if time.time() < retry:
                 why = options.get("k8s_gang_reason") or "not every pod was scheduled"
-                return Admission("waiting", f"{why}; suspended (all or nothing), tries again "
-                                 f"at {time.strftime('%H:%M:%S', time.localtime(retry))}",
+                return Admission("waiting", status.released_reason(why, "suspended", retry),
                                  facts)
             self._suspend(job_id, False)
             self._resumed[job_id] = now = time.time()
@@ -245,13 +238,8 @@ class JobSetMode:
         if len(present) < expected:
             reason = f"{len(present)} of {expected} pods made so far"
         if timeout is not None and time.time() > timeout:
-            why = (f"not every pod was scheduled within {self.config.schedule_timeout:g}s: "
-                   f"{reason}")
             self._suspend(ctx.job_id, True)
-            retry = self._retry_at[ctx.job_id] = time.time() + self.config.schedule_timeout
-            return Admission("waiting", f"{why}; suspended (all or nothing), tries again at "
-                             f"{time.strftime('%H:%M:%S', time.localtime(retry))}",
-                             {**facts, "k8s_gang_reason": why, "k8s_retry_at": retry})
+            return self._release(ctx.job_id, reason, "suspended", facts)
         return Admission("waiting", reason, facts)
 
     def _suspend(self, job_id: int, suspend: bool) -> None:

@@ -19,6 +19,7 @@ The pod's one container runs the driver (`driver.py`): setup, then run. So:
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime
 from typing import Any
 
@@ -138,3 +139,10 @@ def all_scheduled(pods: list[Pod], expected: int) -> bool:
         return False
     return all(any(c.get("type") == "PodScheduled" and c.get("status") == "True"
                    for c in (p.get("status") or {}).get("conditions") or []) for p in pods)
+
+
+def released_reason(why: str, what: str, retry: float) -> str:
+    """The pending reason of a group that the gang rule released (`what`: how, "suspended",
+    "its pods released"), until it tries again at `retry` (local time of day)."""
+    return f"{why}; {what} (all or nothing), tries again at " \
+           f"{time.strftime('%H:%M:%S', time.localtime(retry))}"
