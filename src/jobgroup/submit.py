@@ -176,15 +176,14 @@ def _target(group: JobGroup, infra: str | None, source_env: Mapping[str, str],
         raise UsageError(f"the tasks ask for different infras ({', '.join(sorted(kinds))}); a "
                          "group runs on one (placement SAME_INFRA): give --infra")
     kind = kinds.pop()
-    zones = {registry.zone(infra or t.resources.infra) for t in group.tasks}
-    target = registry.target(kind, None, source_env, cwd)
-    if target == registry.Target():
-        return kind, target
-    if len(zones) > 1:
-        named = ", ".join(sorted(f"{kind}/{z}" if z else kind for z in zones))
+    zones = sorted({registry.zone(infra or t.resources.infra) for t in group.tasks},
+                   key=lambda z: z or "")
+    target = registry.target(kind, zones[0], source_env, cwd)
+    if len(zones) > 1 and target != registry.Target():  # (a target the backend tells apart)
+        named = ", ".join(f"{kind}/{z}" if z else kind for z in zones)
         raise UsageError(f"the tasks ask for different contexts ({named}); a group runs on one "
                          "cluster: give --infra")
-    return kind, registry.Target(zone=zones.pop(), config=target.config)
+    return kind, target
 
 
 def _say_best_effort(group: JobGroup, options: LaunchOptions, home: Path,

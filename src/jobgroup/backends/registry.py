@@ -11,6 +11,7 @@ for the Kubernetes client, and the fast launch road imports none of this.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -63,7 +64,8 @@ class Entry:
     DryRun` says what `launch --dryrun` adds for it (called after every launch check passed).
     `on_this_machine`: its nodes run here (volumes, workdirs and file mounts must exist on this
     machine). `per_target`: the backend serves one `Target` (created as `Class(home,
-    target=...)`; the controller keeps one per target its jobs were launched to); otherwise a
+    target=...)`; the controller keeps one per target its jobs were launched to; its preflight
+    module's `target(zone, environ, cwd) -> Target` says what a launch names); otherwise a
     launch's target is ignored and one object serves every job."""
 
     name: str
@@ -103,17 +105,13 @@ def zone(infra: str | None) -> str | None:
 def target(kind_name: str, zone_name: str | None, environ: Mapping[str, str],
            cwd: str | None = None) -> Target:
     """The `Target` of a launch on backend `kind_name` to `zone_name` from a shell with
-    environment `environ` in directory `cwd` (relative KUBECONFIG entries are read from there,
-    as kubectl there reads them). Backends without `per_target` get the empty Target."""
+    environment `environ` in directory `cwd` (None: this process's): what the backend's
+    preflight module's `target(zone, environ, cwd)` makes of them. Backends without
+    `per_target` get the empty Target."""
     e = entry(kind_name)
     if e is None or not e.per_target:
         return Target()
-    import os
-
-    value = environ.get("KUBECONFIG", "")
-    files = [os.path.normpath(os.path.join(cwd or os.getcwd(), os.path.expanduser(p)))
-             for p in value.split(os.pathsep) if p]
-    return Target(zone=zone_name, config=os.pathsep.join(files))
+    return importlib.import_module(e.preflight).target(zone_name, environ, cwd or os.getcwd())
 
 
 def launch_target(launch: LaunchOptions) -> Target:
@@ -180,8 +178,6 @@ def preflight(group: JobGroup, infra: str | None = None,
             continue
         by_kind.setdefault(k, []).append(t)
     for k, tasks in by_kind.items():
-        import os
-
         where = target(k, zone(infra or tasks[0].resources.infra),
                        os.environ if environ is None else environ, cwd)
         said = importlib.import_module(BACKENDS[k].preflight).preflight(group, tasks, where)

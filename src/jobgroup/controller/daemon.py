@@ -310,15 +310,15 @@ class Controller:
             from jobgroup.backends import registry
 
             job = self.store.job(job_id)
-            launch = job.launch if job else None
-            target = registry.launch_target(launch) if launch else registry.Target()
-            key = registry.key(launch.infra, target) if launch else "local"
+            key = "local"
+            if job is not None:
+                target = registry.launch_target(job.launch)
+                key = registry.key(job.launch.infra, target)
+                if key not in self.backends:
+                    backend = registry.create(job.launch.infra, self.home, target)
+                    backend.jobs = self.jobs
+                    self.backends[key] = backend
             self._infra[job_id] = key
-            backend = self.backends.get(key)
-            if backend is None:
-                backend = registry.create(launch.infra, self.home, target)
-                backend.jobs = self.jobs
-                self.backends[key] = backend
         return self.backends[key]
 
     def _admit_self_scheduled(self, job: JobRec, group: JobGroup, backend: Backend) -> None:

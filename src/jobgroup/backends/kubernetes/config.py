@@ -176,12 +176,6 @@ def kubeconfig_path(kubeconfig: str | None = None) -> str:
     return value or os.path.expanduser("~/.kube/config")
 
 
-def kubeconfig_files(kubeconfig: str | None = None) -> list[str]:
-    """The files `kubeconfig_path` names, as absolute paths (relative ones against the current
-    directory, as kubectl reads them)."""
-    return [os.path.abspath(os.path.expanduser(p))
-            for p in kubeconfig_path(kubeconfig).split(os.pathsep) if p]
-
 
 class KubeconfigError(Exception):
     """The kubeconfig cannot be read (missing, not YAML, no contexts); the message says why."""

@@ -7,13 +7,22 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from jobgroup.backends.registry import DryRun, Preflight, Target
 from jobgroup.errors import UsageError
 
 if TYPE_CHECKING:
     from jobgroup.spec.models import JobGroup, Task
+
+
+def target(zone: str | None, environ: Mapping[str, str], cwd: str) -> Target:
+    """The cluster a launch from a shell with `environ` in directory `cwd` goes to, as kubectl
+    there reads it: its KUBECONFIG's files made absolute from `cwd` ("": ~/.kube/config), and
+    context `zone` (`infra: kubernetes/CONTEXT`; None: kubernetes.yaml's, else the current)."""
+    files = [os.path.normpath(os.path.join(cwd, os.path.expanduser(p)))
+             for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return Target(zone=zone, config=os.pathsep.join(files))
 
 
 def preflight(group: JobGroup, tasks: list[Task], target: Target | None = None) -> Preflight:
