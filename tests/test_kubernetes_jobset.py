@@ -17,7 +17,7 @@ import pytest
 from conftest import Env, _zombie, wait_for
 
 pytest.importorskip("kubernetes", reason="pip install -e '.[kubernetes]' (the test extra has it)")
-import test_kubernetes_live  # noqa: E402,F401  (its skips apply)
+from test_kubernetes_live import FAIL_FAST  # noqa: E402  (its skips apply too)
 from k8senv import K8s, running  # noqa: E402
 
 
@@ -150,26 +150,11 @@ def test_the_cluster_ends_the_group_with_the_controller_gone(k8s: K8s) -> None:
     wait_for(lambda: not k8s.cluster.names("jobsets"), timeout=30)
 
 
-FAIL = """\
-name: ff
-execution: parallel
----
-name: a
-num_nodes: 2
-run: |
-  if [ "$SKYPILOT_NODE_RANK" = 1 ]; then echo failing on purpose; exit 3; fi
-  exec sleep 300
----
-name: b
-run: exec sleep 300
-"""
-
-
 def test_a_failed_node_fails_the_jobset_and_the_group(k8s: K8s) -> None:
     """Fail-fast by the cluster (a failed Job fails the JobSet, which deletes the others);
     the controller reports the node that failed with its exit code, and the others as
     stopped, not failed."""
-    p = k8s.launch(FAIL, timeout=90)
+    p = k8s.launch(FAIL_FAST, timeout=90)
     assert p.returncode == 1, p.stdout + p.stderr
     job = k8s.jenv.job(1)
     assert job["status"] == "FAILED", job
@@ -277,7 +262,8 @@ def test_without_kueue_a_group_that_does_not_fit_is_suspended_and_retried(k8s: K
 
 
 def test_cancel_deletes_the_jobset_and_what_it_owns(k8s: K8s) -> None:
-    job = k8s.launch_d(FAIL.replace("name: ff", "name: cx").replace("exit 3", "exec sleep 300")
+    job = k8s.launch_d(FAIL_FAST.replace("name: ff", "name: cx")
+                       .replace("exit 3", "exec sleep 300")
                        .replace("name: b\n", "name: b\nsecrets: {TOKEN: s3cret}\n"))
     wait_for(lambda: _status(k8s, job) == "RUNNING", timeout=60)
     owned = [o for p in ("configmaps", "secrets") for o in k8s.cluster.objects(p)]
