@@ -16,6 +16,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Struct
 
+from jobgroup.spec.errors import Problem
+
 
 class NodeResources(Struct, kw_only=True):
     """What one node asked for (its task's first alternative) or, once the group was admitted
@@ -173,14 +175,10 @@ class LogReply(Struct, kw_only=True):
     truncated: bool
 
 
-class SpecProblem(Struct, kw_only=True):
-    file: str
-    line: int | None
-    col: int | None
-    where: str
-    path: str
-    message: str
-    severity: str
+class SpecProblem(Problem, kw_only=True):
+    """A spec problem as `jobgroup validate` finds it (`spec.errors.Problem`), and `text`: its
+    one-line form, as the CLI prints it."""
+
     text: str
 
 
