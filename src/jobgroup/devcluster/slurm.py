@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from jobgroup.backends.slurm.commands import per_node
 from jobgroup.devcluster import net, procs
 from jobgroup.devcluster.net import DevClusterError
 from jobgroup.devcluster.slurmconf import (
@@ -191,12 +192,7 @@ def node_states(home: Path) -> dict[str, str] | None:
     p = _client(Paths.of(home), "sinfo", "-h", "-N", "-o", "%N %T")
     if p is None or p.returncode != 0:
         return None
-    out = {}
-    for line in p.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            out[parts[0]] = parts[1]
-    return out
+    return per_node(p.stdout)
 
 
 def _ready(states: dict[str, str] | None, layout: Layout) -> bool:

@@ -116,14 +116,15 @@ def job_state(slurm_id: str, env: dict[str, str] | None = None) -> tuple[str, st
     return (state.group(1) if state else "", reason.group(1) if reason else "")
 
 
+def per_node(text: str) -> dict[str, str]:
+    """`sinfo -h -N -o "%N %X"` output (a node and one field a line) -> node -> field; lines
+    of another shape are skipped."""
+    return {parts[0]: parts[1] for parts in map(str.split, text.splitlines())
+            if len(parts) == 2}
+
+
 def node_addresses(env: dict[str, str] | None = None) -> dict[str, str]:
-    p = run(["sinfo", "-h", "-N", "-o", "%N %o"], env=env)
-    out = {}
-    for line in p.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            out[parts[0]] = parts[1]
-    return out
+    return per_node(run(["sinfo", "-h", "-N", "-o", "%N %o"], env=env).stdout)
 
 
 def step_id(job: str, name: str, env: dict[str, str] | None = None) -> str | None:
