@@ -45,6 +45,15 @@ def test_sigkill_at_a_named_step_then_restart_every_group_ends_right_and_nothing
     assert not result.problems, "\n".join(result.problems)
 
 
+def test_sigkill_between_two_nodes_of_one_task_starts_the_other_after_the_restart(tmp_path):
+    # "ok" alone: spawns 1 and 2 are main's setups, 3 is main-0's run; main-1's run was
+    # decided (recorded as starting) but never spawned. The restarted controller finds main-0
+    # running and starts main-1 rather than waiting for a barrier that is already past.
+    result = bench_crash.run_once(tmp_path / "run", fault="start.spawned:3", scenarios=("ok",))
+    assert result.fired
+    assert not result.problems, "\n".join(result.problems)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_sigkill_from_outside_at_random_moments(tmp_path, seed):
     import random

@@ -303,3 +303,18 @@ def test_cancel_during_termination_delay_stops_auxiliaries_now_and_keeps_succeed
     assert SetTask(1, Status.CANCELLED, "auxiliary stopped by the user's cancel: primary tasks "
                    "had finished") in gone.actions
     assert gone.actions[-1] == SetJob(Status.SUCCEEDED, "all primary tasks succeeded")
+
+
+def test_a_task_whose_start_was_cut_halfway_starts_the_rest_of_its_nodes():
+    # The controller died after spawning node 0's run, before node 1's: node 1 was put back
+    # to READY on restart. It starts (alone) rather than waiting for a barrier that is past.
+    tasks = [task(0, "main", nodes=2, status=Status.STARTING)]
+    for other in (node(0, 0, phase=Phase.RUN), ended(0, 0, code=0)):
+        v = view(job(status=Status.RUNNING), tasks, [other, node(0, 1, phase=Phase.READY)])
+        assert kinds(decide(v, NOW), StartPhase) == [StartPhase(0, 1, Phase.RUN)]
+    # Not while the task is being recovered (its nodes are stopped, then all reset together),
+    # nor when the other node only finished its setup.
+    recovering = [task(0, "main", nodes=2, status=Status.RECOVERING)]
+    v = view(job(status=Status.RUNNING), recovering,
+             [node(0, 0, phase=Phase.RUN, stop_requested_at=5.0), node(0, 1, phase=Phase.READY)])
+    assert not kinds(decide(v, NOW), StartPhase)

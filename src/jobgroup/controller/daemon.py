@@ -777,7 +777,11 @@ class Controller:
             found = backend.recover(ref)
             if found is None:  # it never started: start it again
                 back = Phase.WAITING if n.phase == Phase.SETUP else Phase.READY
-                self.store.update_node(job_id, n.task_idx, n.rank, phase=back)
+                self.store.record(
+                    job_id, nodes=[(n.task_idx, n.rank, {"phase": back})],
+                    events=[(n.task_idx, n.rank, "note",
+                             f"its {n.phase.value} was never started (the controller "
+                             "stopped before it could); starting it now")])
                 self._watched.discard(key)
                 self._mark(job_id)
                 return

@@ -408,7 +408,18 @@ def _progress(
         tasks = {t.idx: t for t in view.tasks}
         for t in active:
             nodes = by_task[t.idx]
-            if not nodes or not all(n.phase == Phase.READY for n in nodes):
+            ready = [n for n in nodes if n.phase == Phase.READY]
+            if not ready:
+                continue
+            if len(ready) < len(nodes):
+                # The task's start was cut halfway (the controller died between two spawns;
+                # the ones it never made were put back to READY): its other nodes run this
+                # attempt, so the rest start now; waiting for all to be READY never ends.
+                if derived[t.idx][0] != Status.RECOVERING and all(
+                        n.phase == Phase.RUN or n.ended_phase == Phase.RUN
+                        for n in nodes if n.phase != Phase.READY):
+                    plan.actions.extend(StartPhase(n.task_idx, n.rank, Phase.RUN)
+                                        for n in ready)
                 continue
             deps = view.info[t.idx].deps
             if all(dependency_met(cond, tasks[d], by_task[d], view.info[d].has_probe)
