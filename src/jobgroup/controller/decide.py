@@ -412,9 +412,10 @@ def _progress(
             if not ready:
                 continue
             if len(ready) < len(nodes):
-                # The task's start was cut halfway (the controller died between two spawns;
-                # the ones it never made were put back to READY): its other nodes run this
-                # attempt, so the rest start now; waiting for all to be READY never ends.
+                # The task's start was cut halfway (the controller died between two spawns, or
+                # a start failed and is retried; what never started was put back to READY):
+                # its other nodes run this attempt, so the rest start now; waiting for all of
+                # them to be READY would never end.
                 if derived[t.idx][0] != Status.RECOVERING and all(
                         n.phase == Phase.RUN or n.ended_phase == Phase.RUN
                         for n in nodes if n.phase != Phase.READY):
