@@ -60,13 +60,14 @@ class Target:
 class Entry:
     """One backend. `backend`: "module:Class" created as `Class(home)`; `preflight`: the module
     whose `preflight(group, tasks, target) -> Preflight` checks the tasks that run on it (light:
-    no client libraries at import; `target` is the launch's `Target`), and whose `dryrun(group, options, home, base_dir, level) ->
-    DryRun` says what `launch --dryrun` adds for it (called after every launch check passed).
-    `on_this_machine`: its nodes run here (volumes, workdirs and file mounts must exist on this
-    machine). `per_target`: the backend serves one `Target` (created as `Class(home,
-    target=...)`; the controller keeps one per target its jobs were launched to; its preflight
-    module's `target(zone, environ, cwd) -> Target` says what a launch names); otherwise a
-    launch's target is ignored and one object serves every job."""
+    no client libraries at import; `target` is the launch's `Target`), and whose
+    `dryrun(group, options, home, base_dir, level) -> DryRun` says what `launch --dryrun` adds
+    for it (called after every launch check passed). `on_this_machine`: its nodes run here
+    (volumes, workdirs and file mounts must exist on this machine). `per_target`: the backend
+    serves one `Target` (created as `Class(home, target=...)`; the controller keeps one per
+    target its jobs were launched to; its preflight module's `target(zone, environ, cwd) ->
+    Target` says what a launch names); otherwise a launch's target is ignored and one object
+    serves every job."""
 
     name: str
     backend: str

@@ -22,8 +22,8 @@ WHERE_KEYS = ("infra", "zone", *sorted({k for _, k in LABELS.values() if k}))
 
 
 def where_label(options: dict) -> str:
-    """`local`, `slurm:1234`, `k8s:ml-team`, `k8s/ctx:ml-team`; the bare label (`slurm`, `k8s`) until the backend
-    has recorded where (the cluster has not taken the group yet)."""
+    """`local`, `slurm:1234`, `k8s:ml-team`, `k8s/ctx:ml-team`; the bare label (`slurm`, `k8s`)
+    until the backend has recorded where (the cluster has not taken the group yet)."""
     infra = str(options.get("infra") or "local")
     label, key = LABELS.get(infra, (infra, None))
     if options.get("zone"):

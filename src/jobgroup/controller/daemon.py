@@ -67,7 +67,7 @@ class Controller:
 
             backend = LocalBackend(home)
         self.backends: dict[str, Backend] = {"local": backend}
-        self._infra: dict[int, str] = {}
+        self._backend_key: dict[int, str] = {}  # job -> its key in self.backends
         from jobgroup.resources import inventory
 
         self.inventory = inventory.detect(home)
@@ -305,7 +305,7 @@ class Controller:
         """The backend of a job (its launch-time infra and target: one object per Kubernetes
         cluster and context its launches named, see `registry.Target`), created on first
         use."""
-        key = self._infra.get(job_id)
+        key = self._backend_key.get(job_id)
         if key is None:
             from jobgroup.backends import registry
 
@@ -318,7 +318,7 @@ class Controller:
                     backend = registry.create(job.launch.infra, self.home, target)
                     backend.jobs = self.jobs
                     self.backends[key] = backend
-            self._infra[job_id] = key
+            self._backend_key[job_id] = key
         return self.backends[key]
 
     def _admit_self_scheduled(self, job: JobRec, group: JobGroup, backend: Backend) -> None:

@@ -1,8 +1,9 @@
 """Connecting to the cluster with the official `kubernetes` client, the way kubectl does:
 the kubeconfig of the launch's KUBECONFIG (`config.kubeconfig`; else this process's $KUBECONFIG,
 else ~/.kube/config), the launch's context (`infra: kubernetes/CONTEXT`, else `context:` of
-kubernetes.yaml, else the kubeconfig's current context), or the pod's service account when running inside a cluster.
-Also what an API error means (no answer vs a refusal) and says, in one line."""
+kubernetes.yaml, else the kubeconfig's current context), or the pod's service account when
+running inside a cluster. Also what an API error means (no answer vs a refusal) and says, in
+one line."""
 
 from __future__ import annotations
 
